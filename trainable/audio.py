@@ -1,0 +1,46 @@
+"""Decode audio once, in the model's sampling rate, mono, float32."""
+
+from __future__ import annotations
+
+import hashlib
+from math import gcd
+
+import numpy as np
+
+
+class AudioError(ValueError):
+    """The file cannot be read as audio; the message says which file and why."""
+
+
+def load_audio(path: str, sampling_rate: int) -> np.ndarray:
+    """soundfile decode, stereo averaged to mono, polyphase resampling to ``sampling_rate``."""
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioError(f"audio file not found: {path}") from None
+    except Exception as error:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(f"unreadable or corrupt audio {path}: {error}") from None
+    if samples.shape[0] == 0:
+        raise AudioError(f"audio file has no samples: {path}")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioError(f"audio has NaN or infinite samples: {path}")
+    return resample(mono, rate, sampling_rate)
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    if rate == target_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    divisor = gcd(int(rate), int(target_rate))
+    out = resample_poly(samples, target_rate // divisor, rate // divisor)
+    return out.astype(np.float32)
+
+
+def content_hash(samples: np.ndarray) -> str:
+    """Hash of the decoded samples: the same recording in another file or container matches."""
+    quantised = np.round(np.asarray(samples, dtype=np.float32) * 32767).astype(np.int16)
+    return hashlib.sha1(quantised.tobytes()).hexdigest()

@@ -1,0 +1,166 @@
+"""Manifests: which audio file says what.
+
+Accepts the formats speech corpora come in (JSONL, a JSON list, TSV/CSV ``path<TAB>text``)
+and the field names different toolkits use (NeMo's ``audio_filepath``, HF's ``audio``,
+...). Every problem is reported with the file and line, because a user fixing a
+manifest of thousands of rows needs to know which one is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+AUDIO_FIELDS = ("audio_filepath", "audio", "path", "wav")
+TEXT_FIELDS = ("text", "transcript", "transcription")
+DURATION_FIELDS = ("duration", "seconds")
+
+
+class ManifestError(ValueError):
+    """Bad manifest content or audio; the message starts with ``file:line:``."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One row of a manifest, its audio path already resolved against the manifest's folder."""
+
+    id: str
+    audio_path: str
+    text: str
+    duration: float | None
+    speaker: str
+    source: str  # "manifest.jsonl:12", for error messages and reports
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that cannot be used, and why (kept so skipped rows can be counted by reason)."""
+
+    source: str
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+def read_manifest(path: str | Path) -> tuple[list[Utterance], list[RowProblem]]:
+    """Parse every row; return the usable utterances and the problems of the others.
+
+    Parsing never stops at the first bad row, so one run reports them all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    utterances, problems = [], []
+    for line, record in _records(path):
+        source = f"{path}:{line}"
+        if isinstance(record, RowProblem):
+            problems.append(record)
+            continue
+        try:
+            utterances.append(_utterance(record, path, source, line))
+        except ManifestError as error:
+            problems.append(RowProblem(source, error.args[1] if len(error.args) > 1 else "bad row", error.args[0]))
+    return utterances, problems
+
+
+def _records(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, dict or RowProblem) for each row, whatever the file format."""
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix in {".tsv", ".csv", ".txt"}:
+        yield from _delimited_records(path, text, "\t" if suffix != ".csv" else ",")
+    elif suffix == ".json" or text.lstrip().startswith("["):
+        yield from _json_list_records(path, text)
+    else:
+        yield from _jsonl_records(path, text)
+
+
+def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as error:
+            yield line, RowProblem(f"{path}:{line}", "bad json", f"not valid JSON ({error.msg} at column {error.colno})")
+            continue
+        if not isinstance(record, dict):
+            yield line, RowProblem(f"{path}:{line}", "bad json", f"expected a JSON object, got {type(record).__name__}")
+            continue
+        yield line, record
+
+
+def _json_list_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """A JSON list: 'line' is the 1-based item number, the closest thing to a line it has."""
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(records, list):
+        raise ManifestError(f"{path}: a .json manifest must hold a list of objects")
+    for item, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            yield item, RowProblem(f"{path}:item {item}", "bad json", f"expected a JSON object, got {type(record).__name__}")
+            continue
+        yield item, record
+
+
+def _delimited_records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Any]]:
+    """``path<TAB>text`` rows; a header row naming known fields is honoured if present."""
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    header = None
+    if rows and {c.strip().lower() for c in rows[0]} & set(AUDIO_FIELDS) and {c.strip().lower() for c in rows[0]} & set(TEXT_FIELDS):
+        header = [c.strip().lower() for c in rows[0]]
+    for line, row in enumerate(rows, start=1):
+        if not row or (line == 1 and header):
+            continue
+        if header:
+            yield line, dict(zip(header, row))
+        elif len(row) < 2:
+            yield line, RowProblem(f"{path}:{line}", "missing field", f"expected 'path{delimiter!r}text', got {len(row)} column(s)")
+        else:
+            yield line, {"audio_filepath": row[0], "text": delimiter.join(row[1:])}
+
+
+def _field(record: dict, names: tuple[str, ...]) -> Any:
+    for name in names:
+        if name in record and record[name] is not None:
+            value = record[name]
+            # HF datasets style: {"audio": {"path": ...}}
+            if isinstance(value, dict) and "path" in value:
+                value = value["path"]
+            return value
+    return None
+
+
+def _utterance(record: dict, manifest: Path, source: str, line: int) -> Utterance:
+    audio = _field(record, AUDIO_FIELDS)
+    if audio is None or not str(audio).strip():
+        raise ManifestError(f"{source}: missing audio field (one of {', '.join(AUDIO_FIELDS)})", "missing field")
+    text = _field(record, TEXT_FIELDS)
+    if text is None:
+        raise ManifestError(f"{source}: missing text field (one of {', '.join(TEXT_FIELDS)})", "missing field")
+    if not str(text).strip():
+        raise ManifestError(f"{source}: empty transcript", "empty text")
+    audio_path = Path(str(audio)).expanduser()
+    if not audio_path.is_absolute():
+        audio_path = manifest.parent / audio_path
+    duration = _field(record, DURATION_FIELDS)
+    try:
+        duration = float(duration) if duration is not None else None
+    except (TypeError, ValueError):
+        raise ManifestError(f"{source}: duration {duration!r} is not a number", "bad duration") from None
+    return Utterance(
+        id=str(record.get("id") or record.get("utterance_id") or f"{manifest.stem}-{line}"),
+        audio_path=str(audio_path.resolve()),
+        text=str(text).strip(),
+        duration=duration,
+        speaker=str(record.get("speaker") or record.get("speaker_id") or ""),
+        source=source,
+    )

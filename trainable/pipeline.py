@@ -1,0 +1,232 @@
+"""``train_and_evaluate``: one LoRA run from recipe to reports. No Ray here.
+
+The same function is a single run (``python -m trainable.run``), a sweep trial
+(``trainable.tune`` wraps it) and a repro seed. ``report`` receives intermediate metrics
+and, with them, a checkpoint directory the caller may keep to resume from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from trainable.config import REPO_ROOT, TrialConfig, atomic_write_text
+from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, model_limits, prepare_set
+from trainable.evaluate import transcribe, wer_report
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict, "str | None"], None]
+
+
+def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume_from: str | None = None) -> dict:
+    """Train the adapter, score baseline and tuned on every eval manifest, write everything.
+
+    Returns the summary (also written as ``summary.json``). Bad data raises before the
+    first training step; a diverging run raises ``NonFiniteLossError``.
+    """
+    import torch
+
+    from trainable.model import apply_lora, autocast_dtype, load_model_and_processor, seed_everything, select_device, trainable_parameters
+    from trainable.train import train
+
+    started = time.perf_counter()
+    config = config.resolved()
+    device = select_device(config.device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    model, processor = load_model_and_processor(config.model, device)
+    limits = model_limits(model, processor)
+    train_set, eval_sets = load_utterance_sets(config, model, processor, limits)
+    overlap = check_overlap(train_set, eval_sets, config.allow_overlap)
+
+    seed_everything(config.seed)  # right before LoRA init, so only the seed decides it
+    model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules)
+    n_trainable, n_total = trainable_parameters(model)
+    log.info("LoRA: %d trainable of %d parameters (%.2f%%) on %s", n_trainable, n_total, 100 * n_trainable / n_total, device)
+
+    decode = _decoder(model, processor, limits, config, device, tokens_per_second(train_set, limits))
+    baseline = _baseline_reports(model, eval_sets, decode, resume_from)
+    primary = eval_sets[0]
+    history: list[dict] = []
+
+    def on_eval(state, save_checkpoint) -> None:
+        tuned = wer_report(primary, decode(primary), "tuned")
+        metrics = _step_metrics(state, config) | {"eval_wer": tuned["wer"], "baseline_wer": baseline[primary.name]["wer"]}
+        history.append(metrics)
+        log.info("step %d: %s tuned WER %.4f (baseline %.4f)", state.step, primary.name, tuned["wer"], metrics["baseline_wer"])
+        if report:
+            with tempfile.TemporaryDirectory(prefix="checkpoint-") as directory:
+                save_checkpoint(Path(directory))
+                _write_reports(Path(directory), baseline, name="baseline")
+                report(metrics, directory)
+
+    with _progress(config.max_steps) as progress:
+        state = train(
+            model, processor, train_set, limits, config,
+            device=device, input_name=model.main_input_name, autocast=autocast_dtype(device),
+            on_eval=on_eval, resume_from=resume_from, progress=progress,
+        )
+    tuned = {s.name: wer_report(s, decode(s), "tuned") for s in eval_sets}
+
+    model.save_pretrained(output_dir / "lora_adapter")
+    processor.save_pretrained(output_dir / "processor")
+    _write_reports(output_dir, baseline, name="baseline")
+    _write_reports(output_dir, tuned, name="tuned")
+    summary = _summary(config, device, state, baseline, tuned, train_set, eval_sets, overlap, history, started, n_trainable)
+    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if report:
+        report(final_metrics(summary) | {"step": state.step, "done": True}, None)
+    return summary
+
+
+def load_utterance_sets(config: TrialConfig, model, processor, limits: ModelLimits) -> tuple[UtteranceSet, list[UtteranceSet]]:
+    """Check and decode every manifest up front: all problems surface before training."""
+    tokenizer = processor.tokenizer
+    start_id = model.config.decoder_start_token_id
+    eos_id = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
+    common = {"max_duration": config.max_duration, "on_bad_row": config.on_bad_row}
+    train_set = prepare_set("train", config.train_manifest, limits, tokenize=lambda text: label_ids(tokenizer, text, start_id, eos_id), **common)
+    eval_sets = [prepare_set(name, path, limits, **common) for name, path in config.eval_manifests]
+    return train_set, eval_sets
+
+
+def tokens_per_second(train_set: UtteranceSet, limits: ModelLimits) -> float:
+    """The fastest token rate seen in training transcripts, which bounds decoding length."""
+    rates = [len(labels) / (len(audio) / limits.sampling_rate) for labels, audio in zip(train_set.labels, train_set.audio)]
+    return max(rates) if rates else 20.0
+
+
+def _decoder(model, processor, limits, config: TrialConfig, device: str, rate: float):
+    from trainable.model import autocast_dtype
+
+    def decode(utterances: UtteranceSet) -> list[str]:
+        return transcribe(
+            model, processor, utterances, limits, device=device, batch_size=config.eval_batch_size,
+            tokens_per_second=rate, input_name=model.main_input_name, autocast=autocast_dtype(device),
+        )
+
+    return decode
+
+
+def _baseline_reports(model, eval_sets: list[UtteranceSet], decode, resume_from: str | None) -> dict[str, dict]:
+    """Baseline = the same model with the adapter switched off. A checkpoint carries the
+    baseline reports, so a resumed trial does not decode them again."""
+    if resume_from:
+        saved = {s.name: Path(resume_from) / f"{s.name}_baseline.json" for s in eval_sets}
+        if all(p.is_file() for p in saved.values()):
+            return {name: json.loads(p.read_text()) for name, p in saved.items()}
+    with model.disable_adapter():
+        return {s.name: wer_report(s, decode(s), "baseline") for s in eval_sets}
+
+
+def _write_reports(directory: Path, reports: dict[str, dict], name: str) -> None:
+    for eval_name, content in reports.items():
+        atomic_write_text(directory / f"{eval_name}_{name}.json", json.dumps(content, indent=2) + "\n")
+
+
+def _step_metrics(state, config: TrialConfig) -> dict:
+    recent = state.losses[-config.eval_every :] if state.losses else []
+    return {
+        "step": state.step,
+        "train_loss": sum(recent) / len(recent) if recent else float("nan"),
+        "nonfinite_steps": state.nonfinite_steps,
+        "train_seconds": state.train_seconds,
+    }
+
+
+def _corpus_only(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in {"utterances", "eval_set", "system", "manifest", "manifest_sha256"}}
+
+
+def _summary(config, device, state, baseline, tuned, train_set, eval_sets, overlap, history, started, n_trainable) -> dict:
+    elapsed = time.perf_counter() - started
+    return {
+        "config": config.to_dict(),
+        "device": device,
+        "evals": {name: {"baseline": _corpus_only(baseline[name]), "tuned": _corpus_only(tuned[name])} for name in tuned},
+        "primary_eval": eval_sets[0].name,
+        "steps": state.step,
+        "nonfinite_steps": state.nonfinite_steps,
+        "final_train_loss": state.losses[-1] if state.losses else None,
+        "train_seconds": state.train_seconds,
+        "steps_per_second": state.step / state.train_seconds if state.train_seconds else None,
+        "elapsed_seconds": elapsed,
+        "trainable_parameters": n_trainable,
+        "train_utterances": len(train_set),
+        "skipped_rows": {s.name: s.skipped for s in [train_set, *eval_sets] if s.skipped},
+        "overlap": overlap,
+        "history": history,
+        "manifest_sha256": {s.name: s.manifest_sha256 for s in [train_set, *eval_sets]},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+    }
+
+
+def final_metrics(summary: dict) -> dict:
+    """Flat scalars for a results row or a Tune report: per eval set, baseline and tuned WER both ways."""
+    metrics = {}
+    for name, systems in summary["evals"].items():
+        for system, scores in systems.items():
+            metrics[f"{name}_{system}_wer"] = scores["wer"]
+            metrics[f"{name}_{system}_orthographic_wer"] = scores["orthographic_wer"]
+    primary = summary["primary_eval"]
+    metrics["eval_wer"] = metrics[f"{primary}_tuned_wer"]
+    metrics["baseline_wer"] = metrics[f"{primary}_baseline_wer"]
+    for key in ("steps", "train_seconds", "elapsed_seconds", "steps_per_second", "nonfinite_steps"):
+        metrics[key] = summary[key]
+    return metrics
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "transformers", "peft", "ray", "optuna", "jiwer"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+class _progress:
+    """A tqdm bar with loss and steps/s; silent where stderr is no terminal (Ray workers, CI)."""
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def __enter__(self):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc="train", unit="step", disable=None, dynamic_ncols=True)
+
+        def update(state, learning_rate):
+            self.bar.n = state.step
+            loss = state.losses[-1] if state.losses else float("nan")
+            self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{learning_rate:.2e}", refresh=False)
+            self.bar.refresh()
+
+        return update
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+

@@ -1,0 +1,194 @@
+"""The LoRA training loop: AdamW, warm-up + schedule, accumulation, clipping, resumable.
+
+Kept apart from evaluation and I/O so it reads top to bottom. Its whole state (adapter,
+optimiser, schedule, data position, RNG) fits in one checkpoint directory, which is how
+a Ray trial that was stopped or lost continues where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from trainable.config import TrialConfig
+from trainable.data import ModelLimits, UtteranceSet, audio_inputs, training_batches
+
+log = logging.getLogger(__name__)
+
+# A run whose losses are non-finite this many optimiser steps in a row is diverging, not unlucky.
+MAX_CONSECUTIVE_NONFINITE = 20
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: losses stayed NaN/inf; lower the learning rate."""
+
+
+@dataclass
+class TrainState:
+    """Where training is: what a checkpoint saves and a resumed run restores."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    nonfinite_steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def build_optimizer(model, config: TrialConfig):
+    import torch
+    from transformers import get_scheduler
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = get_scheduler(
+        config.lr_scheduler if config.lr_scheduler != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=min(config.warmup_steps, config.max_steps),
+        num_training_steps=config.max_steps,
+    )
+    return optimizer, scheduler
+
+
+def pad_labels(labels: list[list[int]]):
+    """-100 marks padding so the loss ignores it."""
+    import torch
+
+    longest = max(len(x) for x in labels)
+    out = torch.full((len(labels), longest), -100, dtype=torch.long)
+    for row, ids in enumerate(labels):
+        out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def batch_loss(model, processor, train_set: UtteranceSet, batch: list[int], limits: ModelLimits, input_name: str, device: str, autocast):
+    import torch
+    from contextlib import nullcontext
+
+    inputs = audio_inputs(processor, [train_set.audio[i] for i in batch], limits, input_name)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    labels = pad_labels([train_set.labels[i] for i in batch]).to(device)
+    amp = torch.autocast(device_type=device, dtype=autocast) if autocast is not None else nullcontext()
+    with amp:
+        return model(**inputs, labels=labels).loss.float()
+
+
+def train(
+    model,
+    processor,
+    train_set: UtteranceSet,
+    limits: ModelLimits,
+    config: TrialConfig,
+    *,
+    device: str,
+    input_name: str,
+    autocast=None,
+    on_eval: Callable[[TrainState, Callable[[Path], None]], None] | None = None,
+    resume_from: str | None = None,
+    progress=None,
+) -> TrainState:
+    """Run ``config.max_steps`` optimiser steps; every ``config.eval_every`` steps call
+    ``on_eval(state, save_checkpoint)`` so the caller can score and checkpoint."""
+    import torch
+
+    optimizer, scheduler = build_optimizer(model, config)
+    state = TrainState()
+    if resume_from:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        log.info("resumed from %s at step %d", resume_from, state.step)
+    lengths = [len(a) for a in train_set.audio]
+    stream = training_batches(lengths, config.batch_size, config.seed, start_epoch=state.epoch)
+    for _ in range(state.batch_in_epoch):
+        next(stream)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    consecutive_nonfinite = 0
+    model.train()
+    started = time.perf_counter() - state.train_seconds
+    while state.step < config.max_steps:
+        optimizer.zero_grad(set_to_none=True)
+        step_loss, finite_batches = 0.0, 0
+        for _ in range(config.gradient_accumulation_steps):
+            epoch, index, batch = next(stream)
+            state.epoch, state.batch_in_epoch = epoch, index + 1
+            loss = batch_loss(model, processor, train_set, batch, limits, input_name, device, autocast)
+            if not torch.isfinite(loss):
+                continue
+            (loss / config.gradient_accumulation_steps).backward()
+            step_loss += loss.item()
+            finite_batches += 1
+        grad_norm = _clip(parameters, config.max_grad_norm)
+        if finite_batches == 0 or not math.isfinite(grad_norm):
+            state.nonfinite_steps += 1
+            consecutive_nonfinite += 1
+            if consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                raise NonFiniteLossError(
+                    f"loss or gradients were NaN/inf for {consecutive_nonfinite} steps in a row at step {state.step} "
+                    f"(learning_rate={config.learning_rate}); lower the learning rate or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            consecutive_nonfinite = 0
+            optimizer.step()
+            state.losses.append(step_loss / finite_batches)
+        scheduler.step()
+        state.step += 1
+        state.train_seconds = time.perf_counter() - started
+        if progress:
+            progress(state, scheduler.get_last_lr()[0])
+        if on_eval and config.eval_every and state.step % config.eval_every == 0 and state.step < config.max_steps:
+            on_eval(state, lambda directory: save_checkpoint(directory, model, optimizer, scheduler, state))
+            model.train()
+    return state
+
+
+def _clip(parameters, max_norm: float) -> float:
+    import torch
+
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+    norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+    return float(torch.stack(norms).norm()) if norms else 0.0
+
+
+def save_checkpoint(directory: Path, model, optimizer, scheduler, state: TrainState) -> None:
+    """Adapter weights, optimiser, schedule, data position and every RNG: enough to continue exactly."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "adapter": get_peft_model_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+        },
+        directory / "training_state.pt",
+    )
+    (directory / "train_state.json").write_text(json.dumps(state.__dict__))
+
+
+def load_checkpoint(directory: str, model, optimizer, scheduler) -> TrainState:
+    import torch
+    from peft import set_peft_model_state_dict
+
+    directory = Path(directory)
+    saved = torch.load(directory / "training_state.pt", weights_only=False)
+    set_peft_model_state_dict(model, saved["adapter"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["torch_rng"])
+    np.random.set_state(saved["numpy_rng"])
+    random.setstate(saved["python_rng"])
+    return TrainState(**json.loads((directory / "train_state.json").read_text()))
