@@ -14,12 +14,14 @@ class AudioError(ValueError):
 
 def load_audio(path: str, sampling_rate: int) -> np.ndarray:
     """soundfile decode, stereo averaged to mono, polyphase resampling to ``sampling_rate``."""
+    import os
+
     import soundfile
 
+    if not os.path.isfile(path):
+        raise AudioError(f"audio file not found: {path}")
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioError(f"audio file not found: {path}") from None
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(f"unreadable or corrupt audio {path}: {error}") from None
     if samples.shape[0] == 0:

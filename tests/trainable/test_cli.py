@@ -1,0 +1,56 @@
+"""The single-run CLI: flags map onto the recipe, --help stays light, errors are clean."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from trainable.run import build_parser, config_from_args
+
+
+def test_help_imports_no_heavy_framework():
+    code = ("import sys, runpy; sys.argv=['trainable.run','--help']\n"
+            "try: runpy.run_module('trainable.run', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch','transformers','peft','ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--lora-r" in out and "--eval-manifest" in out
+    assert out.strip().endswith("[]")
+
+
+def test_old_workflow_flags_and_lora_targets_env():
+    args = build_parser().parse_args([
+        "--manifest-path", "train.jsonl", "--max-steps", "1600", "--learning-rate", "1e-5",
+        "--gradient-accumulation-steps", "4", "--lora-r", "8", "--lora-alpha", "16", "--lora-dropout", "0.05",
+        "--batch-size", "1", "--device", "mps", "--eval-manifest", "heldout=h.jsonl", "--eval-manifest", "short10=s.jsonl",
+    ])
+    config = config_from_args(args, environ={"LORA_TARGETS": "q_proj,v_proj"})
+    assert config.train_manifest == "train.jsonl" and config.max_steps == 1600 and config.learning_rate == 1e-5
+    assert config.gradient_accumulation_steps == 4 and config.device == "mps"
+    assert config.target_modules == ("q_proj", "v_proj")
+    assert config.eval_manifests == (("heldout", "h.jsonl"), ("short10", "s.jsonl"))
+    explicit = config_from_args(build_parser().parse_args(["--target-modules", "qkvo"]), environ={"LORA_TARGETS": "q_proj"})
+    assert explicit.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def test_config_file_is_a_base_for_flags(tmp_path):
+    (tmp_path / "best.json").write_text(json.dumps({"config": {"lora_r": 32, "seed": 5, "output_dir": "old"}, "tuned_wer": 0.1}))
+    config = config_from_args(build_parser().parse_args(["--config", str(tmp_path / "best.json"), "--seed", "6"]), environ={})
+    assert config.lora_r == 32 and config.seed == 6 and config.output_dir != "old"
+
+
+def test_cli_run_end_to_end_and_clean_errors(tiny_model_dir, tiny_manifests, tmp_path):
+    base = [sys.executable, "-m", "trainable.run", "--model", str(tiny_model_dir),
+            "--train-manifest", str(tiny_manifests["train"]), "--device", "cpu", "--max-steps", "2",
+            "--batch-size", "4", "--log-level", "WARNING"]
+    done = subprocess.run(base + ["--eval-manifest", f"heldout={tiny_manifests['heldout']}", "--output-dir", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "heldout" in done.stdout and "Sample predictions" in done.stdout
+    assert (tmp_path / "o" / "summary.json").is_file()
+    leaked = subprocess.run(base + ["--eval-manifest", f"leak={tiny_manifests['train']}", "--output-dir", str(tmp_path / "p")],
+                            capture_output=True, text=True, timeout=300)
+    assert leaked.returncode == 2
+    assert "LEAKAGE: 8 of 8 utterances of eval set 'leak'" in leaked.stderr
+    assert "Traceback" not in leaked.stderr

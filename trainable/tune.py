@@ -1,0 +1,175 @@
+"""Ray Tune glue: one sweep trial is one ``train_and_evaluate`` call.
+
+The Tune config is the whole recipe (the sweep's search space returns the fixed fields as
+constants); this module only adds what belongs to the trial: its output folder, torch
+threads matching its CPUs, the checkpoint it resumes from, and the node it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from trainable.config import TrialConfig
+
+# Field names shown in a failed trial's message, so it says which recipe failed.
+_RECIPE_IN_ERRORS = ("learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_steps", "seed")
+
+
+class TrialFailed(RuntimeError):
+    """A trial raised; the message says which recipe, at which step, on which node, and why."""
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable: reports eval WER every ``eval_every`` steps with a
+    checkpoint, so ASHA can stop it early and a retried or resumed trial continues."""
+    from ray import tune
+
+    context = tune.get_context()
+    trial_dir = trial_directory(context)
+    recipe = trial_config_from_tune(config, output_dir=trial_dir / "run", cpus=trial_cpus(context))
+    node = node_info()
+    checkpoint = tune.get_checkpoint()
+    reporter = TuneReporter(node)
+    _log_attempt(trial_dir, node, checkpoint)
+
+    if _report_if_finished(recipe, reporter):
+        return
+    try:
+        with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
+            _run(recipe, reporter, resume_from)
+    except Exception as error:
+        raise TrialFailed(describe_failure(error, recipe, reporter.last_step, node, context.get_trial_id())) from error
+
+
+def trial_config_from_tune(config: dict[str, Any], output_dir: str | Path, cpus: int | None) -> TrialConfig:
+    """Tune config -> TrialConfig, with this trial's output folder and thread count.
+
+    ``from_dict`` turns set names ("qkvo") into module tuples and numpy scalars into
+    Python numbers, and names any key that is no recipe field.
+    """
+    recipe = dict(config)
+    recipe["output_dir"] = str(output_dir)
+    recipe["num_threads"] = cpus
+    return TrialConfig.from_dict(recipe)
+
+
+def trial_cpus(context: Any) -> int | None:
+    """Whole CPUs this trial holds (at least 1), so torch does not oversubscribe the node."""
+    try:
+        cpus = context.get_trial_resources().required_resources.get("CPU", 0)
+    except Exception:  # no resource info (e.g. called outside a trial)
+        return None
+    return max(1, int(cpus)) if cpus else None
+
+
+def trial_directory(context: Any) -> Path:
+    """The trial's folder in the sweep's storage when that is a local or shared disk (so
+    adapters and reports sit beside Tune's files and survive the driver); otherwise the
+    trial's working folder, which Tune syncs to cloud storage as artifacts."""
+    storage = context.get_storage()
+    if storage is not None and _is_local_filesystem(storage.storage_filesystem):
+        return Path(storage.trial_fs_path)
+    return Path(os.getcwd())
+
+
+def node_info() -> dict[str, str]:
+    """Where the trial ran, for the results row: host name and Ray node id."""
+    import ray
+
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+    except Exception:
+        node_id = ""
+    return {"node": socket.gethostname(), "node_id": node_id or ""}
+
+
+class TuneReporter:
+    """The ``report`` callback: forwards metrics and the checkpoint folder to ``tune.report``.
+
+    The core's folder lives only during the call; ``Checkpoint.from_directory`` inside
+    ``tune.report`` copies it into the trial's storage before the call returns.
+    """
+
+    def __init__(self, node: dict[str, str]):
+        self.node = node
+        self.last_step = 0
+
+    def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        self.last_step = int(metrics.get("step", self.last_step))
+        row = {key: value for key, value in metrics.items() if key != "done"}
+        # Tune reserves "done"; "completed" marks the final report (a trial ASHA stopped has none).
+        row["completed"] = bool(metrics.get("done", False))
+        row.update(self.node)
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(row, checkpoint=checkpoint)
+
+
+def describe_failure(error: BaseException, recipe: TrialConfig, step: int, node: dict[str, str], trial_id: str) -> str:
+    """One line for the results table: what failed, where, with which recipe, and a hint."""
+    values = ", ".join(f"{name}={_short(getattr(recipe, name))}" for name in _RECIPE_IN_ERRORS)
+    where = f"at step {step} of {recipe.max_steps}" if step else "before the first report"
+    hint = _hint(error)
+    return (
+        f"trial {trial_id} failed {where} on {node.get('node', '?')}: {type(error).__name__}: {error}"
+        f" [{values}]" + (f" (hint: {hint})" if hint else "")
+    )
+
+
+def _run(recipe: TrialConfig, reporter: TuneReporter, resume_from: str | None) -> None:
+    from trainable.pipeline import train_and_evaluate
+
+    train_and_evaluate(recipe, report=reporter, resume_from=resume_from)
+
+
+def _report_if_finished(recipe: TrialConfig, reporter: TuneReporter) -> bool:
+    """A trial that finished just before the driver died (its end not yet in the sweep's
+    saved state) comes back as unfinished on resume. Its summary.json says it is done,
+    so report that instead of training it again."""
+    summary_path = Path(recipe.output_dir) / "summary.json"
+    if not summary_path.is_file():
+        return False
+    from trainable.pipeline import final_metrics
+
+    summary = json.loads(summary_path.read_text())
+    reporter(final_metrics(summary) | {"step": summary["steps"], "done": True, "reported_from_summary": True}, None)
+    return True
+
+
+def _log_attempt(trial_dir: Path, node: dict[str, str], checkpoint: Any) -> None:
+    """One line per start of this trial (first run, retry, resume), so restarts are visible."""
+    try:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        line = {"time": time.time(), "pid": os.getpid(), **node, "resumed_from": getattr(checkpoint, "path", None)}
+        with open(trial_dir / "attempts.jsonl", "a") as log:
+            log.write(json.dumps(line) + "\n")
+    except OSError:
+        pass  # a read-only or remote trial dir must not fail the trial
+
+
+def _is_local_filesystem(filesystem: Any) -> bool:
+    return type(filesystem).__name__ == "LocalFileSystem"
+
+
+def _hint(error: BaseException) -> str:
+    name, text = type(error).__name__, str(error).lower()
+    if name == "ManifestError":
+        return "fix the manifest, or set trial.on_bad_row=skip to drop bad rows"
+    if name == "NonFiniteLossError" or "nan" in text:
+        return "training diverged; lower learning_rate or its search range"
+    if "out of memory" in text or name == "OutOfMemoryError":
+        return "lower trial.batch_size / eval_batch_size, or give each trial more GPU (resources_per_trial.gpu)"
+    return ""
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
