@@ -35,7 +35,7 @@ def train_trial(config: dict[str, Any]) -> None:
     recipe = trial_config_from_tune(config, output_dir=trial_dir / "run", cpus=trial_cpus(context))
     node = node_info()
     checkpoint = tune.get_checkpoint()
-    reporter = TuneReporter(node)
+    reporter = TuneReporter({**node, "num_threads": recipe.num_threads})
     _log_attempt(trial_dir, node, checkpoint)
 
     if _report_if_finished(recipe, reporter):
@@ -96,8 +96,8 @@ class TuneReporter:
     ``tune.report`` copies it into the trial's storage before the call returns.
     """
 
-    def __init__(self, node: dict[str, str]):
-        self.node = node
+    def __init__(self, extra: dict[str, Any]):
+        self.extra = extra  # added to every report: node, node_id, num_threads
         self.last_step = 0
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -107,7 +107,7 @@ class TuneReporter:
         row = {key: value for key, value in metrics.items() if key != "done"}
         # Tune reserves "done"; "completed" marks the final report (a trial ASHA stopped has none).
         row["completed"] = bool(metrics.get("done", False))
-        row.update(self.node)
+        row.update(self.extra)
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)
 

@@ -1,0 +1,1 @@
+"""Sweeps over LoRA recipes (Ray Tune + Optuna) and seed-level reproducibility checks."""

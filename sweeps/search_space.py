@@ -1,0 +1,60 @@
+"""The Optuna define-by-run search space of a sweep, built from its YAML ``search:`` block.
+
+A class rather than a closure: ``OptunaSearch`` pickles its space with the searcher state, and
+``Tuner.restore`` needs it back unchanged, so the space must be a plain picklable object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sweeps.sweep_config import PER_TRIAL_FIELDS, SearchParam, SweepConfig
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Suggests the searched fields and returns the fixed rest of the recipe as constants.
+
+    Tune merges the constants into each trial's config, so every trial's config (and its
+    ``params.json``) is the whole recipe: a trial dir alone says what it ran.
+    """
+
+    params: tuple[SearchParam, ...]
+    fixed: tuple[tuple[str, Any], ...]
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        for param in self.params:
+            param.suggest(trial)
+        return dict(self.fixed)
+
+
+def build_search_space(sweep: SweepConfig, resolved_trial: Any | None = None) -> SearchSpace:
+    """``resolved_trial``: the recipe with absolute paths (``TrialConfig.resolved()``), since
+    Ray starts each trial in its own directory."""
+    recipe = (resolved_trial or sweep.trial).to_dict()
+    skip = set(sweep.searched_names) | set(PER_TRIAL_FIELDS)
+    fixed = tuple((name, value) for name, value in recipe.items() if name not in skip)
+    return SearchSpace(params=sweep.search, fixed=fixed)
+
+
+def build_searcher(sweep: SweepConfig, space: SearchSpace):
+    """OptunaSearch with a seeded TPE sampler, the hand-run points first, one study per sweep."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    # TPE's first n_startup_trials are random; the points_to_evaluate come before them.
+    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=_startup_trials(sweep))
+    return OptunaSearch(
+        space=space,
+        metric=sweep.metric,
+        mode=sweep.mode,
+        points_to_evaluate=[dict(point) for point in sweep.points_to_evaluate] or None,
+        sampler=sampler,
+        study_name=sweep.name,
+    )
+
+
+def _startup_trials(sweep: SweepConfig) -> int:
+    """Random trials before TPE models the results: a third of the budget, at least 2."""
+    return max(2, min(10, sweep.num_samples // 3))

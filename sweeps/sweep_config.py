@@ -1,0 +1,442 @@
+"""What a sweep searches and how it runs: read from a YAML, then ``key=value`` overrides.
+
+PyYAML and the standard library only, so ``--help`` and a mistyped key fail in a second,
+before torch or Ray load. Every error names the key that is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from trainable.config import TARGET_MODULE_SETS, ConfigError, TrialConfig
+
+# Fields the trainable sets for each trial itself, so a sweep may neither fix nor search them.
+PER_TRIAL_FIELDS = ("output_dir", "num_threads")
+# The only metric every report carries (intermediate and final), so the searcher and ASHA
+# see it on every result: the tuned corpus WER on the first eval set.
+REPORTED_METRICS = ("eval_wer",)
+CHOICE_TYPES = (str, int, float, bool, type(None))
+
+
+class SweepConfigError(ValueError):
+    """A sweep YAML or override is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched TrialConfig field: a float/int range (optionally log) or a list of choices."""
+
+    name: str
+    kind: Literal["float", "int", "choice"]
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """Ask an Optuna trial (define-by-run) for this parameter's value."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def contains(self, value: Any) -> bool:
+        if self.kind == "choice":
+            return value in self.choices
+        return self.low <= value <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "choice":
+            return {"choices": list(self.choices)}
+        data: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            data["step"] = self.step
+        return data
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """ASHA early stopping, counted in eval reports (one every ``trial.eval_every`` steps)."""
+
+    kind: Literal["asha", "none"] = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "none":
+            return {"type": "none"}
+        return {"type": self.kind, "grace_period": self.grace_period, "reduction_factor": self.reduction_factor}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial holds: CPUs (torch threads follow) and a GPU share (0.25 = four per GPU)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A whole sweep: the fixed part of the recipe, the searched part, and how to run trials."""
+
+    name: str
+    trial: TrialConfig = field(default_factory=TrialConfig)
+    search: tuple[SearchParam, ...] = ()
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()
+    num_samples: int = 8
+    max_concurrent_trials: int = 2
+    resources_per_trial: Resources = field(default_factory=Resources)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    max_failures: int = 0
+    seed: int = 0
+    metric: str = "eval_wer"
+    mode: Literal["min", "max"] = "min"
+    checkpoints_to_keep: int = 2
+
+    @property
+    def searched_names(self) -> tuple[str, ...]:
+        return tuple(param.name for param in self.search)
+
+    @property
+    def max_reports(self) -> int:
+        """Eval reports the longest trial makes: ASHA's ``max_t``."""
+        max_steps = self.trial.max_steps
+        for param in self.search:
+            if param.name == "max_steps":
+                max_steps = max(param.choices) if param.kind == "choice" else param.high
+        # The core reports at each multiple of eval_every below max_steps, then once at the end.
+        return (max_steps - 1) // self.trial.eval_every + 1 if self.trial.eval_every else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML shape again (as saved beside the results), so a sweep can be re-read."""
+        return {
+            "name": self.name,
+            "trial": {key: value for key, value in self.trial.to_dict().items() if key not in PER_TRIAL_FIELDS},
+            "search": {param.name: param.to_dict() for param in self.search},
+            "points_to_evaluate": [dict(point) for point in self.points_to_evaluate],
+            "num_samples": self.num_samples,
+            "max_concurrent_trials": self.max_concurrent_trials,
+            "resources_per_trial": self.resources_per_trial.to_dict(),
+            "scheduler": self.scheduler.to_dict(),
+            "max_failures": self.max_failures,
+            "seed": self.seed,
+            "metric": self.metric,
+            "mode": self.mode,
+            "checkpoints_to_keep": self.checkpoints_to_keep,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "SweepConfig":
+        """Validate a YAML-shaped dict; every error names the key."""
+        if not isinstance(raw, dict):
+            raise SweepConfigError(f"a sweep config is a mapping of keys, got {type(raw).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SweepConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        trial = _trial_config(raw.get("trial") or {})
+        search = _search_params(raw.get("search") or {}, trial)
+        config = cls(
+            name=_name(raw.get("name")),
+            trial=trial,
+            search=search,
+            points_to_evaluate=_points(raw.get("points_to_evaluate") or [], search, trial),
+            num_samples=_integer(raw, "num_samples", 8, minimum=1),
+            max_concurrent_trials=_integer(raw, "max_concurrent_trials", 2, minimum=1),
+            resources_per_trial=_resources(raw.get("resources_per_trial") or {}),
+            scheduler=_scheduler(raw.get("scheduler", "asha")),
+            max_failures=_integer(raw, "max_failures", 0, minimum=-1),
+            seed=_integer(raw, "seed", 0, minimum=0),
+            metric=_choice(raw, "metric", "eval_wer", REPORTED_METRICS),
+            mode=_choice(raw, "mode", "min", ("min", "max")),
+            checkpoints_to_keep=_integer(raw, "checkpoints_to_keep", 2, minimum=1),
+        )
+        _check_consistent(config)
+        return config
+
+
+def load_sweep_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """Read a sweep YAML, apply ``dotted.key=value`` overrides on top, validate."""
+    raw = read_yaml(path)
+    for override in overrides:
+        keys, value = parse_override(override)
+        apply_override(raw, keys, value)
+    try:
+        return SweepConfig.from_dict(raw)
+    except SweepConfigError as error:
+        raise SweepConfigError(f"{path}: {error}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SweepConfigError(f"sweep config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{path}: a sweep config is a mapping of keys (name, trial, search, ...)")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``trial.max_steps=800`` -> (["trial", "max_steps"], 800); the value is read as YAML."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    keys = [part.strip() for part in key.split(".")]
+    if not sep or not all(keys):
+        raise SweepConfigError(f"override {text!r} is not KEY=VALUE (dotted keys, e.g. trial.max_steps=800)")
+    try:
+        return keys, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise SweepConfigError(f"override {key}: cannot read value {value!r}") from None
+
+
+def apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set (or, with a null value, remove) one dotted key; validation later names bad keys."""
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None or isinstance(child, str):
+            # e.g. ``scheduler: none`` in the YAML and ``scheduler.grace_period=2`` given.
+            child = {"type": child} if isinstance(child, str) else {}
+            node[key] = child
+        if not isinstance(child, dict):
+            raise SweepConfigError(f"override {'.'.join(keys)}: {'.'.join(keys[: depth + 1])} is not a mapping")
+        node = child
+    if value is None:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+
+
+def named_target_modules(modules: tuple[str, ...]) -> str:
+    """The set name ("qkvo") for a module tuple, or a comma list when it has none."""
+    for name, members in TARGET_MODULE_SETS.items():
+        if tuple(modules) == members:
+            return name
+    return ",".join(modules)
+
+
+def _trial_config(raw: Any) -> TrialConfig:
+    if not isinstance(raw, dict):
+        raise SweepConfigError("trial: must be a mapping of TrialConfig fields")
+    fixed_per_trial = sorted(set(raw) & set(PER_TRIAL_FIELDS))
+    if fixed_per_trial:
+        raise SweepConfigError(f"trial.{fixed_per_trial[0]}: set per trial by the sweep (trial dir, trial CPUs); remove it")
+    try:
+        return TrialConfig.from_dict(raw)
+    except ConfigError as error:
+        raise SweepConfigError(f"trial: {error}") from None
+
+
+def _search_params(raw: Any, trial: TrialConfig) -> tuple[SearchParam, ...]:
+    if not isinstance(raw, dict):
+        raise SweepConfigError("search: must map TrialConfig field names to {low, high, log} or {choices}")
+    return tuple(_search_param(str(name), spec, trial) for name, spec in raw.items())
+
+
+def _search_param(name: str, spec: Any, trial: TrialConfig) -> SearchParam:
+    where = f"search.{name}"
+    known_fields = {f.name: f for f in fields(TrialConfig)}
+    if name not in known_fields:
+        raise SweepConfigError(f"{where}: not a TrialConfig field; known: {', '.join(sorted(known_fields))}")
+    if name in PER_TRIAL_FIELDS:
+        raise SweepConfigError(f"{where}: set per trial by the sweep, cannot be searched")
+    if isinstance(spec, list):
+        spec = {"choices": spec}
+    if not isinstance(spec, dict):
+        raise SweepConfigError(f"{where}: give {{low: .., high: .., log: true}} or {{choices: [..]}}, got {spec!r}")
+    unknown = sorted(set(spec) - {"low", "high", "log", "step", "choices"})
+    if unknown:
+        raise SweepConfigError(f"{where}.{unknown[0]}: unknown; use low, high, log, step or choices")
+    param = _choices_param(name, spec, where) if "choices" in spec else _range_param(name, spec, where, trial)
+    for value in (param.choices if param.kind == "choice" else (param.low, param.high)):
+        _check_value_in_recipe(trial, name, value, where)
+    return param
+
+
+def _choices_param(name: str, spec: dict[str, Any], where: str) -> SearchParam:
+    if set(spec) != {"choices"}:
+        raise SweepConfigError(f"{where}: choices cannot be combined with low/high/log/step")
+    choices = spec["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise SweepConfigError(f"{where}.choices: must be a non-empty list")
+    for value in choices:
+        if not isinstance(value, CHOICE_TYPES):
+            raise SweepConfigError(
+                f"{where}.choices: {value!r} is a {type(value).__name__}; Optuna takes str/int/float/bool/null "
+                "(name target-module sets as strings: qv, qkvo, qkvo+fc)"
+            )
+    if len(set(map(repr, choices))) != len(choices):
+        raise SweepConfigError(f"{where}.choices: duplicates in {choices}")
+    return SearchParam(name=name, kind="choice", choices=tuple(choices))
+
+
+def _range_param(name: str, spec: dict[str, Any], where: str, trial: TrialConfig) -> SearchParam:
+    missing = [key for key in ("low", "high") if key not in spec]
+    if missing:
+        raise SweepConfigError(f"{where}.{missing[0]}: a range needs low and high (or give choices)")
+    current = getattr(trial, name)
+    if isinstance(current, bool) or not isinstance(current, (int, float)) and current is not None:
+        raise SweepConfigError(f"{where}: {name} is not numeric; give choices instead of a range")
+    kind = "int" if isinstance(current, int) or name in _INT_FIELDS else "float"
+    number = int if kind == "int" else float
+    low, high = (_number(spec[key], number, f"{where}.{key}") for key in ("low", "high"))
+    step = _number(spec["step"], number, f"{where}.step") if spec.get("step") is not None else None
+    log = _boolean(spec.get("log", False), f"{where}.log")
+    if not low < high:
+        raise SweepConfigError(f"{where}: low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise SweepConfigError(f"{where}.low: a log range needs low > 0, got {low}")
+    if log and step is not None and kind == "float":
+        raise SweepConfigError(f"{where}: Optuna cannot combine log with step for floats")
+    return SearchParam(name=name, kind=kind, low=low, high=high, log=log, step=step)
+
+
+_INT_FIELDS = {f.name for f in fields(TrialConfig) if "int" in str(f.type) and "float" not in str(f.type)}
+
+
+def _check_value_in_recipe(trial: TrialConfig, name: str, value: Any, where: str) -> None:
+    """A searched value must make a valid recipe, so no trial fails on a value the YAML allowed."""
+    try:
+        TrialConfig.from_dict({**trial.to_dict(), name: value})
+    except ConfigError as error:
+        raise SweepConfigError(f"{where}: {value!r} gives an invalid trial: {error}") from None
+
+
+def _points(raw: Any, search: tuple[SearchParam, ...], trial: TrialConfig) -> tuple[dict[str, Any], ...]:
+    """Complete each point from the trial recipe, so ``{}`` means the hand-run config itself."""
+    if not isinstance(raw, list):
+        raise SweepConfigError("points_to_evaluate: must be a list of {searched field: value}")
+    by_name = {param.name: param for param in search}
+    points = []
+    for index, point in enumerate(raw):
+        where = f"points_to_evaluate[{index}]"
+        if point in ("trial", None):
+            point = {}
+        if not isinstance(point, dict):
+            raise SweepConfigError(f"{where}: must be a mapping of searched fields, got {point!r}")
+        unknown = sorted(set(point) - set(by_name))
+        if unknown:
+            raise SweepConfigError(f"{where}.{unknown[0]}: not a searched field; searched: {', '.join(by_name) or 'none'}")
+        points.append({name: _point_value(param, point, trial, f"{where}.{name}") for name, param in by_name.items()})
+    return tuple(points)
+
+
+def _point_value(param: SearchParam, point: dict[str, Any], trial: TrialConfig, where: str) -> Any:
+    if param.name in point:
+        value = point[param.name]
+    elif param.name == "target_modules":
+        value = named_target_modules(trial.target_modules)
+    else:
+        value = getattr(trial, param.name)
+    if param.kind != "choice":
+        value = _number(value, int if param.kind == "int" else float, where)
+    if not param.contains(value):
+        domain = param.choices if param.kind == "choice" else f"[{param.low}, {param.high}]"
+        raise SweepConfigError(f"{where}: {value!r} is outside the searched {domain}")
+    return value
+
+
+def _scheduler(raw: Any) -> SchedulerConfig:
+    if raw is None or raw in ("none", False):
+        return SchedulerConfig(kind="none")
+    if raw == "asha":
+        return SchedulerConfig()
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"scheduler: 'asha', 'none' or {{type: asha, grace_period, reduction_factor}}, got {raw!r}")
+    unknown = sorted(set(raw) - {"type", "grace_period", "reduction_factor"})
+    if unknown:
+        raise SweepConfigError(f"scheduler.{unknown[0]}: unknown; use type, grace_period, reduction_factor")
+    kind = _choice(raw, "type", "asha", ("asha", "none"), where="scheduler.type")
+    if kind == "none":
+        return SchedulerConfig(kind="none")
+    reduction = _number(raw.get("reduction_factor", 2.0), float, "scheduler.reduction_factor")
+    if reduction <= 1:
+        raise SweepConfigError(f"scheduler.reduction_factor: must be > 1, got {reduction}")
+    return SchedulerConfig(
+        kind="asha",
+        grace_period=_integer(raw, "grace_period", 1, minimum=1, where="scheduler.grace_period"),
+        reduction_factor=reduction,
+    )
+
+
+def _resources(raw: Any) -> Resources:
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"resources_per_trial: must be {{cpu: N, gpu: fraction}}, got {raw!r}")
+    unknown = sorted(set(raw) - {"cpu", "gpu"})
+    if unknown:
+        raise SweepConfigError(f"resources_per_trial.{unknown[0]}: unknown; use cpu and gpu")
+    cpu = _number(raw.get("cpu", 1), float, "resources_per_trial.cpu")
+    gpu = _number(raw.get("gpu", 0), float, "resources_per_trial.gpu")
+    if cpu <= 0:
+        raise SweepConfigError(f"resources_per_trial.cpu: must be > 0, got {cpu}")
+    if gpu < 0 or (gpu > 1 and not gpu.is_integer()):
+        raise SweepConfigError(f"resources_per_trial.gpu: a fraction in [0, 1] or a whole number, got {gpu}")
+    return Resources(cpu=cpu, gpu=gpu)
+
+
+def _check_consistent(config: SweepConfig) -> None:
+    if config.scheduler.kind == "asha" and config.trial.eval_every == 0:
+        raise SweepConfigError(
+            "scheduler: ASHA needs intermediate WER; set trial.eval_every > 0 or scheduler=none"
+        )
+    if len(config.points_to_evaluate) > config.num_samples:
+        raise SweepConfigError(
+            f"num_samples: {config.num_samples} is fewer than the {len(config.points_to_evaluate)} points_to_evaluate"
+        )
+
+
+def _name(value: Any) -> str:
+    name = str(value or "").strip()
+    if not name or any(ch in name for ch in "/\\ ") or name.startswith("."):
+        raise SweepConfigError(f"name: needs a plain folder name (no spaces or slashes), got {value!r}")
+    return name
+
+
+def _integer(raw: dict[str, Any], key: str, default: int, minimum: int, where: str | None = None) -> int:
+    value = _number(raw.get(key, default), int, where or key)
+    if value < minimum:
+        raise SweepConfigError(f"{where or key}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _number(value: Any, kind: type, where: str) -> int | float:
+    """YAML reads ``1e-4`` as a string, so numbers are coerced here, naming the key on failure."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if kind is int:
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        return number
+    except (TypeError, ValueError):
+        raise SweepConfigError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise SweepConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _choice(raw: dict[str, Any], key: str, default: str, allowed: tuple[str, ...], where: str | None = None) -> Any:
+    value = raw.get(key, default)
+    if value not in allowed:
+        raise SweepConfigError(f"{where or key}: {value!r} is not one of {', '.join(allowed)}")
+    return value
