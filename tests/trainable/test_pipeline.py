@@ -124,3 +124,32 @@ def test_diverging_run_raises(tiny_config, monkeypatch):
     monkeypatch.setattr(train_module, "batch_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(train_module.NonFiniteLossError, match="NaN/inf for 2 steps"):
         train_and_evaluate(tiny_config.replace(max_steps=5))
+
+
+def test_whisper_architecture_trains_and_decodes(tiny_manifests, tmp_path):
+    """Any HF speech seq2seq model: a tiny random Whisper (log-mel input, fixed 30 s window)."""
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from demo.model import CHARACTERS, SPECIAL_TOKENS, build_char_tokenizer
+    from trainable.config import TrialConfig
+
+    config = WhisperConfig(
+        vocab_size=len(SPECIAL_TOKENS) + len(CHARACTERS), d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_target_positions=64, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    model_dir = tmp_path / "whisper"
+    WhisperForConditionalGeneration(config).save_pretrained(model_dir)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(model_dir)
+    build_char_tokenizer().save_pretrained(model_dir)
+    recipe = TrialConfig(
+        model=str(model_dir), train_manifest=str(tiny_manifests["train"]),
+        eval_manifests=(("heldout", str(tiny_manifests["heldout"])),), max_steps=2, batch_size=4,
+        device="cpu", output_dir=str(tmp_path / "run"),
+    )
+    with pytest.raises(ValueError, match="out_proj"):  # Whisper names it out_proj, not o_proj
+        train_and_evaluate(recipe)
+    summary = train_and_evaluate(recipe.replace(target_modules=("q_proj", "v_proj", "out_proj")))
+    assert summary["steps"] == 2 and summary["evals"]["heldout"]["tuned"]["num_utterances"] == 4
+    assert (tmp_path / "run" / "lora_adapter" / "adapter_model.safetensors").is_file()
