@@ -110,10 +110,14 @@ def _decoder(model, processor, limits, config: TrialConfig, device: str, rate: f
     from trainable.model import autocast_dtype
 
     def decode(utterances: UtteranceSet) -> list[str]:
-        return transcribe(
-            model, processor, utterances, limits, device=device, batch_size=config.eval_batch_size,
-            tokens_per_second=rate, input_name=model.main_input_name, autocast=autocast_dtype(device),
-        )
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(utterances), desc=f"decode {utterances.name}", unit="utt", disable=None, leave=False) as bar:
+            return transcribe(
+                model, processor, utterances, limits, device=device, batch_size=config.eval_batch_size,
+                tokens_per_second=rate, input_name=model.main_input_name, autocast=autocast_dtype(device),
+                progress=bar.update,
+            )
 
     return decode
 
