@@ -501,3 +501,19 @@ def baselines_identical(table: Any) -> dict[str, Any]:
     differs = wide.nunique(axis=1, dropna=False) > 1
     examples = [f"{e}/{u}" for e, u in wide.index[differs.to_numpy()][:5]]
     return {"checked": True, "identical": not bool(differs.any()), "differing_utterances": examples, "count": int(differs.sum())}
+
+
+def orthographic_wers(table: Any, eval_set: str) -> dict[str, Any] | None:
+    """Per-seed WER that only lower-cases, beside the normalised one: a gain that shows only here
+    is formatting (case, punctuation) learnt from the training transcripts, not recognition.
+    None when the table lacks the optional orthographic columns (a hand-made table)."""
+    if not {"orthographic_errors", "orthographic_ref_words"} <= set(table.columns):
+        return None
+    rows = table[(table["eval_set"] == eval_set) & (table["ref_words"] > 0)]
+    totals = rows.groupby(["seed", "system"])[["orthographic_errors", "orthographic_ref_words"]].sum()
+    wer = (totals["orthographic_errors"] / totals["orthographic_ref_words"]).unstack("system")
+    return {
+        "seeds": [int(s) for s in wer.index],
+        "baseline_wer": [float(v) for v in wer["baseline"]],
+        "tuned_wer": [float(v) for v in wer["tuned"]],
+    }

@@ -1,0 +1,349 @@
+"""What a repro run hands on: verdict.json, report.md and two plots.
+
+Kept apart from the statistics (sweeps/significance.py) and from the Ray glue (sweeps/repro.py)
+so ``--from-scores`` can rebuild every file here from a stored scores table alone. Every file is
+written atomically (temporary file, then rename), and nothing here adds a timestamp, so the same
+scores and bootstrap seed always give byte-identical verdict.json and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sweeps.significance import Analysis, SeedResult, eval_sets_in_order, orthographic_wers, plain_wers
+from trainable.config import atomic_write_text
+
+SEED_PLOT = "seed_deltas.png"
+BOOTSTRAP_PLOT = "mean_delta_bootstrap.png"
+
+
+# --------------------------------------------------------------------------- verdict.json
+
+
+def verdict_record(analysis: Analysis, table: Any, determinism: dict[str, Any]) -> dict[str, Any]:
+    """The keys issue 5 fixes (verdict ... seeds) first, then the extras a reader needs to trust it."""
+    other_eval_sets = {name: plain_wers(table, name) for name in eval_sets_in_order(table) if name != analysis.eval_set}
+    return {
+        "verdict": analysis.verdict,
+        "underpowered": analysis.power.underpowered,
+        "mean_delta": analysis.mean_delta,
+        "ci": analysis.ci,
+        "poi": analysis.poi,
+        "deterministic": determinism.get("deterministic", "unknown"),
+        "baseline_wer": analysis.baseline_wer,
+        "tuned_wer_mean": analysis.tuned_wer_mean,
+        "tuned_wer_sd": analysis.tuned_wer_sd,
+        "seeds": [_seed_record(s) for s in analysis.seeds],
+        "sentence": verdict_sentence(analysis),
+        "eval_set": analysis.eval_set,
+        "sd_delta": analysis.sd_delta,
+        "underpowered_reasons": analysis.power.reasons,
+        "needed": analysis.power.needed,
+        "min_effect": analysis.min_effect,
+        "min_effect_relative": analysis.min_effect_relative,
+        "resampling_unit": analysis.unit,
+        "resampling_units": analysis.units,
+        "utterances": analysis.utterances,
+        "ref_words": analysis.ref_words,
+        "dropped_empty_references": analysis.dropped_empty,
+        "resamples": analysis.resamples,
+        "bootstrap_seed": analysis.bootstrap_seed,
+        "orthographic": orthographic_wers(table, analysis.eval_set),
+        "determinism": determinism,
+        "other_eval_sets": other_eval_sets,
+    }
+
+
+def _seed_record(seed: SeedResult) -> dict[str, Any]:
+    return {
+        "seed": seed.seed, "delta": seed.delta, "ci": seed.ci, "poi": seed.poi, "tuned_wer": seed.tuned_wer,
+        "baseline_wer": seed.baseline_wer, "words_fixed": seed.words_fixed, "words_broken": seed.words_broken,
+        "utterances_better": seed.utterances_better, "utterances_worse": seed.utterances_worse,
+    }
+
+
+# --------------------------------------------------------------------------- the sentence
+
+
+def points(value: float, sign: bool = False) -> str:
+    """WER difference in percentage points, the unit people quote gains in."""
+    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def verdict_sentence(analysis: Analysis) -> str:
+    """The verdict with its numbers, in one sentence a reviewer can quote."""
+    a = analysis
+    n = len(a.seeds)
+    numbers = (
+        f"mean delta {points(a.mean_delta, sign=True)} WER points over {n} seed{'s' if n != 1 else ''} "
+        f"(baseline {percent(a.baseline_wer)}, tuned {percent(a.tuned_wer_mean)} ± {points(a.tuned_wer_sd)}), "
+        f"95% CI [{points(a.ci[0], True)}, {points(a.ci[1], True)}], POI {a.poi:.2f}"
+    )
+    deltas = [s.delta for s in a.seeds]
+    spread = f"per-seed deltas from {points(min(deltas), True)} to {points(max(deltas), True)}"
+    reasons = {
+        "stable gain": "every seed improves and the CI lies above 0",
+        "regression": "the CI lies below 0: the tuned adapter is worse",
+        "unstable": f"seeds disagree ({spread})",
+        "no significant change": "the CI includes 0",
+    }
+    sentence = f"{a.verdict.capitalize()} on {a.eval_set}: {numbers}; {reasons[a.verdict]}."
+    if a.power.underpowered:
+        sentence += f" Underpowered ({'; '.join(a.power.reasons)})."
+    return sentence
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_seed_deltas(analysis: Analysis, path: Path) -> None:
+    """Each seed's delta with its paired-bootstrap CI, the pooled mean with its two-level CI,
+    zero and the minimum effect of interest: disagreement between seeds is visible at a glance."""
+    plt = _pyplot()
+    seeds = analysis.seeds
+    labels = [str(s.seed) for s in seeds] + ["mean"]
+    values = [100 * s.delta for s in seeds] + [100 * analysis.mean_delta]
+    lows = [100 * s.ci[0] for s in seeds] + [100 * analysis.ci[0]]
+    highs = [100 * s.ci[1] for s in seeds] + [100 * analysis.ci[1]]
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2), 3.6))
+    for x, (value, low, high) in enumerate(zip(values, lows, highs)):
+        color = "black" if x == len(seeds) else "tab:blue"
+        axis.errorbar([x], [value], yerr=[[value - low], [high - value]], fmt="o", color=color, capsize=4)
+    axis.axhline(0, color="grey", linewidth=1)
+    if analysis.min_effect > 0:
+        axis.axhline(100 * analysis.min_effect, color="tab:green", linestyle=":", linewidth=1, label="minimum effect")
+        axis.legend(loc="best", fontsize=8)
+    axis.set_xticks(range(len(labels)), labels)
+    axis.set_xlabel("seed")
+    axis.set_ylabel("delta (WER points, + = better)")
+    axis.set_title(f"{analysis.eval_set}: baseline - tuned WER, 95% CI")
+    _save(figure, path)
+
+
+def plot_mean_distribution(analysis: Analysis, path: Path) -> None:
+    """The two-level bootstrap distribution of the mean delta, with its CI and zero marked."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    axis.hist(100 * analysis.mean_draws, bins=60, color="tab:blue", alpha=0.8)
+    for bound in analysis.ci:
+        axis.axvline(100 * bound, color="black", linestyle="--", linewidth=1)
+    axis.axvline(0, color="tab:red", linewidth=1)
+    axis.set_xlabel("mean delta over seeds (WER points, + = better)")
+    axis.set_ylabel("resamples")
+    axis.set_title(f"{analysis.resamples} resamples of seeds and {analysis.unit}s; POI {analysis.poi:.2f}")
+    _save(figure, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    figure.tight_layout()
+    figure.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    _pyplot().close(figure)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- report.md
+
+
+def changed_predictions(table: Any, eval_set: str, seed: int, limit: int = 6) -> list[dict[str, Any]]:
+    """Utterances whose hypothesis changed between baseline and tuned for one seed: the largest
+    fixes first, then the largest breakages, so a reader sees both what improved and what broke."""
+    rows = table[(table["eval_set"] == eval_set) & (table["seed"] == seed)]
+    pairs = rows.pivot(index="utterance_id", columns="system", values=["hypothesis", "errors", "reference", "speaker"])
+    changed = pairs[pairs[("hypothesis", "baseline")] != pairs[("hypothesis", "tuned")]]
+    samples = [
+        {
+            "utterance_id": str(utterance), "speaker": str(row[("speaker", "baseline")]),
+            "reference": str(row[("reference", "baseline")]),
+            "baseline": str(row[("hypothesis", "baseline")]), "tuned": str(row[("hypothesis", "tuned")]),
+            "baseline_errors": int(row[("errors", "baseline")]), "tuned_errors": int(row[("errors", "tuned")]),
+        }
+        for utterance, row in changed.iterrows()
+    ]
+    fixed = sorted((s for s in samples if s["tuned_errors"] <= s["baseline_errors"]), key=lambda s: (s["tuned_errors"] - s["baseline_errors"], s["utterance_id"]))
+    broken = sorted((s for s in samples if s["tuned_errors"] > s["baseline_errors"]), key=lambda s: (s["baseline_errors"] - s["tuned_errors"], s["utterance_id"]))
+    take_broken = min(len(broken), limit // 2)
+    return fixed[: limit - take_broken] + broken[:take_broken]
+
+
+def render_report(
+    analysis: Analysis, record: dict[str, Any], table: Any, run: dict[str, Any], config: dict[str, Any] | None
+) -> str:
+    """report.md in the spirit of the old training report, but with the evidence it lacked."""
+    sections = [
+        f"# Repro report: {run.get('name') or analysis.eval_set}",
+        _verdict_section(analysis, record),
+        _summary_section(analysis, record, run),
+        _config_section(config),
+        _seed_table(analysis, record["orthographic"]),
+        _other_sets_section(record["other_eval_sets"]),
+        f"## Plots\n\n![per-seed delta with 95% CIs]({SEED_PLOT})\n\n![bootstrap distribution of the mean delta]({BOOTSTRAP_PLOT})",
+        _samples_section(analysis, table),
+        _artifacts_section(run),
+        _reading_guide(analysis),
+    ]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _verdict_section(analysis: Analysis, record: dict[str, Any]) -> str:
+    determinism = record["determinism"]
+    lines = [
+        "## Verdict",
+        "",
+        f"**{verdict_sentence(analysis)}**",
+        "",
+        f"- Verdict: `{analysis.verdict}`",
+        f"- Underpowered: {'yes' if analysis.power.underpowered else 'no'}"
+        + (f" ({'; '.join(analysis.power.reasons)})" if analysis.power.reasons else ""),
+    ]
+    if analysis.power.needed:
+        lines.append(f"- {analysis.power.needed}")
+    lines.append(f"- Deterministic: {determinism.get('deterministic', 'unknown')} — {determinism.get('detail', 'not checked')}")
+    return "\n".join(lines)
+
+
+def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, Any]) -> str:
+    unit_note = (
+        f"{analysis.units} speakers resampled as blocks" if analysis.unit == "speaker" else f"{analysis.units} utterances resampled"
+    )
+    relative = f" ({100 * analysis.min_effect_relative:.0f}% of the baseline WER)" if analysis.min_effect_relative is not None else ""
+    lines = ["## Run summary", ""]
+    for key, label in (("date", "Date"), ("command", "Command"), ("source", "Config from"), ("model", "Model"), ("device", "Device")):
+        if run.get(key):
+            value = f"`{run[key]}`" if key in ("command", "source", "model") else run[key]
+            lines.append(f"- {label}: {value}")
+    lines += [
+        f"- Seeds: {', '.join(str(s.seed) for s in analysis.seeds)}",
+        f"- Primary eval set: `{analysis.eval_set}`: {analysis.utterances} utterances, {analysis.ref_words} reference words "
+        f"({unit_note}); {analysis.dropped_empty} dropped for an empty normalised reference",
+        f"- Bootstrap: {analysis.resamples} resamples, bootstrap seed {analysis.bootstrap_seed}; "
+        f"minimum effect of interest {points(analysis.min_effect)} WER points{relative}",
+    ]
+    if run.get("wall_seconds") is not None:
+        lines.append(f"- Wall time: {run['wall_seconds']:.1f} s for {len(run.get('seed_runs', []))} seed runs")
+    for failure in run.get("failed", []):
+        lines.append(f"- FAILED: seed {failure['seed']} ({failure['kind']}): {failure['error']}")
+    return "\n".join(lines)
+
+
+def _config_section(config: dict[str, Any] | None) -> str:
+    if not config:
+        return "## Configuration\n\nNo config.json beside the scores table; statistics only."
+    lines = ["## Configuration", "", "| field | value |", "|---|---|"]
+    for key, value in config.items():
+        shown = {"seed": "varies: one run per seed (table below)", "output_dir": "one folder per seed: `seed_<seed>/` beside this report"}.get(key) or json.dumps(value)
+        lines.append(f"| `{key}` | {shown.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def _seed_table(analysis: Analysis, orthographic: dict[str, Any] | None) -> str:
+    """One row per seed and the pooled row; the orthographic WER (lower-case only) sits beside the
+    normalised one so a formatting-only gain is visible."""
+    ortho = {}
+    if orthographic:
+        ortho = {seed: (b, t) for seed, b, t in zip(orthographic["seeds"], orthographic["baseline_wer"], orthographic["tuned_wer"])}
+    lines = [
+        f"## Per-seed results ({analysis.eval_set})",
+        "",
+        "| seed | baseline WER | tuned WER | delta (points) | 95% CI (points) | POI | words fixed / broken | utterances better / worse | orthographic WER baseline -> tuned |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in analysis.seeds:
+        shown = f"{percent(ortho[s.seed][0])} -> {percent(ortho[s.seed][1])}" if s.seed in ortho else "n/a"
+        lines.append(
+            f"| {s.seed} | {percent(s.baseline_wer)} | {percent(s.tuned_wer)} | {points(s.delta, True)} | "
+            f"[{points(s.ci[0], True)}, {points(s.ci[1], True)}] | {s.poi:.3f} | {s.words_fixed} / {s.words_broken} | "
+            f"{s.utterances_better} / {s.utterances_worse} | {shown} |"
+        )
+    lines.append(
+        f"| **mean** | {percent(analysis.baseline_wer)} | {percent(analysis.tuned_wer_mean)} ± {points(analysis.tuned_wer_sd)} | "
+        f"**{points(analysis.mean_delta, True)}** (sd {points(analysis.sd_delta)}) | "
+        f"[{points(analysis.ci[0], True)}, {points(analysis.ci[1], True)}] | {analysis.poi:.3f} | | | |"
+    )
+    return "\n".join(lines)
+
+
+def _other_sets_section(other: dict[str, Any]) -> str:
+    if not other:
+        return ""
+    lines = ["## Other eval sets (plain WER per seed, no statistics)", ""]
+    for name, wers in other.items():
+        changes = [t - b for b, t in zip(wers["baseline_wer"], wers["tuned_wer"])]
+        worse = sum(c > 0 for c in changes)
+        lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {len(changes)} seeds "
+                     f"(mean change {points(sum(changes) / len(changes), True)} WER points)")
+    lines += ["", "| eval set | seed | baseline WER | tuned WER |", "|---|---:|---:|---:|"]
+    for name, wers in other.items():
+        for seed, base, tuned in zip(wers["seeds"], wers["baseline_wer"], wers["tuned_wer"]):
+            lines.append(f"| {name} | {seed} | {percent(base)} | {percent(tuned)} |")
+    return "\n".join(lines)
+
+
+def _samples_section(analysis: Analysis, table: Any) -> str:
+    seed = analysis.seeds[0].seed
+    samples = changed_predictions(table, analysis.eval_set, seed)
+    lines = [f"## Sample predictions that changed ({analysis.eval_set}, seed {seed})", ""]
+    if not samples:
+        return "\n".join(lines + ["No hypothesis changed between baseline and tuned."])
+    for s in samples:
+        speaker = f", speaker `{s['speaker']}`" if s["speaker"] else ""
+        lines += [
+            f"- utterance `{s['utterance_id']}`{speaker}: errors {s['baseline_errors']} -> {s['tuned_errors']}",
+            f"  - reference: \"{s['reference']}\"",
+            f"  - baseline: \"{s['baseline']}\"",
+            f"  - tuned: \"{s['tuned']}\"",
+        ]
+    return "\n".join(lines)
+
+
+def _artifacts_section(run: dict[str, Any]) -> str:
+    lines = ["## Artifacts", "", "- `scores.parquet`: one row per (seed, system, eval set, utterance)", "- `verdict.json`, `report.md`, "
+             f"`{SEED_PLOT}`, `{BOOTSTRAP_PLOT}`"]
+    for seed_run in run.get("seed_runs", []):
+        lines.append(f"- seed {seed_run['seed']}{' (rerun)' if seed_run.get('rerun') else ''}: `{seed_run['output_dir']}`")
+    return "\n".join(lines)
+
+
+def _reading_guide(analysis: Analysis) -> str:
+    unit = "speakers (as blocks)" if analysis.unit == "speaker" else "utterances"
+    return (
+        "## How to read this\n\n"
+        "Delta = baseline WER - tuned WER after Whisper's English normaliser (+ = tuned is better). Each seed's CI comes "
+        f"from a paired bootstrap over held-out {unit}, the same resample for baseline and tuned; the pooled CI also "
+        "resamples seeds. POI is the share of resamples with delta > 0. Verdicts, the first rule that holds: regression "
+        "(CI < 0); stable gain (CI > 0, POI >= 0.95 and every seed improves); unstable (seeds significantly disagree, or "
+        "the CI excludes 0 while a seed goes the other way); else no significant change. Same seed twice only shows "
+        "determinism, reported separately."
+    )
+
+
+# --------------------------------------------------------------------------- writing it all
+
+
+def write_outputs(
+    output_dir: Path, analysis: Analysis, table: Any, determinism: dict[str, Any], run: dict[str, Any], config: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """verdict.json, report.md and the plots, each atomically; returns the verdict record."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = verdict_record(analysis, table, determinism)
+    atomic_write_text(output_dir / "verdict.json", json.dumps(record, indent=2) + "\n")
+    plot_seed_deltas(analysis, output_dir / SEED_PLOT)
+    plot_mean_distribution(analysis, output_dir / BOOTSTRAP_PLOT)
+    atomic_write_text(output_dir / "report.md", render_report(analysis, record, table, run, config))
+    return record

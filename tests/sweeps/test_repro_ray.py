@@ -1,0 +1,66 @@
+"""End to end: ``--trials 2`` on a tiny random Moonshine, each seed a Ray task on a local instance."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from sweeps import repro
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def local_ray():
+    """A fresh local Ray with 2 CPUs, shut down after the test (never ``ray stop``)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_two_seeds_through_ray_write_scores_verdict_and_report(local_ray, tiny_config, tmp_path, capsys):
+    config_path = tmp_path / "tiny.json"
+    tiny_config.to_json(config_path)
+    out = tmp_path / "repro"
+    # A high learning rate for 3 steps moves the random model enough that seeds give different
+    # tuned hypotheses, so "the rerun matches" is a real determinism check, not empty == empty.
+    argv = ["--config", str(config_path), "--trials", "2", "--output-dir", str(out), "--resamples", "500",
+            "--cpus-per-trial", "1", "learning_rate=0.05", "max_steps=3"]
+    assert repro.main(argv) == 0
+
+    table = pd.read_parquet(out / "scores.parquet")
+    assert list(table.columns[:9]) == ["seed", "system", "eval_set", "utterance_id", "speaker", "ref_words", "errors", "reference", "hypothesis"]
+    assert str(table["seed"].dtype) == "int64" and str(table["errors"].dtype) == "int64"
+    # 2 seeds x 2 systems x (4 heldout + 3 canary utterances); baseline rows for every seed.
+    assert len(table) == 28
+    assert table.groupby(["seed", "system", "eval_set"]).size().to_dict() == {
+        (s, system, e): n for s in (43, 44) for system in ("baseline", "tuned") for e, n in (("canary", 3), ("heldout", 4))}
+    assert list(dict.fromkeys(table["eval_set"])) == ["heldout", "canary"]  # primary first
+    assert set(table["speaker"]) == {"spk0", "spk1", "spk2"}
+    tuned = table[table["system"] == "tuned"].pivot(index=["eval_set", "utterance_id"], columns="seed", values="hypothesis")
+    assert (tuned[43] != tuned[44]).any(), "different seeds must give different adapters"
+
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert {"verdict", "underpowered", "mean_delta", "ci", "poi", "deterministic", "baseline_wer", "tuned_wer_mean",
+            "tuned_wer_sd", "seeds"} <= set(verdict)
+    assert verdict["underpowered"] is True and "2 seeds < 5" in verdict["underpowered_reasons"][0]
+    assert [s["seed"] for s in verdict["seeds"]] == [43, 44]
+    assert verdict["deterministic"] == "yes", verdict["determinism"]
+    assert verdict["determinism"]["reruns"][0]["seed"] == 43 and verdict["determinism"]["baseline_across_seeds"]["identical"]
+    assert list(verdict["other_eval_sets"]) == ["canary"]
+
+    run = json.loads((out / "run.json").read_text())
+    assert sorted((r["seed"], r["rerun"]) for r in run["seed_runs"]) == [(43, False), (43, True), (44, False)]
+    assert all(r["steps"] == 3 and r["device"] == "cpu" for r in run["seed_runs"]) and not run["failed"]
+    assert (out / "seed_43" / "heldout_tuned.json").is_file() and (out / "seed_43_rerun" / "summary.json").is_file()
+    assert json.loads((out / "config.json").read_text())["max_steps"] == 3
+
+    report = (out / "report.md").read_text()
+    assert verdict["sentence"] in report and "Deterministic: yes" in report and "| `learning_rate` | 0.05 |" in report
+    for plot in ("seed_deltas.png", "mean_delta_bootstrap.png"):
+        assert (out / plot).stat().st_size > 1000
+    assert verdict["sentence"] in capsys.readouterr().out
