@@ -236,7 +236,9 @@ def seed_configs(config: TrialConfig, seeds: Sequence[int], reruns: int, repro_d
     return runs
 
 
-def run_all_seeds(runs: list[tuple[int, bool, TrialConfig]], address: str | None, cpus: float, gpus: float) -> tuple[list[dict], list[dict]]:
+def run_all_seeds(
+    runs: list[tuple[int, bool, TrialConfig]], address: str | None, cpus: float, gpus: float, task_fn=run_seed,
+) -> tuple[list[dict], list[dict]]:
     """Launch every seed run as a Ray task and collect results as they finish.
 
     Returns (finished, failed). A failed seed is recorded and the others go on: a verdict over
@@ -248,7 +250,7 @@ def run_all_seeds(runs: list[tuple[int, bool, TrialConfig]], address: str | None
     if started_here:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_seed)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(task_fn)
         pending = {task.remote(config.to_dict()): (seed, rerun, config) for seed, rerun, config in runs}
         print(f"repro: {len(runs)} seed runs ({sum(r for _, r, _ in runs)} determinism reruns), {cpus:g} CPU / {gpus:g} GPU each", flush=True)
         finished, failed = [], []

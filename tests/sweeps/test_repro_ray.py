@@ -12,7 +12,7 @@ from sweeps import repro
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     """A fresh local Ray with 2 CPUs, shut down after the test (never ``ray stop``)."""
     import ray
@@ -64,3 +64,21 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(local_ray, tiny_c
     for plot in ("seed_deltas.png", "mean_delta_bootstrap.png"):
         assert (out / plot).stat().st_size > 1000
     assert verdict["sentence"] in capsys.readouterr().out
+
+
+def test_a_failing_seed_is_recorded_and_the_others_finish(local_ray, tmp_path):
+    """No model here: a stand-in task (pickled by value) fails for one seed."""
+    from trainable.config import TrialConfig
+
+    def fake_seed(config: dict) -> dict:
+        if config["seed"] == 2:
+            raise RuntimeError("corrupt audio in heldout.jsonl line 3")
+        return {"rows": [{"seed": config["seed"]}], "steps": 1, "elapsed_seconds": 0.0, "device": "cpu", "node": None}
+
+    runs = [(seed, False, TrialConfig(seed=seed, output_dir=str(tmp_path / f"seed_{seed}"))) for seed in (1, 2, 3)]
+    finished, failed = repro.run_all_seeds(runs, None, 0.5, 0, task_fn=fake_seed)
+    assert sorted(run["seed"] for run in finished) == [1, 3]
+    assert failed == [{"seed": 2, "kind": "seed", "error": "RuntimeError: corrupt audio in heldout.jsonl line 3",
+                       "output_dir": str(tmp_path / "seed_2")}]
+    with pytest.raises(repro.ReproError, match="every seed run failed"):
+        repro.scores_table([], ["heldout"])
