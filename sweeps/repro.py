@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = parser.add_argument_group("statistics and output")
     stats.add_argument("--output-dir", metavar="DIR", help="default results/<sweep>/repro/ (--config FILE: results/repro-<stem>/)")
     stats.add_argument("--from-scores", metavar="PATH", help="recompute verdict and report from a stored scores.parquet: no model, no Ray")
-    stats.add_argument("--eval-set", help="with --from-scores: the eval set to test (default: the first in the file)")
+    stats.add_argument("--eval-set", help="the eval set to test (default: the config's first; with --from-scores, the first in the file); others get plain WERs")
     stats.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     stats.add_argument("--min-effect", type=float, default=0.10, metavar="FRACTION", help="smallest gain worth detecting, relative to the baseline WER (default 0.10 = 10%%)")
     stats.add_argument("--min-effect-abs", type=float, metavar="WER", help="the same in absolute WER (0.005 = half a point); overrides --min-effect")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value may sit between options
     args.argv = argv
     try:
         if args.from_scores:
@@ -351,7 +351,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     atomic_write_text(repro_dir / "config.json", json.dumps(config.replace(output_dir=str(repro_dir)).to_dict(), indent=2) + "\n")
     run = run_record(args, source, name, config, finished, failed, wall)
     atomic_write_text(repro_dir / "run.json", json.dumps(run, indent=2) + "\n")
-    record = analyse_and_report(table, repro_dir, args, config.primary_eval, reruns, run, config.to_dict(), str(repro_dir / SCORES_FILE))
+    record = analyse_and_report(table, repro_dir, args, args.eval_set or config.primary_eval, reruns, run, config.to_dict(), str(repro_dir / SCORES_FILE))
     return record, bool(failed)
 
 

@@ -209,6 +209,8 @@ def paired_scores(table: Any, eval_set: str) -> PairedScores:
         raise ScoresError(f"eval set {eval_set!r} is not in the scores table (it has {known})")
     first = rows[(rows["seed"] == rows["seed"].min()) & (rows["system"] == "baseline")].sort_values("utterance_id")
     scored = first["ref_words"].to_numpy() > 0
+    if not scored.any():
+        raise ScoresError(f"eval set {eval_set!r}: every utterance has an empty normalised reference (ref_words 0); nothing to score")
     utterance_ids = first["utterance_id"].to_numpy()[scored]
     seeds = np.sort(rows["seed"].unique())
     matrices = {}

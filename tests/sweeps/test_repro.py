@@ -202,6 +202,13 @@ def test_bad_config_on_the_command_line_exits_2(tmp_path):
     assert result.returncode == repro.EXIT_BAD_INPUT and "lora_r: must be >= 1" in result.stderr
 
 
+def test_overrides_may_sit_between_options(tmp_path, capsys):
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"config": TrialConfig().to_dict()}))
+    assert repro.main(["--config", str(best), "max_steps=5", "--trials", "2", "lora_r=0"]) == repro.EXIT_BAD_INPUT
+    assert "lora_r: must be >= 1" in capsys.readouterr().err
+
+
 def test_seeds_avoid_the_sweeps_own_seed_unless_given():
     parse = repro.build_parser().parse_args
     assert repro.choose_seeds(parse(["--trials", "3"]), 42) == [43, 44, 45]

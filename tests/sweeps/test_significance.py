@@ -281,6 +281,12 @@ def test_extra_columns_and_unknown_speakers_are_accepted():
     assert (checked["speaker"] == "").all() and "notes" in checked.columns
 
 
+def test_an_eval_set_without_reference_words_is_refused():
+    table = table_from_errors(np.array([1, 0]), np.array([[0, 0]]), np.array([0, 0]))
+    with pytest.raises(sig.ScoresError, match="every utterance has an empty normalised reference"):
+        sig.paired_scores(sig.validate_scores(table), "heldout")
+
+
 def test_unknown_eval_set_is_named():
     with pytest.raises(sig.ScoresError, match="'canary' is not in the scores table"):
         sig.paired_scores(sig.validate_scores(_good_table()), "canary")
