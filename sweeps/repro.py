@@ -311,7 +311,13 @@ def rerun_checks(finished: list[dict]) -> list[dict[str, Any]]:
         first = {(r["eval_set"], r["system"], r["utterance_id"]): r["hypothesis"] for r in main[rerun["seed"]]["rows"]}
         second = {(r["eval_set"], r["system"], r["utterance_id"]): r["hypothesis"] for r in rerun["rows"]}
         differing = sorted(f"{e}/{s}/{u}" for (e, s, u), h in second.items() if first.get((e, s, u)) != h)
-        checks.append({"seed": rerun["seed"], "identical": not differing and first.keys() == second.keys(), "differing": len(differing), "examples": differing[:5]})
+        checks.append({
+            "seed": rerun["seed"], "identical": not differing and first.keys() == second.keys(),
+            "differing": len(differing), "examples": differing[:5],
+            # Bitwise equality is only promised on the same device; a cluster may place the rerun elsewhere.
+            "devices": [main[rerun["seed"]].get("device"), rerun.get("device")],
+            "nodes": [main[rerun["seed"]].get("node"), rerun.get("node")],
+        })
     return checks
 
 
@@ -324,8 +330,10 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
                      else f"baseline hypotheses differ across seeds on {baseline_check['count']} utterances")
     for check in reruns:
         verdicts.append(check["identical"])
-        parts.append(f"seed {check['seed']} rerun gives identical hypotheses" if check["identical"]
-                     else f"seed {check['seed']} rerun differs on {check['differing']} hypotheses")
+        devices = check.get("devices") or []
+        where = f" (ran on {devices[0]} then {devices[1]})" if len(set(devices)) > 1 else ""
+        parts.append(f"seed {check['seed']} rerun gives identical hypotheses{where}" if check["identical"]
+                     else f"seed {check['seed']} rerun differs on {check['differing']} hypotheses{where}")
     deterministic = "unknown" if not verdicts else ("yes" if all(verdicts) else "no")
     return {"deterministic": deterministic, "detail": "; ".join(parts) or "not checked (one seed, no rerun)",
             "baseline_across_seeds": baseline_check, "reruns": reruns}

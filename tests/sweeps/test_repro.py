@@ -260,7 +260,7 @@ def test_rerun_and_baseline_checks_make_the_determinism_answer():
         return {"seed": seed, "rerun": rerun, "rows": rows}
 
     same = repro.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "b"]), run(2, False, ["c", "d"])])
-    assert same == [{"seed": 1, "identical": True, "differing": 0, "examples": []}]
+    assert same == [{"seed": 1, "identical": True, "differing": 0, "examples": [], "devices": [None, None], "nodes": [None, None]}]
     differs = repro.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "x"])])
     assert differs[0]["identical"] is False and differs[0]["examples"] == ["heldout/tuned/u1"]
     baseline_ok = {"checked": True, "identical": True, "count": 0}
@@ -268,6 +268,8 @@ def test_rerun_and_baseline_checks_make_the_determinism_answer():
     assert repro.determinism_summary(baseline_ok, differs)["deterministic"] == "no"
     assert repro.determinism_summary({"checked": True, "identical": False, "count": 3}, same)["deterministic"] == "no"
     assert repro.determinism_summary({"checked": False}, [])["deterministic"] == "unknown"
+    elsewhere = [{**differs[0], "devices": ["cuda", "cpu"]}]
+    assert "(ran on cuda then cpu)" in repro.determinism_summary({"checked": False}, elsewhere)["detail"]
 
 
 def test_from_scores_reads_the_rerun_check_stored_beside_the_scores(tmp_path):
