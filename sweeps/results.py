@@ -239,11 +239,15 @@ def _node_columns(last: dict[str, Any], trial_dir: Path | None) -> dict[str, Any
 
 
 def _error_message(trial: Any, trial_dir: Path | None) -> str:
-    """The last line of Tune's error.txt: with ``TrialFailed`` that is the whole story."""
+    """From Tune's error.txt: the ``TrialFailed`` line (one line that says it all), or else
+    the last line of the traceback."""
     name = getattr(trial.run_metadata, "error_filename", None) or "error.txt"
     if trial_dir is None or not (trial_dir / name).is_file():
         return "errored (no error.txt found)"
     lines = [line.strip() for line in (trial_dir / name).read_text(errors="replace").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "TrialFailed: " in line:
+            return line.split("TrialFailed: ", 1)[1]
     return lines[-1] if lines else "errored (empty error.txt)"
 
 

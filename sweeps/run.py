@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     paths = SweepPaths.for_sweep(sweep.name, args.storage)
-    return run_sweep(sweep, paths, args)
+    try:
+        return run_sweep(sweep, paths, args)
+    except SweepConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def resolve_sweep(args: argparse.Namespace) -> SweepConfig:
@@ -102,11 +106,16 @@ def resolve_sweep(args: argparse.Namespace) -> SweepConfig:
 
 def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace) -> int:
     """Start (or join) Ray, run or resume the Tune experiment, write and print the results."""
+    # Forced snapshots of the sweep state (one per num_to_keep checkpoints) are what make
+    # --resume lose little; Tune warns about them as if they were a mistake.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
     started_ray = start_ray(args)
     try:
+        if started_ray and not args.address:
+            check_local_resources(sweep, ray.cluster_resources())
         exists = tune.Tuner.can_restore(paths.experiment_path)
         if exists and not args.resume:
             print(f"error: sweep {sweep.name!r} already exists at {paths.experiment_path}; "
@@ -144,6 +153,19 @@ def start_ray(args: argparse.Namespace) -> bool:
     )
     _print_dashboard(context.dashboard_url, remote=False)
     return True
+
+
+def check_local_resources(sweep: SweepConfig, available: dict[str, float]) -> None:
+    """A trial asking for more than this machine has would wait forever: say so instead.
+    (Not on a cluster, where an autoscaler may still add the node that fits.)"""
+    wanted = sweep.resources_per_trial
+    for key, resource in (("gpu", "GPU"), ("cpu", "CPU")):
+        have, need = available.get(resource, 0.0), getattr(wanted, key)
+        if need > have:
+            raise SweepConfigError(
+                f"resources_per_trial.{key}: each trial asks for {need:g} {resource} but this machine has {have:g}; "
+                f"override it, e.g. resources_per_trial.{key}={have:g}" + (" trial.device=cpu" if key == "gpu" else "")
+            )
 
 
 def build_tuner(sweep: SweepConfig, paths: SweepPaths):

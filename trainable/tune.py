@@ -117,8 +117,9 @@ def describe_failure(error: BaseException, recipe: TrialConfig, step: int, node:
     values = ", ".join(f"{name}={_short(getattr(recipe, name))}" for name in _RECIPE_IN_ERRORS)
     where = f"at step {step} of {recipe.max_steps}" if step else "before the first report"
     hint = _hint(error)
+    message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
     return (
-        f"trial {trial_id} failed {where} on {node.get('node', '?')}: {type(error).__name__}: {error}"
+        f"trial {trial_id} failed {where} on {node.get('node', '?')}: {type(error).__name__}: {message}"
         f" [{values}]" + (f" (hint: {hint})" if hint else "")
     )
 

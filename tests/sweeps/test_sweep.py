@@ -1,0 +1,243 @@
+"""End-to-end sweeps on a real local Ray with the tiny random Moonshine (a few steps per trial).
+
+Each test starts its own Ray and shuts it down (or kills, by pid, the processes its driver
+subprocess started). About two minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainable.config import REPO_ROOT, TrialConfig
+
+pytestmark = pytest.mark.ray
+
+GOOD_LR, OTHER_LR = 1e-3, 3e-3
+
+
+def tiny_sweep(name: str, model: Path, manifests: dict[str, Path], corrupt: Path | None = None, **changes) -> dict:
+    """A 3-trial sweep on the tiny model. With ``corrupt``, trial 2 trains on a manifest
+    with an unreadable audio file, so it must fail while the others complete."""
+    train_choices = [str(manifests["train"])] + ([str(corrupt)] if corrupt else [])
+    raw = {
+        "name": name,
+        "trial": {
+            "model": str(model), "train_manifest": str(manifests["train"]),
+            "eval_manifests": {"heldout": str(manifests["heldout"]), "canary": str(manifests["canary"])},
+            "max_steps": 4, "eval_every": 2, "batch_size": 4, "eval_batch_size": 4, "warmup_steps": 0,
+            "learning_rate": GOOD_LR, "device": "cpu",
+        },
+        "search": {
+            "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+            "lora_r": {"choices": [4, 8]},
+            "train_manifest": {"choices": train_choices},
+        },
+        "points_to_evaluate": [{}, {"train_manifest": train_choices[-1]}, {"learning_rate": OTHER_LR}],
+        "num_samples": 3,
+        "max_concurrent_trials": 2,
+        "resources_per_trial": {"cpu": 1},
+        "scheduler": "none",
+        "max_failures": 0,
+        "seed": 0,
+    }
+    raw.update(changes)
+    return raw
+
+
+def corrupt_manifest(directory: Path, train_manifest: Path) -> Path:
+    """The training manifest with its first utterance pointing at a file that is not audio."""
+    bad_audio = directory / "corrupt.wav"
+    bad_audio.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt this is not audio" * 4)
+    rows = [json.loads(line) for line in train_manifest.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["audio_filepath"] = str(train_manifest.parent / row["audio_filepath"])
+    rows[0]["audio_filepath"] = str(bad_audio)
+    path = directory / "train_corrupt.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_sweep(directory: Path, raw: dict) -> Path:
+    path = directory / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def read_trials(results_dir: Path):
+    import pandas as pd
+
+    return pd.read_parquet(results_dir / "trials.parquet")
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, tiny_manifests, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from sweeps.run import main
+
+    monkeypatch.chdir(tmp_path)
+    corrupt = corrupt_manifest(tmp_path, tiny_manifests["train"])
+    config = write_sweep(tmp_path, tiny_sweep("unit", tiny_model_dir, tiny_manifests, corrupt=corrupt))
+
+    assert main(["--config", str(config)]) == 0
+
+    results_dir = tmp_path / "results" / "unit"
+    trials = read_trials(results_dir).set_index("trial_number")
+    assert list(trials.index) == [1, 2, 3]
+    # Every recipe field is a column; the first trial is the hand-run point.
+    assert set(f for f in TrialConfig.__dataclass_fields__) <= set(trials.columns)
+    first = trials.loc[1]
+    assert (first["learning_rate"], first["lora_r"], first["train_manifest"]) == (GOOD_LR, 8, str(tiny_manifests["train"]))
+    assert trials.loc[3, "learning_rate"] == OTHER_LR
+
+    # The corrupt-audio trial errored with a message that says why; the others completed.
+    assert trials.loc[2, "status"] == "ERROR"
+    assert "ManifestError" in trials.loc[2, "error"] and "corrupt.wav" in trials.loc[2, "error"]
+    for number in (1, 3):
+        row = trials.loc[number]
+        assert row["status"] == "TERMINATED" and row["completed"] and pd.isna(row["error"])
+        assert row["steps"] == 4 and row["num_threads"] == 1 and row["node"] == socket.gethostname()
+        for column in ("eval_wer", "baseline_wer", "best_eval_wer", "heldout_tuned_wer", "heldout_baseline_wer",
+                       "heldout_tuned_orthographic_wer", "canary_tuned_wer", "canary_baseline_wer", "wall_seconds"):
+            assert 0 <= row[column] < float("inf"), column
+        assert Path(row["output_dir"], "lora_adapter").is_dir()
+        assert Path(row["output_dir"]).parent == Path(row["trial_dir"])
+
+    # best.json holds a complete recipe with the winner's scores.
+    best = json.loads((results_dir / "best.json").read_text())
+    recipe = TrialConfig.from_json(results_dir / "best.json")
+    winner = trials[trials["trial_id"] == best["trial_id"]].iloc[0]
+    assert winner["status"] == "TERMINATED" and best["tuned_wer"] == winner["eval_wer"] == trials.loc[[1, 3], "eval_wer"].min()
+    assert recipe.learning_rate == winner["learning_rate"] and recipe.lora_r == winner["lora_r"]
+    assert best["baseline_wer"] == winner["baseline_wer"]
+    summary = (results_dir / "summary.md").read_text()
+    assert "2 completed, 0 stopped early, 1 errored" in summary and "corrupt.wav" in summary
+
+    # Tune's usual CSV / TensorBoard output is there for existing tools.
+    trial_dir = Path(first["trial_dir"])
+    assert (trial_dir / "progress.csv").is_file() and list(trial_dir.glob("events.out.tfevents.*"))
+
+    # The results come back from Ray's saved state alone, identical.
+    before = (results_dir / "trials.parquet").read_bytes()
+    (results_dir / "trials.parquet").unlink()
+    assert main(["--analyze", "unit"]) == 0
+    assert read_trials(results_dir).equals(read_trials_from_bytes(before))
+
+
+def read_trials_from_bytes(data: bytes):
+    import io
+
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_driver(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "sweeps.run", *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the driver (as a crash would), then the Ray processes it started, by pid."""
+    import psutil
+
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    time.sleep(2)  # let raylet and workers notice their driver is gone
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=30)
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            raise AssertionError(f"driver exited ({process.returncode}) before {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def dashboard_healthz(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/gcs_healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def finished_trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in experiment.glob("trial_*/run/summary.json"))
+
+
+def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir, tiny_manifests, tmp_path):
+    """kill -9 of the driver after the first trial, then --resume: all three trials end
+    up done, the first one not trained again. The dashboard answers while the sweep runs."""
+    raw = tiny_sweep("killed", tiny_model_dir, tiny_manifests, max_concurrent_trials=1,
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    raw["trial"]["max_steps"] = 6
+    config, log, port = write_sweep(tmp_path, raw), tmp_path / "driver.log", free_port()
+    experiment = tmp_path / "results" / "killed" / "ray" / "killed"
+    common = ["--config", str(config), "--num-cpus", "1", "--dashboard-port", str(port)]
+
+    driver = start_driver(common, tmp_path, log)
+    try:
+        wait_for(lambda: f"Ray dashboard: http://127.0.0.1:{port}" in log.read_text(), 120, "the dashboard URL", driver, log)
+        assert "login token: " in log.read_text() and "auth_token" in log.read_text()
+        wait_for(lambda: dashboard_healthz(port), 60, "/api/gcs_healthz", driver, log)
+        first_dir = wait_for(lambda: finished_trial_dirs(experiment), 240, "the first trial", driver, log)[0]
+        summary = first_dir / "run" / "summary.json"
+        first_written = summary.stat().st_mtime_ns
+    finally:
+        kill_tree(driver)
+    assert len(finished_trial_dirs(experiment)) == 1, "kill came too late to test the resume"
+
+    resumed = start_driver([*common, "--resume"], tmp_path, log)
+    try:
+        assert resumed.wait(timeout=300) == 0, log.read_text()[-4000:]
+    finally:
+        if resumed.poll() is None:
+            kill_tree(resumed)
+
+    trials = read_trials(tmp_path / "results" / "killed")
+    assert len(trials) == 3 and set(trials["status"]) <= {"TERMINATED", "STOPPED_EARLY"}, trials[["status", "error"]]
+    first = trials[trials["trial_dir"] == str(first_dir)].iloc[0]
+    assert first["trial_number"] == 1 and first["status"] == "TERMINATED"
+    assert summary.stat().st_mtime_ns == first_written, "the finished trial was trained again"
+    assert first["eval_wer"] == json.loads(summary.read_text())["evals"]["heldout"]["tuned"]["wer"]
