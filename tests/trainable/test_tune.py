@@ -1,0 +1,72 @@
+"""The Ray Tune glue without a Ray cluster: config mapping, reports, failure messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trainable.config import TARGET_MODULE_SETS, ConfigError, TrialConfig
+from trainable.manifest import ManifestError
+from trainable.tune import TuneReporter, _report_if_finished, describe_failure, trial_config_from_tune
+
+
+def tune_config(**changes) -> dict:
+    """What a sweep trial receives: the fixed recipe plus Optuna's values (numpy, set names)."""
+    recipe = {key: value for key, value in TrialConfig().to_dict().items() if key not in ("output_dir", "num_threads")}
+    return {**recipe, "learning_rate": np.float64(2e-3), "lora_r": np.int64(16), "target_modules": "qkvo+fc", **changes}
+
+
+def test_tune_config_becomes_the_trial_recipe(tmp_path):
+    config = trial_config_from_tune(tune_config(), output_dir=tmp_path / "run", cpus=2)
+    assert config.learning_rate == 2e-3 and type(config.lora_r) is int and config.lora_r == 16
+    assert config.target_modules == TARGET_MODULE_SETS["qkvo+fc"]
+    assert (config.output_dir, config.num_threads) == (str(tmp_path / "run"), 2)
+
+
+def test_unknown_tune_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="lora_rank"):
+        trial_config_from_tune(tune_config(lora_rank=4), output_dir=tmp_path, cpus=1)
+
+
+def test_reporter_forwards_metrics_and_checkpoint(monkeypatch, tmp_path):
+    from ray import tune
+
+    sent = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: sent.append((metrics, checkpoint)))
+    reporter = TuneReporter({"node": "host-a", "num_threads": 1})
+    reporter({"step": 50, "eval_wer": 0.4, "train_loss": 1.0}, str(tmp_path))
+    reporter({"step": 100, "eval_wer": 0.3, "done": True}, None)
+
+    (middle, checkpoint), (final, no_checkpoint) = sent
+    assert middle == {"step": 50, "eval_wer": 0.4, "train_loss": 1.0, "completed": False, "node": "host-a", "num_threads": 1}
+    assert checkpoint.path == str(tmp_path) and no_checkpoint is None
+    # Tune reserves "done"; the final report is marked "completed" instead.
+    assert "done" not in final and final["completed"] is True and reporter.last_step == 100
+
+
+def test_failure_message_is_one_line_with_recipe_node_and_hint():
+    recipe = TrialConfig(learning_rate=3e-3, lora_r=4)
+    error = ManifestError("train.jsonl: 1 bad row(s)\n  train.jsonl:1: unreadable or corrupt audio a.wav")
+    message = describe_failure(error, recipe, step=0, node={"node": "host-b"}, trial_id="abc")
+    assert "\n" not in message
+    assert message.startswith("trial abc failed before the first report on host-b: ManifestError: train.jsonl: 1 bad row(s) | ")
+    assert "corrupt audio a.wav" in message and "learning_rate=0.003" in message and "lora_r=4" in message
+    assert "on_bad_row=skip" in message
+    assert "at step 150 of 300" in describe_failure(FloatingPointError("loss is nan"), recipe, 150, {}, "abc")
+
+
+def test_finished_trial_reports_its_summary_instead_of_training(monkeypatch, tmp_path):
+    sent = []
+    reporter = TuneReporter({})
+    monkeypatch.setattr(TuneReporter, "__call__", lambda self, metrics, checkpoint_dir: sent.append(metrics))
+    recipe = TrialConfig(output_dir=str(tmp_path))
+    assert not _report_if_finished(recipe, reporter)
+
+    summary = {"evals": {"heldout": {"baseline": {"wer": 0.5, "orthographic_wer": 0.6}, "tuned": {"wer": 0.3, "orthographic_wer": 0.4}}},
+               "primary_eval": "heldout", "steps": 300, "train_seconds": 10.0, "elapsed_seconds": 12.0,
+               "steps_per_second": 30.0, "nonfinite_steps": 0}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert _report_if_finished(recipe, reporter)
+    assert sent[0]["eval_wer"] == 0.3 and sent[0]["baseline_wer"] == 0.5 and sent[0]["done"] and sent[0]["step"] == 300
