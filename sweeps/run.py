@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.sweep_config import SweepConfig, SweepConfigError, load_sweep_config, read_yaml
-from trainable.config import REPO_ROOT, atomic_write_text
+from trainable.config import DEMO_MODEL, REPO_ROOT, atomic_write_text
 
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
 RESULTS_ROOT = Path("results")
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help="join a running Ray cluster ('auto', or HOST:PORT); default: start a local Ray")
     parser.add_argument("--storage", help="where Ray keeps trial state and checkpoints: a path or URI (s3://, gs://); must be shared by all nodes of a cluster (default: results/NAME/ray)")
     parser.add_argument("--dashboard-host", default="127.0.0.1", help="interface for the Ray dashboard of a local Ray (default 127.0.0.1; 0.0.0.0 lets anyone who reaches this machine run code)")
-    parser.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT, help="port of the Ray dashboard of a local Ray (default 8265)")
+    parser.add_argument("--dashboard-port", type=int, help="port of the Ray dashboard of a local Ray (default 8265, or the next free one)")
     parser.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
     return parser
 
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = SweepPaths.for_sweep(sweep.name, args.storage)
     try:
+        check_inputs_exist(sweep)
         return run_sweep(sweep, paths, args)
     except SweepConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -147,12 +148,39 @@ def start_ray(args: argparse.Namespace) -> bool:
         _print_dashboard(context.dashboard_url, remote=True)
         return True
     _warn_if_exposed(args.dashboard_host)
-    context = ray.init(
-        address="local", num_cpus=args.num_cpus, include_dashboard=True,
-        dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port,
-    )
+    port = args.dashboard_port or free_dashboard_port(args.dashboard_host)
+    try:
+        context = ray.init(
+            address="local", num_cpus=args.num_cpus, include_dashboard=True,
+            dashboard_host=args.dashboard_host, dashboard_port=port,
+        )
+    except ValueError as error:
+        if "already occupied" in str(error):
+            raise SweepConfigError(f"--dashboard-port: {args.dashboard_host}:{port} is in use; pick another port") from None
+        raise
     _print_dashboard(context.dashboard_url, remote=False)
     return True
+
+
+def check_inputs_exist(sweep: SweepConfig) -> None:
+    """Missing manifests or model would fail every trial the same way: say so before Ray starts.
+    (A hub id such as UsefulSensors/moonshine-tiny is no local path and is not checked.)"""
+    trial = sweep.trial.resolved()
+    paths = [("trial.train_manifest", trial.train_manifest)]
+    paths += [(f"trial.eval_manifests.{name}", path) for name, path in trial.eval_manifests]
+    if _looks_like_local_path(sweep.trial.model):
+        paths.append(("trial.model", trial.model))
+    for param in sweep.search:
+        if param.name == "train_manifest":
+            paths += [("search.train_manifest.choices", sweep.trial.replace(train_manifest=c).resolved().train_manifest) for c in param.choices]
+    for key, path in paths:
+        if "://" not in path and not Path(path).exists():
+            hint = " (build the bundled demo model with: python -m demo.pretrain --corpus data/demo/source --out data/demo/model)" if sweep.trial.model == DEMO_MODEL else ""
+            raise SweepConfigError(f"{key}: {path} does not exist{hint}")
+
+
+def _looks_like_local_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()
 
 
 def check_local_resources(sweep: SweepConfig, available: dict[str, float]) -> None:
@@ -166,6 +194,20 @@ def check_local_resources(sweep: SweepConfig, available: dict[str, float]) -> No
                 f"resources_per_trial.{key}: each trial asks for {need:g} {resource} but this machine has {have:g}; "
                 f"override it, e.g. resources_per_trial.{key}={have:g}" + (" trial.device=cpu" if key == "gpu" else "")
             )
+
+
+def free_dashboard_port(host: str, first: int = DEFAULT_DASHBOARD_PORT, tries: int = 50) -> int:
+    """8265, or the next free port: a second sweep on the same machine gets its own dashboard."""
+    import socket
+
+    for port in range(first, first + tries):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+                return port
+            except OSError:
+                continue
+    return first
 
 
 def build_tuner(sweep: SweepConfig, paths: SweepPaths):
