@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps.cluster import StorageError, check_storage
 from sweeps.sweep_config import SweepConfig, SweepConfigError, load_sweep_config, read_yaml
 from trainable.config import DEMO_MODEL, REPO_ROOT, atomic_write_text
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--analyze", metavar="NAME", help="only rebuild results/NAME/ (trials.parquet, best.json, summary.md) from Ray's saved state")
     parser.add_argument("--address", help="join a running Ray cluster ('auto', or HOST:PORT); default: start a local Ray")
     parser.add_argument("--storage", help="where Ray keeps trial state and checkpoints: a path or URI (s3://, gs://); must be shared by all nodes of a cluster (default: results/NAME/ray)")
+    parser.add_argument("--shared-storage", action="store_true", help="--storage is a path mounted at the same place on every node (NFS/EFS) that could not be recognised as such")
     parser.add_argument("--dashboard-host", default="127.0.0.1", help="interface for the Ray dashboard of a local Ray (default 127.0.0.1; 0.0.0.0 lets anyone who reaches this machine run code)")
     parser.add_argument("--dashboard-port", type=int, help="port of the Ray dashboard of a local Ray (default 8265, or the next free one)")
     parser.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_inputs_exist(sweep)
         return run_sweep(sweep, paths, args)
-    except SweepConfigError as error:
+    except (SweepConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -117,6 +119,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace) -
     try:
         if started_ray and not args.address:
             check_local_resources(sweep, ray.cluster_resources())
+        check_storage(paths.storage_path, ray.nodes(), shared=args.shared_storage, expect_more_nodes=bool(args.address))
         exists = tune.Tuner.can_restore(paths.experiment_path)
         if exists and not args.resume:
             print(f"error: sweep {sweep.name!r} already exists at {paths.experiment_path}; "

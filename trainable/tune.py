@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,10 +29,12 @@ def train_trial(config: dict[str, Any]) -> None:
     checkpoint, so ASHA can stop it early and a retried or resumed trial continues."""
     from ray import tune
 
+    from sweeps.cluster import check_data_on_node, trial_location
+
     context = tune.get_context()
     trial_dir = trial_directory(context)
     recipe = trial_config_from_tune(config, output_dir=trial_dir / "run", cpus=trial_cpus(context))
-    node = node_info()
+    node = trial_location()
     checkpoint = tune.get_checkpoint()
     reporter = TuneReporter({**node, "num_threads": recipe.num_threads})
     _log_attempt(trial_dir, node, checkpoint)
@@ -41,6 +42,7 @@ def train_trial(config: dict[str, Any]) -> None:
     if _report_if_finished(recipe, reporter):
         return
     try:
+        check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
         with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
             _run(recipe, reporter, resume_from)
     except Exception as error:
@@ -78,17 +80,6 @@ def trial_directory(context: Any) -> Path:
     return Path(os.getcwd())
 
 
-def node_info() -> dict[str, str]:
-    """Where the trial ran, for the results row: host name and Ray node id."""
-    import ray
-
-    try:
-        node_id = ray.get_runtime_context().get_node_id()
-    except Exception:
-        node_id = ""
-    return {"node": socket.gethostname(), "node_id": node_id or ""}
-
-
 class TuneReporter:
     """The ``report`` callback: forwards metrics and the checkpoint folder to ``tune.report``.
 
@@ -97,7 +88,7 @@ class TuneReporter:
     """
 
     def __init__(self, extra: dict[str, Any]):
-        self.extra = extra  # added to every report: node, node_id, num_threads
+        self.extra = extra  # added to every report: node, node_ip, node_id, num_threads
         self.last_step = 0
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
