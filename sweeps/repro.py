@@ -185,27 +185,21 @@ def choose_seeds(args: argparse.Namespace, config_seed: int) -> list[int]:
 
 def run_seed(config: dict[str, Any]) -> dict[str, Any]:
     """Train and score one seed; runs inside a Ray worker and returns the per-utterance rows,
-    so the driver never needs to see the worker's disk (works across a cluster)."""
+    so the driver never needs to see the worker's disk (works across a cluster). The seed's
+    adapter and reports stay in its output dir on the node that ran it (``node`` says which)."""
+    from sweeps.cluster import check_data_on_node, node_label
     from trainable.pipeline import train_and_evaluate
 
     trial = TrialConfig.from_dict(config)
+    check_data_on_node(trial)  # on a cluster: a worker without the data names itself and the paths
     summary = train_and_evaluate(trial)
     return {
         "rows": utterance_rows(Path(trial.output_dir), [name for name, _ in trial.eval_manifests], trial.seed),
         "steps": summary.get("steps"),
         "elapsed_seconds": summary.get("elapsed_seconds"),
         "device": summary.get("device"),
-        "node": _node_address(),
+        "node": node_label(),
     }
-
-
-def _node_address() -> str | None:
-    try:
-        import ray
-
-        return ray.util.get_node_ip_address()
-    except Exception:  # outside Ray (a plain call in a test) there is no node
-        return None
 
 
 def utterance_rows(output_dir: Path, eval_sets: Sequence[str], seed: int) -> list[dict[str, Any]]:

@@ -315,8 +315,10 @@ def _samples_section(analysis: Analysis, table: Any) -> str:
 def _artifacts_section(run: dict[str, Any]) -> str:
     lines = ["## Artifacts", "", "- `scores.parquet`: one row per (seed, system, eval set, utterance)", "- `verdict.json`, `report.md`, "
              f"`{SEED_PLOT}`, `{BOOTSTRAP_PLOT}`"]
-    for seed_run in run.get("seed_runs", []):
-        lines.append(f"- seed {seed_run['seed']}{' (rerun)' if seed_run.get('rerun') else ''}: `{seed_run['output_dir']}`")
+    for seed_run in sorted(run.get("seed_runs", []), key=lambda r: (r["seed"], bool(r.get("rerun")))):
+        took = f", {seed_run['elapsed_seconds']:.0f} s" if seed_run.get("elapsed_seconds") is not None else ""
+        node = f" on {seed_run['node']}" if seed_run.get("node") else ""
+        lines.append(f"- seed {seed_run['seed']}{' (rerun)' if seed_run.get('rerun') else ''}: `{seed_run['output_dir']}`{node}{took}")
     return "\n".join(lines)
 
 
