@@ -1,0 +1,63 @@
+"""Choosing the winner and writing it up, from a results table (no Ray run needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from sweeps.results import SweepResults, _status, best_trial, describe_best, summary_markdown
+from sweeps.sweep_config import SweepConfig
+from trainable.config import TrialConfig
+
+SWEEP = SweepConfig.from_dict({
+    "name": "pick",
+    "trial": {"eval_every": 50, "model": "some/model"},
+    "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "target_modules": ["qv", "qkvo"]},
+    "num_samples": 4,
+})
+
+
+def row(number: int, status: str, eval_wer: float, lr: float, modules=("q_proj", "v_proj"), error=None) -> dict:
+    return {
+        "trial_number": number, "trial_id": f"t{number}", "status": status, "learning_rate": lr,
+        "target_modules": list(modules), "target_module_set": "qv" if len(modules) == 2 else "qkvo",
+        "eval_wer": eval_wer, "best_eval_wer": eval_wer, "baseline_wer": 0.6,
+        "heldout_baseline_wer": 0.6, "heldout_tuned_wer": eval_wer, "canary_baseline_wer": 0.2, "canary_tuned_wer": 0.21,
+        "steps": 300, "wall_seconds": 100.0, "node": "host", "error": error, "trial_dir": f"/x/trial_t{number}",
+    }
+
+
+def test_the_best_completed_trial_wins_not_an_early_stopped_one():
+    table = pd.DataFrame([
+        row(1, "TERMINATED", 0.40, 1e-3),
+        row(2, "STOPPED_EARLY", 0.10, 5e-3),  # its WER is from partial training
+        row(3, "ERROR", math.nan, 9e-3, error="trial t3 failed: boom"),
+        row(4, "TERMINATED", 0.30, 2e-3, modules=("q_proj", "k_proj", "v_proj", "o_proj")),
+    ])
+    best = best_trial(table, SWEEP)
+    assert best["trial_id"] == "t4" and best["metric"] == best["tuned_wer"] == 0.30 and best["baseline_wer"] == 0.6
+    recipe = TrialConfig.from_dict(best["config"])
+    assert recipe.learning_rate == 2e-3 and recipe.target_modules == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert recipe.model == "some/model" and recipe.output_dir == "outputs/pick-best"
+    assert best["eval_sets"]["canary"] == {"baseline_wer": 0.2, "tuned_wer": 0.21}
+
+    summary = summary_markdown(table, best, SWEEP, "/x", wall_seconds=250.0)
+    assert "4 trials: 2 completed, 1 stopped early, 1 errored" in summary
+    assert "overhead ratio 1.25" in summary  # 250 s / (400 s / 2 concurrent)
+    assert "trial t3 failed: boom" in summary
+
+    printed = describe_best(SweepResults(trials=table, best=best, summary_markdown=summary), SWEEP)
+    assert "target_modules=qkvo" in printed and "tuned 30.00% vs baseline 60.00%" in printed
+
+
+def test_no_completed_trial_means_no_best():
+    table = pd.DataFrame([row(1, "ERROR", math.nan, 1e-3, error="x"), row(2, "STOPPED_EARLY", 0.2, 1e-3)])
+    assert best_trial(table, SWEEP) is None
+    assert "No trial completed" in summary_markdown(table, None, SWEEP, "/x", None)
+
+
+def test_a_trial_without_its_final_report_was_stopped_early():
+    assert _status("TERMINATED", {"completed": True}) == "TERMINATED"
+    assert _status("TERMINATED", {"completed": False}) == "STOPPED_EARLY"
+    assert _status("ERROR", {}) == "ERROR" and _status("RUNNING", {}) == "RUNNING"

@@ -1,0 +1,98 @@
+"""The command line without a sweep: --help, errors, resume guards, dashboard warnings, ASHA setup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+import yaml
+
+from sweeps.sweep_config import SweepConfig, SweepConfigError
+from trainable.config import REPO_ROOT
+
+
+def sweep_dict(**changes) -> dict:
+    raw = {
+        "name": "cli",
+        "trial": {"max_steps": 100, "eval_every": 25},
+        "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora_r": [4, 8, 16]},
+        "points_to_evaluate": [{}],
+        "num_samples": 4,
+    }
+    raw.update(changes)
+    return raw
+
+
+def write_yaml(tmp_path, raw: dict):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_help_imports_no_torch_transformers_peft_or_ray():
+    code = (
+        "import sys\nfrom sweeps.run import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "import json\nprint(json.dumps(sorted(m for m in ('torch', 'transformers', 'peft', 'ray', 'optuna') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--resume" in out.stdout and "--dashboard-host" in out.stdout
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_bad_override_on_the_command_line_exits_2_naming_the_key(tmp_path, capsys):
+    from sweeps.run import main
+
+    assert main(["--config", str(write_yaml(tmp_path, sweep_dict())), "trial.lora_rank=4"]) == 2
+    assert "lora_rank" in capsys.readouterr().err
+
+
+def test_resources_beyond_this_machine_are_refused():
+    from sweeps.run import check_local_resources
+
+    sweep = SweepConfig.from_dict(sweep_dict(resources_per_trial={"cpu": 1, "gpu": 0.25}))
+    with pytest.raises(SweepConfigError, match="resources_per_trial.gpu"):
+        check_local_resources(sweep, {"CPU": 2.0})
+    check_local_resources(sweep, {"CPU": 2.0, "GPU": 1.0})
+
+
+def test_resume_refuses_a_changed_search_space(tmp_path, monkeypatch):
+    from sweeps.run import resolve_sweep
+
+    monkeypatch.chdir(tmp_path)
+    config = write_yaml(tmp_path, sweep_dict())
+    saved = tmp_path / "results" / "cli" / "sweep.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(yaml.safe_dump(SweepConfig.from_dict(sweep_dict()).to_dict()))
+
+    args = Namespace(config=str(config), overrides=["search.lora_r.choices=[8, 32]"], name=None, resume=True)
+    with pytest.raises(SweepConfigError, match="search.lora_r.choices"):
+        resolve_sweep(args)
+    # The same sweep, or no config at all, resumes as it was first run.
+    assert resolve_sweep(Namespace(config=str(config), overrides=[], name=None, resume=True)).name == "cli"
+    resumed = resolve_sweep(Namespace(config=None, overrides=[], name="cli", resume=True))
+    assert resumed == SweepConfig.from_dict(sweep_dict())
+
+
+def test_dashboard_on_all_interfaces_warns_loudly(capsys):
+    from sweeps.run import _warn_if_exposed
+
+    _warn_if_exposed("127.0.0.1")
+    assert capsys.readouterr().err == ""
+    _warn_if_exposed("0.0.0.0")
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "0.0.0.0" in err and "arbitrary code" in err
+
+
+def test_asha_counts_eval_reports():
+    from sweeps.run import build_scheduler
+
+    sweep = SweepConfig.from_dict(sweep_dict(scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 3}))
+    asha = build_scheduler(sweep)
+    assert asha._time_attr == "training_iteration" and asha._max_t == sweep.max_reports == 4
+    assert asha._reduction_factor == 3 and asha._brackets[0]._rungs[-1][0] == 2  # first rung at the grace period
+    assert build_scheduler(SweepConfig.from_dict(sweep_dict(scheduler="none"))) is None
