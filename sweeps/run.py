@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     except SweepConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    paths = SweepPaths.for_sweep(sweep.name, args.storage)
+    paths = SweepPaths.for_sweep(sweep.name, args.storage or _saved_storage(sweep.name, args.resume))
     try:
         check_inputs_exist(sweep)
-        return run_sweep(sweep, paths, args)
+        resume = check_experiment(sweep, paths, args.resume)
+        return run_sweep(sweep, paths, args, resume)
     except (SweepConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -107,33 +108,41 @@ def resolve_sweep(args: argparse.Namespace) -> SweepConfig:
     return saved
 
 
-def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace) -> int:
+def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> bool:
+    """Whether to restore: never start over an existing sweep by accident (its trials would
+    mix with the new ones), and say so when --resume finds nothing."""
+    from ray.tune import Tuner
+
+    exists = Tuner.can_restore(paths.experiment_path)
+    if exists and not resume:
+        raise SweepConfigError(
+            f"sweep {sweep.name!r} already exists at {paths.experiment_path}; add --resume to continue it, or give a new --name"
+        )
+    if resume and not exists:
+        print(f"note: nothing to resume at {paths.experiment_path}; starting sweep {sweep.name!r}")
+    return exists
+
+
+def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, resume: bool) -> int:
     """Start (or join) Ray, run or resume the Tune experiment, write and print the results."""
     # Forced snapshots of the sweep state (one per num_to_keep checkpoints) are what make
     # --resume lose little; Tune warns about them as if they were a mistake.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
-    from ray import tune
 
     started_ray = start_ray(args)
     try:
         if started_ray and not args.address:
             check_local_resources(sweep, ray.cluster_resources())
         check_storage(paths.storage_path, ray.nodes(), shared=args.shared_storage, expect_more_nodes=bool(args.address))
-        exists = tune.Tuner.can_restore(paths.experiment_path)
-        if exists and not args.resume:
-            print(f"error: sweep {sweep.name!r} already exists at {paths.experiment_path}; "
-                  "add --resume to continue it, or give a new --name", file=sys.stderr)
-            return 2
-        if args.resume and not exists:
-            print(f"note: nothing to resume at {paths.experiment_path}; starting sweep {sweep.name!r}")
-        _save_sweep(sweep, paths, resumed=args.resume and exists)
+        _save_sweep(sweep, paths, resumed=resume)
         started = time.monotonic()
-        tuner = restore_tuner(sweep, paths) if args.resume and exists else build_tuner(sweep, paths)
-        grid = tuner.fit()
+        tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
+        tuner.fit()  # the results are read back from Ray's saved state, as --analyze does
         wall_seconds = time.monotonic() - started
-        del grid  # the results are read back from Ray's saved state, as --analyze does
-        return report_results(sweep, paths, wall_seconds)
+        print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
+        # A resumed sweep's trial time spans both runs, so no overhead ratio for it.
+        return report_results(sweep, paths, None if resume else wall_seconds)
     finally:
         if started_ray:
             ray.shutdown()
@@ -307,6 +316,14 @@ def analyze(name: str) -> int:
     run = json.loads(run_file.read_text())
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
     return report_results(sweep, paths, wall_seconds=None)
+
+
+def _saved_storage(name: str, resume: bool) -> str | None:
+    """On --resume, Ray's state is where the first run put it (run.json), even without --storage."""
+    run_file = (RESULTS_ROOT / name / "run.json").absolute()
+    if resume and run_file.is_file():
+        return json.loads(run_file.read_text()).get("storage_path")
+    return None
 
 
 def _save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool) -> None:
