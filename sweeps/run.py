@@ -46,14 +46,14 @@ class SweepPaths:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sweeps.run",
-        description=__doc__.split("\n\n")[0],
+        description="Search LoRA recipes with Ray Tune + Optuna, scored by held-out WER.",
         epilog="examples:\n  python -m sweeps.run\n"
         "  python -m sweeps.run --config sweeps/configs/moonshine_tiny.yaml num_samples=32 trial.max_steps=800\n"
         "  python -m sweeps.run --resume            # continue the interrupted demo sweep\n"
         "  python -m sweeps.run --analyze demo      # rebuild results/demo/ from Ray's saved state",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override YAML keys, dotted: num_samples=32 trial.max_steps=800 search.lora_r.high=64 scheduler=none")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override YAML keys, dotted: num_samples=32 trial.max_steps=800 search.learning_rate.high=1e-2 scheduler=none")
     parser.add_argument("--config", help=f"sweep YAML (default: {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
     parser.add_argument("--name", help="sweep name (default: the YAML's name); results go to results/NAME/")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this name: finished trials are kept, unfinished ones continue from their last checkpoint")
