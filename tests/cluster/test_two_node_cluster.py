@@ -92,61 +92,69 @@ def test_trials_pinned_to_node2_run_there_and_their_rows_say_so(two_nodes, tiny_
 
 
 def held_train_trial(config: dict) -> None:
-    """train_trial, but a trial on ``hold_on_node`` stops after its first checkpoint, so the
-    test can take that node away mid-trial (the retry elsewhere runs normally)."""
+    """train_trial, instrumented: every report's node and step go to ``report_log``, and a
+    trial on ``hold_on_node`` stops after its first checkpoint, so the test can take that
+    node away mid-trial (the retry elsewhere runs normally)."""
     from trainable import tune as glue
 
     config = dict(config)
-    config.pop("role")
-    hold_on_node = config.pop("hold_on_node")
+    hold_on_node, report_log = config.pop("hold_on_node"), config.pop("report_log")
     forward = glue.TuneReporter.__call__
 
     def report_then_hold(self, metrics, checkpoint_dir):
         forward(self, metrics, checkpoint_dir)  # the checkpoint is in storage when this returns
-        if checkpoint_dir and ray.get_runtime_context().get_node_id() == hold_on_node:
+        node_id = ray.get_runtime_context().get_node_id()
+        with open(report_log, "a") as log:
+            log.write(json.dumps({"node_id": node_id, "step": metrics.get("step")}) + "\n")
+        if checkpoint_dir and node_id == hold_on_node:
             time.sleep(TIME_BUDGET_S)  # until the test removes this node
 
     glue.TuneReporter.__call__ = report_then_hold
     glue.train_trial(config)
 
 
-class RemoveNodeAtFirstCheckpoint(tune.Callback):
-    """In the driver: when the trial on ``node`` has saved a checkpoint, kill that node."""
+@ray.remote(num_cpus=1, resources={"head": 0.01})
+class HeadCpuHolder:
+    """Holds the head's only CPU so the trial's first attempt can only start on node 2."""
 
-    def __init__(self, cluster, node):
-        self.cluster, self.node, self.removed_at_step = cluster, node, None
+    def ready(self) -> bool:
+        return True
+
+
+class RemoveNodeAtFirstCheckpoint(tune.Callback):
+    """In the driver: when the trial on ``node`` has saved a checkpoint, kill that node and
+    free the head's CPU for the retry."""
+
+    def __init__(self, cluster, node, holder):
+        self.cluster, self.node, self.holder, self.removed_at_step = cluster, node, holder, None
 
     def __reduce__(self):
         """Tune saves its callbacks with the experiment; the saved copy needs no live cluster."""
-        return (type(self), (None, None))
+        return (type(self), (None, None, None))
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         last = trial.last_result or {}
         if self.removed_at_step is None and last.get("node_id") == self.node.node_id:
             self.cluster.remove_node(self.node, allow_graceful=False)  # SIGKILL raylet and its workers
+            ray.kill(self.holder)
             self.removed_at_step = last.get("step")
 
 
 def test_losing_node2_mid_trial_retries_it_on_the_head_from_its_checkpoint(two_nodes, tiny_config, tmp_path):
     """Must run last in this module: it removes node 2."""
-    from ray.tune.execution.placement_groups import PlacementGroupFactory
-
     cluster, node2 = two_nodes
     head_id = cluster.head_node.node_id
+    holder = HeadCpuHolder.remote()
+    assert ray.get(holder.ready.remote(), timeout=60)
 
-    def resources(config):
-        # The filler holds the head's only CPU, so the victim starts on node 2; its retry
-        # needs any CPU and can only get the head's.
-        bundle = {"CPU": 1, "head": 0.01} if config["role"] == "filler" else {"CPU": 1}
-        return PlacementGroupFactory([bundle])
-
-    killer = RemoveNodeAtFirstCheckpoint(cluster, node2)
+    killer = RemoveNodeAtFirstCheckpoint(cluster, node2, holder)
+    report_log = tmp_path / "reports.jsonl"
     tuner = tune.Tuner(
-        tune.with_resources(held_train_trial, resources),
+        tune.with_resources(held_train_trial, {"cpu": 1}),
         param_space={
             **recipe(tiny_config, max_steps=3, eval_every=1),
-            "role": tune.grid_search(["filler", "victim"]),
             "hold_on_node": node2.node_id,
+            "report_log": str(report_log),
         },
         tune_config=tune.TuneConfig(time_budget_s=TIME_BUDGET_S),
         run_config=tune.RunConfig(
@@ -158,10 +166,12 @@ def test_losing_node2_mid_trial_retries_it_on_the_head_from_its_checkpoint(two_n
 
     assert killer.removed_at_step == 1
     assert not grid.errors, grid.errors
-    victim = next(result for result in grid if result.config["role"] == "victim")
-    assert victim.metrics["completed"] and victim.metrics["node_id"] == head_id
-    attempts = [json.loads(line) for line in (Path(victim.path) / "attempts.jsonl").read_text().splitlines()]
+    [result] = list(grid)
+    assert result.metrics["completed"] and result.metrics["node_id"] == head_id
+    attempts = [json.loads(line) for line in (Path(result.path) / "attempts.jsonl").read_text().splitlines()]
     assert [attempt["node_id"] for attempt in attempts] == [node2.node_id, head_id]
     assert attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"]
-    steps = list(victim.metrics_dataframe["step"])
-    assert steps.count(1) == 1 and steps[-1] == 3  # continued from step 1, not trained again
+    reports = [json.loads(line) for line in report_log.read_text().splitlines()]
+    assert [r["step"] for r in reports if r["node_id"] == node2.node_id] == [1]
+    assert [r["step"] for r in reports if r["node_id"] == head_id][0] == 2  # continued, not trained again
+    assert reports[-1]["step"] == 3
