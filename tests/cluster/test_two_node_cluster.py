@@ -18,7 +18,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
 
-from sweeps.cluster import DataNotOnNode, StorageError, check_data_on_node, check_storage  # noqa: E402
+from sweeps.cluster import DataNotOnNode, StorageError, check_data_on_node, check_storage, trial_location  # noqa: E402
 
 pytestmark = pytest.mark.ray
 TIME_BUDGET_S = 300  # a hung trial fails the test instead of hanging CI
@@ -65,6 +65,15 @@ def test_a_worker_without_the_data_names_itself_and_the_path(two_nodes, tiny_con
     message = str(error.value)
     assert f"node {node2.node_id[:8]}" in message and node2.node_ip_address in message
     assert "only-on-the-driver/train.jsonl (train manifest)" in message
+
+
+def test_trial_location_inside_a_task_names_the_node_it_ran_on(two_nodes):
+    import socket
+
+    _, node2 = two_nodes
+    on_node2 = ray.remote(num_cpus=0, resources={"node2": 0.01})(trial_location)
+    location = ray.get(on_node2.remote())
+    assert location == {"node": socket.gethostname(), "node_ip": node2.node_ip_address, "node_id": node2.node_id}
 
 
 def test_trials_pinned_to_node2_run_there_and_their_rows_say_so(two_nodes, tiny_config, tmp_path):
