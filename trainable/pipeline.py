@@ -47,14 +47,16 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
     limits = model_limits(model, processor)
     train_set, eval_sets = load_utterance_sets(config, model, processor, limits)
     overlap = check_overlap(train_set, eval_sets, config.allow_overlap)
+    rate = tokens_per_second(train_set, limits)
+    baseline_key = _baseline_key(model, processor, limits, config, device, rate)
 
     seed_everything(config.seed)  # right before LoRA init, so only the seed decides it
     model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules)
     n_trainable, n_total = trainable_parameters(model)
     log.info("LoRA: %d trainable of %d parameters (%.2f%%) on %s", n_trainable, n_total, 100 * n_trainable / n_total, device)
 
-    decode = _decoder(model, processor, limits, config, device, tokens_per_second(train_set, limits))
-    baseline = _baseline_reports(model, eval_sets, decode, resume_from)
+    decode = _decoder(model, processor, limits, config, device, rate)
+    baseline = _baseline_reports(model, eval_sets, decode, resume_from, baseline_key)
     primary = eval_sets[0]
     history: list[dict] = []
 
@@ -122,15 +124,43 @@ def _decoder(model, processor, limits, config: TrialConfig, device: str, rate: f
     return decode
 
 
-def _baseline_reports(model, eval_sets: list[UtteranceSet], decode, resume_from: str | None) -> dict[str, dict]:
+def _baseline_key(model, processor, limits: ModelLimits, config: TrialConfig, device: str, rate: float):
+    """Cache key of an eval set's baseline decode (None with the cache off). Taken before
+    LoRA is attached: the baseline is the bare model, whatever the adapter."""
+    from trainable.decode_cache import cache_directory, decode_key, model_fingerprint
+    from trainable.model import autocast_dtype
+
+    if cache_directory() is None:
+        return None
+    digest = model_fingerprint(model, processor)
+    settings = {
+        "batch_size": config.eval_batch_size, "tokens_per_second": repr(rate), "device": device,
+        "autocast": str(autocast_dtype(device)), "input_name": model.main_input_name,
+        "sampling_rate": limits.sampling_rate, "max_label_tokens": limits.max_label_tokens,
+    }
+    return lambda utterances: decode_key(digest, utterances.audio, settings)
+
+
+def _baseline_reports(model, eval_sets: list[UtteranceSet], decode, resume_from: str | None, key=None) -> dict[str, dict]:
     """Baseline = the same model with the adapter switched off. A checkpoint carries the
-    baseline reports, so a resumed trial does not decode them again."""
+    baseline reports, so a resumed trial does not decode them again; with ``key``, an
+    earlier trial's decode of the same model and audio is reused (trainable.decode_cache)."""
+    from trainable.decode_cache import cached_hypotheses
+
     if resume_from:
         saved = {s.name: Path(resume_from) / f"{s.name}_baseline.json" for s in eval_sets}
         if all(p.is_file() for p in saved.values()):
             return {name: json.loads(p.read_text()) for name, p in saved.items()}
+    reports = {}
     with model.disable_adapter():
-        return {s.name: wer_report(s, decode(s), "baseline") for s in eval_sets}
+        for s in eval_sets:
+            if key is None:
+                hypotheses = decode(s)
+            else:
+                hypotheses, hit = cached_hypotheses(key(s), len(s), lambda: decode(s))
+                log.info("%s baseline: %s", s.name, "reused a cached decode" if hit else "decoded and cached")
+            reports[s.name] = wer_report(s, hypotheses, "baseline")
+    return reports
 
 
 def _write_reports(directory: Path, reports: dict[str, dict], name: str) -> None:
