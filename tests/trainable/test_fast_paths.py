@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainable.decode_cache import ENV_VAR, cached_hypotheses
 from trainable.pipeline import train_and_evaluate
@@ -67,3 +68,61 @@ def test_a_damaged_cache_entry_is_decoded_again(tmp_path):
     hypotheses, hit = cached_hypotheses("k", 2, lambda: ["x", "y"], tmp_path)
     assert (hypotheses, hit) == (["x", "y"], False)
     assert cached_hypotheses("k", 2, lambda: pytest.fail("decoded again"), tmp_path) == (["x", "y"], True)
+
+
+def decoder_only_training(config, use_cache: bool, monkeypatch):
+    """Train decoder-only LoRA (a peft regex: TrialConfig's leaf names would also match the
+    encoder) with the encoder cache forced on or off; returns (state, adapter weights)."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    import trainable.train as train_module
+    from trainable.data import model_limits
+    from trainable.model import load_model_and_processor, seed_everything
+    from trainable.pipeline import load_utterance_sets
+
+    config = config.resolved()
+    model, processor = load_model_and_processor(config.model)
+    limits = model_limits(model, processor)
+    train_set, _ = load_utterance_sets(config, model, processor, limits)
+    seed_everything(config.seed)
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q|k|v|o)_proj")
+    model = get_peft_model(model, lora)
+    assert train_module.encoder_cache_applies(model, config.batch_size)
+    caches = []
+    real_cache = train_module.EncoderCache
+    monkeypatch.setattr(train_module, "EncoderCache", lambda: caches.append(real_cache()) or caches[-1])
+    monkeypatch.setattr(train_module, "encoder_cache_applies", lambda model, batch_size: use_cache)
+    state = train_module.train(model, processor, train_set, limits, config, device="cpu", input_name=model.main_input_name)
+    if use_cache:
+        assert caches and caches[0].hits > 0, "the cache was never used"
+    return state, get_peft_model_state_dict(model)
+
+
+def test_encoder_cache_gives_identical_losses_and_adapter(tiny_config, monkeypatch):
+    config = tiny_config.replace(batch_size=1, gradient_accumulation_steps=4, max_steps=6, learning_rate=5e-2)
+    cached, cached_weights = decoder_only_training(config, True, monkeypatch)
+    fresh, fresh_weights = decoder_only_training(config, False, monkeypatch)
+    assert cached.losses == fresh.losses
+    assert all(torch.equal(cached_weights[k], fresh_weights[k]) for k in fresh_weights)
+
+
+def test_encoder_cache_only_where_the_encoder_output_is_fixed(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    from trainable.model import apply_lora
+    from trainable.train import encoder_cache_applies
+
+    def fresh():
+        return AutoModelForSpeechSeq2Seq.from_pretrained(tiny_model_dir)
+
+    decoder_only = get_peft_model(fresh(), LoraConfig(r=2, target_modules=r".*decoder.*\.q_proj"))
+    assert encoder_cache_applies(decoder_only, batch_size=1)
+    assert not encoder_cache_applies(decoder_only, batch_size=2)  # padding changes the encoding
+    assert not encoder_cache_applies(apply_lora(fresh(), 2, 4, 0.0, ("q_proj",)), batch_size=1)  # encoder trains
+    noisy = fresh()
+    noisy.config.attention_dropout = 0.1
+    for module in noisy.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.1
+    assert not encoder_cache_applies(get_peft_model(noisy, LoraConfig(r=2, target_modules=r".*decoder.*\.q_proj")), batch_size=1)
