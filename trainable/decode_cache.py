@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "TRAINABLE_DECODE_CACHE"
 # Bump when transcribe() changes what it produces for the same inputs.
-DECODER_VERSION = 1
+DECODER_VERSION = 2
 
 
 def cache_directory() -> Path | None:

@@ -51,13 +51,11 @@ def transcribe(
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             audio = [utterances.audio[i] for i in batch]
-            inputs = {k: v.to(device) for k, v in audio_inputs(processor, audio, limits, input_name).items()}
-            longest = max(len(a) for a in audio) / limits.sampling_rate
+            budgets = [max_new_tokens_for(len(a) / limits.sampling_rate, tokens_per_second, limits) for a in audio]
             generated = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens_for(longest, tokens_per_second, limits),
-                num_beams=1,
-                do_sample=False,
+                **encode_each(model, processor, audio, limits, input_name, device),
+                max_new_tokens=max(budgets), num_beams=1, do_sample=False,
+                logits_processor=_own_budgets(budgets, model.generation_config.eos_token_id),
             )
             texts = processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
             for index, text in zip(batch, texts):
@@ -66,6 +64,65 @@ def transcribe(
                 progress(len(batch))
     model.train(was_training)
     return hypotheses
+
+
+def encode_each(model, processor, audio, limits: ModelLimits, input_name: str, device: str) -> dict:
+    """``generate`` inputs whose encoder outputs are those of each utterance alone.
+
+    Moonshine's encoder normalises over the whole padded input (GroupNorm), so a padded
+    batch would change every utterance's encoding with its batch-mates' lengths, and with
+    it the hypotheses. Encoding one by one and padding the encoder *outputs* (masked in
+    cross-attention) keeps the decoder's many small steps batched while every utterance
+    gets exactly its own encoding. Models whose encoder output carries no mask fall back
+    to the padded batch unless all outputs have the same length (Whisper's fixed window).
+    """
+    import torch
+
+    def inputs_of(clips):
+        return {k: v.to(device) for k, v in audio_inputs(processor, clips, limits, input_name).items()}
+
+    if len(audio) == 1:
+        return inputs_of(audio)
+    outputs = [model.get_encoder()(**inputs_of([clip])) for clip in audio]
+    lengths = [o.last_hidden_state.shape[1] for o in outputs]
+    masks = [getattr(o, "attention_mask", None) for o in outputs]
+    if len(set(lengths)) == 1 and all(m is None for m in masks):
+        return {"encoder_outputs": type(outputs[0])(last_hidden_state=torch.cat([o.last_hidden_state for o in outputs]))}
+    if any(m is None for m in masks):
+        return inputs_of(audio)
+    first = outputs[0].last_hidden_state
+    hidden = first.new_zeros(len(outputs), max(lengths), first.shape[-1])
+    mask = masks[0].new_zeros(len(outputs), max(lengths))
+    for row, (output, length) in enumerate(zip(outputs, lengths)):
+        hidden[row, :length] = output.last_hidden_state[0]
+        mask[row, :length] = output.attention_mask[0]
+    return {"encoder_outputs": type(outputs[0])(last_hidden_state=hidden, attention_mask=mask)}
+
+
+def _own_budgets(budgets: list[int], eos_token_id):
+    """Each row stops at its own utterance's token budget (by a forced EOS, which decoding
+    drops), not at the longest batch-mate's: a looping hypothesis is as long as decoding
+    the utterance alone makes it, whichever batch it lands in."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    eos = eos_token_id[0] if isinstance(eos_token_id, (list, tuple)) else eos_token_id
+    if eos is None or len(set(budgets)) == 1:
+        return LogitsProcessorList()
+    limits = torch.tensor(budgets)
+
+    class OwnBudget(LogitsProcessor):
+        prompt: int | None = None
+
+        def __call__(self, input_ids, scores):
+            self.prompt = input_ids.shape[1] if self.prompt is None else self.prompt
+            spent = limits.to(scores.device) <= input_ids.shape[1] - self.prompt
+            if spent.any():
+                scores[spent] = torch.finfo(scores.dtype).min
+                scores[spent, eos] = 0.0
+            return scores
+
+    return LogitsProcessorList([OwnBudget()])
 
 
 def wer_report(utterances: UtteranceSet, hypotheses: list[str], system: str) -> dict:

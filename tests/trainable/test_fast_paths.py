@@ -126,3 +126,42 @@ def test_encoder_cache_only_where_the_encoder_output_is_fixed(tiny_model_dir):
         if hasattr(module, "attention_dropout"):
             module.attention_dropout = 0.1
     assert not encoder_cache_applies(get_peft_model(noisy, LoraConfig(r=2, target_modules=r".*decoder.*\.q_proj")), batch_size=1)
+
+
+def decode_both_ways(model_dir, config, adapter_dir=None):
+    """The training set decoded in one length-sorted batch and one utterance at a time."""
+    from trainable.data import model_limits
+    from trainable.evaluate import transcribe
+    from trainable.model import load_model_and_processor
+    from trainable.pipeline import load_utterance_sets, tokens_per_second
+
+    model, processor = load_model_and_processor(str(model_dir))
+    limits = model_limits(model, processor)
+    train_set, _ = load_utterance_sets(config.resolved(), model, processor, limits)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    common = {"device": "cpu", "tokens_per_second": tokens_per_second(train_set, limits), "input_name": model.main_input_name}
+    batched = transcribe(model, processor, train_set, limits, batch_size=len(train_set), **common)
+    single = transcribe(model, processor, train_set, limits, batch_size=1, **common)
+    return batched, single
+
+
+def test_batched_decoding_equals_one_at_a_time_after_training(tiny_config, tiny_model_dir):
+    """Trained hard on 8 utterances, the tiny model's hypotheses differ and end at EOS."""
+    config = tiny_config.replace(max_steps=40, learning_rate=2e-2)
+    train_and_evaluate(config)
+    batched, single = decode_both_ways(tiny_model_dir, config, Path(config.output_dir) / "lora_adapter")
+    assert len(set(single)) > 1 and all(single), f"trivial hypotheses prove nothing: {single}"
+    assert batched == single
+
+
+def test_batched_decoding_equals_one_at_a_time_when_hypotheses_loop(tiny_config, tiny_model_dir):
+    """Overtrained, the tiny model repeats one character and never says EOS: each
+    hypothesis must stop at its own utterance's budget, not at the longest batch-mate's."""
+    config = tiny_config.replace(max_steps=5, learning_rate=0.2)
+    train_and_evaluate(config)
+    batched, single = decode_both_ways(tiny_model_dir, config, Path(config.output_dir) / "lora_adapter")
+    assert len({len(h) for h in single}) > 2 and all(single), f"hypotheses should run to budgets that differ: {single}"
+    assert batched == single
