@@ -165,3 +165,29 @@ def test_batched_decoding_equals_one_at_a_time_when_hypotheses_loop(tiny_config,
     batched, single = decode_both_ways(tiny_model_dir, config, Path(config.output_dir) / "lora_adapter")
     assert len({len(h) for h in single}) > 2 and all(single), f"hypotheses should run to budgets that differ: {single}"
     assert batched == single
+
+
+def test_bucketing_changes_batch_composition_not_batch_loss(tiny_config):
+    """Bucketed and random batching see every utterance once per epoch; a batch's loss
+    depends on its content alone, not on the order that bucketing put it in."""
+    import numpy as np
+
+    from trainable.data import length_bucketed_batches, model_limits
+    from trainable.model import load_model_and_processor
+    from trainable.pipeline import load_utterance_sets
+    from trainable.train import batch_loss
+
+    config = tiny_config.resolved()
+    model, processor = load_model_and_processor(config.model)
+    limits = model_limits(model, processor)
+    train_set, _ = load_utterance_sets(config, model, processor, limits)
+    lengths = [len(a) for a in train_set.audio]
+    bucketed = length_bucketed_batches(lengths, 4, np.random.default_rng(0))
+    assert sorted(i for batch in bucketed for i in batch) == list(range(len(train_set)))
+
+    def loss(batch):
+        return batch_loss(model, processor, train_set, batch, limits, model.main_input_name, "cpu", None)
+
+    with torch.no_grad():
+        for batch in bucketed:
+            assert loss(batch) == pytest.approx(float(loss(batch[::-1])), rel=1e-5)
