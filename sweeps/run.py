@@ -177,14 +177,16 @@ def start_ray(args: argparse.Namespace) -> bool:
 def check_inputs_exist(sweep: SweepConfig) -> None:
     """Missing manifests or model would fail every trial the same way: say so before Ray starts.
     (A hub id such as UsefulSensors/moonshine-tiny is no local path and is not checked.)"""
+    from sweeps.search_space import with_absolute_paths
+
     trial = sweep.trial.resolved()
     paths = [("trial.train_manifest", trial.train_manifest)]
     paths += [(f"trial.eval_manifests.{name}", path) for name, path in trial.eval_manifests]
     if _looks_like_local_path(sweep.trial.model):
         paths.append(("trial.model", trial.model))
-    for param in sweep.search:
+    for param in with_absolute_paths(sweep).search:
         if param.name == "train_manifest":
-            paths += [("search.train_manifest.choices", sweep.trial.replace(train_manifest=c).resolved().train_manifest) for c in param.choices]
+            paths += [("search.train_manifest.choices", choice) for choice in param.choices]
     for key, path in paths:
         if "://" not in path and not Path(path).exists():
             hint = " (build the bundled demo model with: python -m demo.pretrain --corpus data/demo/source --out data/demo/model)" if sweep.trial.model == DEMO_MODEL else ""
@@ -226,13 +228,14 @@ def build_tuner(sweep: SweepConfig, paths: SweepPaths):
     """A new Tune experiment: Optuna proposes, ASHA stops poor trials, each trial checkpoints."""
     from ray import tune
 
-    from sweeps.search_space import build_search_space, build_searcher
+    from sweeps.search_space import build_search_space, build_searcher, with_absolute_paths
 
-    space = build_search_space(sweep, sweep.trial.resolved())
+    searched = with_absolute_paths(sweep)
+    space = build_search_space(searched, sweep.trial.resolved())
     tune_config = tune.TuneConfig(
         metric=sweep.metric,
         mode=sweep.mode,
-        search_alg=build_searcher(sweep, space),
+        search_alg=build_searcher(searched, space),
         scheduler=build_scheduler(sweep),
         num_samples=sweep.num_samples,
         max_concurrent_trials=sweep.max_concurrent_trials,

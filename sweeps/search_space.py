@@ -6,10 +6,14 @@ A class rather than a closure: ``OptunaSearch`` pickles its space with the searc
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from sweeps.sweep_config import PER_TRIAL_FIELDS, SearchParam, SweepConfig
+
+# Recipe fields that hold a path, so a searched choice may be a relative path.
+PATH_FIELDS = ("model", "train_manifest")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,20 @@ def build_search_space(sweep: SweepConfig, resolved_trial: Any | None = None) ->
     skip = set(sweep.searched_names) | set(PER_TRIAL_FIELDS)
     fixed = tuple((name, value) for name, value in recipe.items() if name not in skip)
     return SearchSpace(params=sweep.search, fixed=fixed)
+
+
+def with_absolute_paths(sweep: SweepConfig) -> SweepConfig:
+    """Relative paths among searched choices (and in the points), made absolute on the driver
+    as ``TrialConfig.resolved()`` does for the fixed recipe: a trial runs in its own folder."""
+    absolute: dict[str, dict[Any, Any]] = {}
+    params = []
+    for param in sweep.search:
+        if param.name in PATH_FIELDS and param.kind == "choice":
+            absolute[param.name] = {c: getattr(sweep.trial.replace(**{param.name: c}).resolved(), param.name) for c in param.choices}
+            param = dataclasses.replace(param, choices=tuple(absolute[param.name][c] for c in param.choices))
+        params.append(param)
+    points = tuple({name: absolute.get(name, {}).get(value, value) for name, value in point.items()} for point in sweep.points_to_evaluate)
+    return dataclasses.replace(sweep, search=tuple(params), points_to_evaluate=points)
 
 
 def build_searcher(sweep: SweepConfig, space: SearchSpace):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.search_space import build_search_space
+from sweeps.search_space import build_search_space, with_absolute_paths
 from sweeps.sweep_config import SweepConfig, SweepConfigError, load_sweep_config, parse_override
 from trainable.config import REPO_ROOT, TARGET_MODULE_SETS, TrialConfig
 
@@ -187,3 +187,12 @@ def test_searcher_is_seeded_and_enqueues_points():
     same, again, other = first_three(11), first_three(11), first_three(12)
     assert same[0]["lora_r"] == 8 and same[0]["learning_rate"] == 1e-3 and same[0]["max_steps"] == 100
     assert same == again and same[1:] != other[1:]
+
+
+def test_relative_path_choices_become_absolute_for_trials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = sweep_dict(search={"train_manifest": {"choices": ["a/train.jsonl", str(tmp_path / "b.jsonl")]}},
+                     points_to_evaluate=[{"train_manifest": "a/train.jsonl"}])
+    sweep = with_absolute_paths(SweepConfig.from_dict(raw))
+    assert sweep.search[0].choices == (str(tmp_path / "a" / "train.jsonl"), str(tmp_path / "b.jsonl"))
+    assert sweep.points_to_evaluate == ({"train_manifest": str(tmp_path / "a" / "train.jsonl")},)
