@@ -1,0 +1,1 @@
+"""Performance benchmarks of a trial: ``python -m benchmarks.trial [--quick]``."""
