@@ -215,7 +215,21 @@ def _verdict_section(analysis: Analysis, record: dict[str, Any]) -> str:
     if analysis.power.needed:
         lines.append(f"- {analysis.power.needed}")
     lines.append(f"- Deterministic: {determinism.get('deterministic', 'unknown')} — {determinism.get('detail', 'not checked')}")
+    lines += [f"- Warning: {line}" for line in _other_set_regressions(record["other_eval_sets"])]
     return "\n".join(lines)
+
+
+def _other_set_regressions(other: dict[str, Any]) -> list[str]:
+    """Secondary sets (a source-domain canary) where most seeds got worse: a gain on the target
+    domain that costs the source domain is what a user must hear before shipping the adapter."""
+    lines = []
+    for name, wers in other.items():
+        changes = [t - b for b, t in zip(wers["baseline_wer"], wers["tuned_wer"])]
+        worse = sum(c > 0 for c in changes)
+        if worse * 2 > len(changes):
+            lines.append(f"`{name}` is worse with the adapter on {worse} of {len(changes)} seeds "
+                         f"(mean {points(sum(changes) / len(changes), True)} WER points; plain WERs below)")
+    return lines
 
 
 def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, Any]) -> str:

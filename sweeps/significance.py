@@ -363,7 +363,8 @@ def assess_power(
             needs.append(f"about {units_needed} held-out utterances (now {n_units})")
     if width > min_effect and min_effect <= 0:
         needs.append("a minimum effect above 0 (--min-effect; the baseline WER is 0)")
-    needed = ("Needed for a decision at this effect size: " + " and ".join(needs) + ".") if needs else ""
+    target = f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect else "the seed count the verdict trusts"
+    needed = (f"Needed for {target}: " + " and ".join(needs) + ".") if needs else ""
     return Power(bool(reasons), reasons, needed, seeds_needed, units_needed)
 
 

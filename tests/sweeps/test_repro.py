@@ -59,6 +59,7 @@ def test_from_scores_writes_verdict_report_and_plots(tmp_path):
         assert section in report
     assert "![per-seed delta with 95% CIs](seed_deltas.png)" in report
     assert "tuned worse than baseline on 5 of 5 seeds" in report
+    assert "- Warning: `canary` is worse with the adapter on 5 of 5 seeds" in report
     for plot in ("seed_deltas.png", "mean_delta_bootstrap.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

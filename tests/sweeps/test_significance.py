@@ -82,6 +82,7 @@ def test_two_seeds_and_one_word_on_24_utterances_is_underpowered():
     assert result.power.underpowered
     assert "2 seeds < 5" in result.power.reasons[0]
     assert 0.45 < result.poi < 0.8
+    assert result.power.needed.startswith("Needed for a pooled CI no wider than the minimum effect")
     assert "--trials 5" in result.power.needed and "held-out utterances" in result.power.needed
     assert result.power.units_needed > 24
 
