@@ -46,8 +46,8 @@ class Scale:
     search: int  # the best-batch-size search sample
 
 
-FULL = Scale(train=48, eval=32, batching=32, encoder=12, search=8)
-QUICK = Scale(train=16, eval=16, batching=16, encoder=4, search=4)
+FULL = Scale(train=48, eval=32, batching=32, encoder=8, search=8)
+QUICK = Scale(train=16, eval=16, batching=16, encoder=3, search=4)
 
 
 @dataclass(frozen=True)
