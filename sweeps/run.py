@@ -116,7 +116,8 @@ def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> boo
     exists = Tuner.can_restore(paths.experiment_path)
     if exists and not resume:
         raise SweepConfigError(
-            f"sweep {sweep.name!r} already exists at {paths.experiment_path}; add --resume to continue it, or give a new --name"
+            f"sweep {sweep.name!r} already exists at {paths.experiment_path}; add --resume to continue it, "
+            f"--name {sweep.name}-2 for a new one, or delete {paths.results_dir} to start over"
         )
     if resume and not exists:
         print(f"note: nothing to resume at {paths.experiment_path}; starting sweep {sweep.name!r}")
