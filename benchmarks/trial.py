@@ -47,7 +47,7 @@ class Scale:
 
 
 FULL = Scale(train=48, eval=32, batching=32, encoder=8, search=8)
-QUICK = Scale(train=16, eval=16, batching=16, encoder=3, search=4)
+QUICK = Scale(train=16, eval=8, batching=16, encoder=3, search=4)
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_trial:
         return child_trial(*args.child_trial)
     if args.child_threads:
-        return child_threads(args.child_threads, passes=3 if args.quick else 6)
+        return child_threads(args.child_threads, passes=3 if args.quick else 6, budget=5.0 if args.quick else 15.0)
     import torch
+
+    from benchmarks import measure
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.threads == 1:
+        measure.clock = time.process_time
     scale = QUICK if args.quick else FULL
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trial-bench-") as tmp:
@@ -189,46 +193,56 @@ def run_trial(spec: ModelSpec, n_train: int, threads: int, directory: Path, devi
     env = dict(os.environ, TRAINABLE_DECODE_CACHE=str(directory / "decode-cache"))
     command = [sys.executable, "-m", "benchmarks.trial", "--child-trial", str(directory / "config.json"), str(directory / "timing.json")]
     subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((directory / "timing.json").read_text()) | {"cache": str(directory / "decode-cache")}
+    timing = json.loads((directory / "timing.json").read_text())
+    seconds = {f"{phase}_seconds": value for phase, value in timing.pop(measure_clock()).items()}
+    return timing | seconds | {"cache": str(directory / "decode-cache")}
+
+
+def measure_clock() -> str:
+    """'cpu' when benchmarks.measure times with process time, else 'wall'."""
+    from benchmarks import measure
+
+    return "cpu" if measure.clock is time.process_time else "wall"
 
 
 def child_trial(config_path: str, out_path: str) -> int:
-    """Run one trial, timing its phases from outside (the core is not instrumented) and
-    recording resident memory after the model load and at its peak."""
+    """Run one trial, timing its phases from outside (the core is not instrumented), on
+    both clocks, and recording resident memory after the model load and at its peak."""
     import psutil
 
     import trainable.model as model_module
     import trainable.pipeline as pipeline
+    import trainable.train as train_module
     from trainable.config import TrialConfig
 
-    timing = {"decode_seconds": 0.0, "decoded": 0, "baseline_seconds": 0.0}
-    real_transcribe, real_baseline, real_load = pipeline.transcribe, pipeline._baseline_reports, model_module.load_model_and_processor
+    timing = {"wall": {}, "cpu": {}, "decoded": 0}
 
-    def transcribe(model, processor, utterances, *a, **k):
-        began = time.perf_counter()
-        out = real_transcribe(model, processor, utterances, *a, **k)
-        timing["decode_seconds"] += time.perf_counter() - began
+    def timed(function, phase: str):
+        def wrapper(*args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            out = function(*args, **kwargs)
+            timing["wall"][phase] = timing["wall"].get(phase, 0.0) + time.perf_counter() - wall
+            timing["cpu"][phase] = timing["cpu"].get(phase, 0.0) + time.process_time() - cpu
+            return out
+
+        return wrapper
+
+    def count_decoded(model, processor, utterances, *args, **kwargs):
         timing["decoded"] += len(utterances)
-        return out
+        return real_transcribe(model, processor, utterances, *args, **kwargs)
 
-    def baseline_reports(*a, **k):
-        began = time.perf_counter()
-        out = real_baseline(*a, **k)
-        timing["baseline_seconds"] += time.perf_counter() - began
-        return out
-
-    def load(*a, **k):
-        out = real_load(*a, **k)
+    def load(*args, **kwargs):
+        out = real_load(*args, **kwargs)
         timing["rss_loaded"] = psutil.Process().memory_info().rss
         return out
 
-    pipeline.transcribe, pipeline._baseline_reports, model_module.load_model_and_processor = transcribe, baseline_reports, load
-    began = time.perf_counter()
-    summary = pipeline.train_and_evaluate(TrialConfig.from_json(config_path))
-    timing["elapsed_seconds"] = time.perf_counter() - began
-    timing["rss_peak"] = peak_rss()
-    timing["train_seconds"] = summary["train_seconds"]
-    timing["train_utterances"] = summary["steps"] * 4
+    real_transcribe, real_load = pipeline.transcribe, model_module.load_model_and_processor
+    pipeline.transcribe = timed(count_decoded, "decode")
+    pipeline._baseline_reports = timed(pipeline._baseline_reports, "baseline")
+    train_module.train = timed(train_module.train, "train")
+    model_module.load_model_and_processor = load
+    summary = timed(pipeline.train_and_evaluate, "elapsed")(TrialConfig.from_json(config_path))
+    timing |= {"rss_peak": peak_rss(), "train_utterances": summary["steps"] * 4}
     Path(out_path).write_text(json.dumps(timing))
     return 0
 
@@ -251,8 +265,9 @@ def thread_policies(tmp: Path, quick: bool) -> dict:
     return out
 
 
-def child_threads(out_path: str, passes: int) -> int:
-    """Bare passes of a demo-sized LoRA model on a 2-s clip, one thread and all cores in turn."""
+def child_threads(out_path: str, passes: int, budget: float) -> int:
+    """Bare passes of a demo-sized LoRA model on a 2-s clip, one thread and all cores in
+    turn; fewer passes once ``budget`` seconds are spent (a spinning pass can take seconds)."""
     import torch
 
     from demo.model import build_model
@@ -263,14 +278,19 @@ def child_threads(out_path: str, passes: int) -> int:
     inputs, labels = {"input_values": audio, "attention_mask": torch.ones_like(audio, dtype=torch.long)}, torch.randint(4, 30, (1, 30))
     cores = os.cpu_count() or 1
     seconds = {1: 0.0, cores: 0.0}
-    for _ in range(passes):
+    for threads in seconds:  # warm-up, untimed
+        torch.set_num_threads(threads)
+        model(**inputs, labels=labels).loss.backward()
+    started, done = time.perf_counter(), 0
+    while done < passes and (done == 0 or time.perf_counter() - started < budget):
+        done += 1
         for threads in seconds:
             torch.set_num_threads(threads)
             began = time.perf_counter()
             model(**inputs, labels=labels).loss.backward()
             seconds[threads] += time.perf_counter() - began
             model.zero_grad(set_to_none=True)
-    Path(out_path).write_text(json.dumps({"cores": cores, "one": seconds[1] / passes, "all": seconds[cores] / passes}))
+    Path(out_path).write_text(json.dumps({"cores": cores, "one": seconds[1] / done, "all": seconds[cores] / done}))
     return 0
 
 
@@ -294,11 +314,13 @@ def baseline_hit_seconds(bench, trial: dict) -> float:
     read the entry the benchmark's trial wrote."""
     from trainable.decode_cache import cached_hypotheses, decode_key, model_fingerprint
 
-    began = time.perf_counter()
+    from benchmarks.measure import clock
+
+    began = clock()
     decode_key(model_fingerprint(bench.model.get_base_model(), bench.processor), bench.eval_set.audio, {})
     for entry in Path(trial["cache"]).glob("*.json"):
         cached_hypotheses(entry.stem, len(bench.eval_set), lambda: sys.exit("benchmark: the trial's cache entry is unreadable"), entry.parent)
-    return time.perf_counter() - began
+    return clock() - began
 
 
 def extrapolate(result: dict) -> dict:
@@ -333,7 +355,7 @@ def rows(result: dict) -> list[tuple[str, str, str, str]]:
         ("P1", "  same, baseline decode from the cache (a sweep's later trials)", f"{old['warm'] / old['floor']:.2f}",
          f"{old['warm']:.0f} s; eval {old['decode_per']:.2f} s/utt, train {old['train_per']:.2f} s/utt, fixed {old['fixed']:.0f} s"),
         ("P1", f"  measured: {n}-utterance trial / floor of its {n} utterances", f"{trial['elapsed_seconds'] / floor['best']:.2f}",
-         f"{trial['elapsed_seconds']:.1f} s vs {floor['best']:.1f} s (best batch {result['best_batch']}); small scale, so load and eval weigh more"),
+         f"{trial['elapsed_seconds']:.1f} s vs {floor['best']:.1f} s (best batch {result['best_batch']}; trial wall time {trial['wall']['elapsed']:.1f} s); small scale: load and eval weigh more"),
         ("P1", "  training loop / bare fwd+bwd at the recipe's batch 1", f"{trial['train_seconds'] / floor['batch1']:.2f}",
          f"{trial['train_seconds']:.1f} s vs {floor['batch1']:.1f} s: the harness's own overhead in training; batch 1 vs best batch costs {floor['batch1'] / floor['best']:.2f}x"),
         ("P2", f"eval utt/s: batched ({EVAL_BATCH}, length-sorted) / one at a time", f"{dec_rate['batched'] / dec_rate['single']:.1f}x",
@@ -353,7 +375,10 @@ def print_report(results: list[dict], threads: dict, scale: Scale, args, seconds
     import torch
 
     print(f"\nTrial benchmark ({'--quick' if args.quick else 'default'}; torch {torch.__version__}, "
-          f"{args.threads or torch.get_num_threads()} CPU thread(s) of {os.cpu_count()}; {seconds:.0f} s)")
+          f"{args.threads or torch.get_num_threads()} CPU thread(s) of {os.cpu_count()}; {seconds:.0f} s wall)")
+    if measure_clock() == "cpu":
+        print("Seconds below are CPU seconds of the one thread doing the work: on an idle machine they equal wall time, "
+              "and other tenants barely move them (wall time here swung 2x between minutes).")
     print(f"Scaled down: {scale.train} training utterances (the old trial saw 6,400) and {scale.eval} held-out (old: 257); "
           "P1's old-workflow row is extrapolated from the timed phases.")
     for result in results:

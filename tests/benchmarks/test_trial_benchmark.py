@@ -47,7 +47,7 @@ def test_extrapolation_scales_training_and_eval_separately():
     result = {
         "n_train": 40, "best_batch": 2, "floor": {"best": 8.0, "batch1": 10.0},
         "trial": {"train_utterances": 40, "train_seconds": 10.0, "decode_seconds": 4.0, "decoded": 20,
-                  "elapsed_seconds": 20.0, "baseline_seconds": 2.0, "rss_peak": 2e9, "rss_loaded": 1e9},
+                  "elapsed_seconds": 20.0, "baseline_seconds": 2.0, "rss_peak": 2e9, "rss_loaded": 1e9, "wall": {"elapsed": 25.0}},
     }
     old = extrapolate(result)
     assert old["fixed"] == pytest.approx(6.0)
