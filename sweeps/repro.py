@@ -138,7 +138,9 @@ def load_config(path: Path, overrides: Sequence[str]) -> TrialConfig:
         else:
             raw = json.loads(path.read_text())
             raw = raw.get("config", raw)
-        values = {**TrialConfig.from_dict(raw).to_dict(), **parse_overrides(overrides)}
+        # A seed run reports to nobody: the sweep's mid-run evaluations (eval_every) would
+        # only cost decoding time, so they are off unless an override asks for them.
+        values = {**TrialConfig.from_dict(raw).to_dict(), "eval_every": 0, **parse_overrides(overrides)}
         return TrialConfig.from_dict(values)
     except (ConfigError, ValueError) as error:
         raise ReproError(f"{path}: {error}") from None

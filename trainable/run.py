@@ -91,6 +91,9 @@ def print_summary(summary: dict, output_dir: str, samples: int = 3) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # OpenMP threads that spin while waiting made a step 30x slower whenever another process
+    # shared the cores (benchmarks.trial, row T); passive waiting costs ~nothing when idle.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args).resolved()
