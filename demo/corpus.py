@@ -50,24 +50,26 @@ class Speaker:
     pitch: int
 
 
-# Normal speed, low-to-mid pitch, British and American accents, espeak's standard male
-# and female variants. Sixteen voices, not a handful: a model pretrained on few voices is
-# so narrow that adapting it to the target domain wrecks its source-domain accuracy.
+# Normal speed, low-to-mid pitch, British ("en", espeak's default English) and American
+# accents, espeak's standard male and female variants. Sixteen voices, not a handful: a
+# model pretrained on few voices is so narrow that adapting it to the target domain wrecks
+# its source-domain accuracy. (espeak-ng 1.51 ignores a variant after "en-gb": "en-gb+f1"
+# sounds exactly like "en-gb", hence "en+f1".)
 SOURCE_SPEAKERS = (
     Speaker("en-us+m1", 165, 45),
     Speaker("en-us+f2", 155, 55),
-    Speaker("en-gb+m3", 160, 40),
-    Speaker("en-gb+f1", 170, 50),
+    Speaker("en+m3", 160, 40),
+    Speaker("en+f1", 170, 50),
     Speaker("en-us+m2", 150, 35),
     Speaker("en-gb-x-rp+f4", 160, 55),
     Speaker("en-us+m7", 170, 45),
-    Speaker("en-gb+f5", 155, 50),
+    Speaker("en+f5", 155, 50),
     Speaker("en-us+m3", 160, 40),
-    Speaker("en-gb+m1", 150, 45),
+    Speaker("en+m1", 150, 45),
     Speaker("en-us+f1", 165, 50),
-    Speaker("en-gb+m2", 170, 35),
+    Speaker("en+m2", 170, 35),
     Speaker("en-us+f5", 160, 55),
-    Speaker("en-gb+m7", 155, 40),
+    Speaker("en+m7", 155, 40),
     Speaker("en-gb-x-rp+m2", 165, 45),
     Speaker("en-gb-x-rp+f1", 150, 60),
 )
