@@ -61,13 +61,37 @@ def batch_losses(model, ctc_head, processor, utterances, batch: list[int], limit
     return output.loss, ctc
 
 
-def monitor(model, processor, sets: dict, limits, rate: float) -> str:
-    """WER on the monitoring sets (source and target domain), as one log line."""
+def monitor(model, processor, sets: dict, limits, rate: float) -> dict[str, float]:
+    """WER on the monitoring sets (source and target domain)."""
     from demo.score import score_set
 
-    return "  ".join(
-        f"{name} WER {100 * score_set(model, processor, utterances, limits, rate)['wer']:.1f} %" for name, utterances in sets.items()
-    )
+    return {name: score_set(model, processor, utterances, limits, rate)["wer"] for name, utterances in sets.items()}
+
+
+def monitor_line(wers: dict[str, float]) -> str:
+    return "  ".join(f"{name} WER {100 * wer:.1f} %" for name, wer in wers.items())
+
+
+def write_provenance(out: Path, corpus: Path, settings: dict, training_seconds: float, final_wers: dict) -> None:
+    """Record which corpus (and so which voices) the model was pretrained on, beside its
+    weights. The demo's canary only means "source domain" if its voices were in
+    pretraining, and the target voices only mean "new domain" if they were not; a test
+    checks both against this file, so a model and a corpus from different generator
+    versions cannot be committed together unnoticed."""
+    import hashlib
+
+    manifest = corpus / "train.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    provenance = {
+        "corpus_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "utterances": len(rows),
+        "hours": round(sum(row["duration"] for row in rows) / 3600, 2),
+        "speakers": sorted({row["speaker"] for row in rows}),
+        "settings": settings,
+        "training_seconds": round(training_seconds),
+        "final_monitor_wer": {name: round(wer, 4) for name, wer in final_wers.items()},
+    }
+    (out / "pretraining.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 def save_model(model, processor, out: Path) -> None:
@@ -141,9 +165,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step} epoch {epoch} ce {cross_entropy.item():.3f} ctc {ctc.item():.3f} "
                   f"lr {schedule.get_last_lr()[0]:.2e} {time.perf_counter() - started:.0f} s", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            print(f"step {step} {monitor(model, processor, monitors, limits, rate)}", flush=True)
+            wers = monitor(model, processor, monitors, limits, rate)
+            print(f"step {step} {monitor_line(wers)}", flush=True)
+    seconds = time.perf_counter() - started
     save_model(model, processor, args.out)
-    print(f"saved {args.out} after {time.perf_counter() - started:.0f} s of training", flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("corpus", "out", "threads", "log_every", "eval_every")}
+    write_provenance(args.out, args.corpus, settings, seconds, wers)
+    print(f"saved {args.out} after {seconds:.0f} s of training", flush=True)
 
 
 if __name__ == "__main__":

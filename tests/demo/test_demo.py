@@ -97,6 +97,26 @@ def test_target_and_source_domains_use_different_speakers():
     assert not target & {row["speaker"] for row in read_rows("canary")}
 
 
+def test_manifests_use_the_generators_voices_held_out_in_domain():
+    """Train and held-out share the target voices (held-out measures the domain, not new
+    speakers); the canary has every source voice. A bundle half-regenerated with a changed
+    generator fails here."""
+    from demo.corpus import SOURCE_SPEAKERS, TARGET_SPEAKERS
+
+    speakers = {name: {row["speaker"] for row in read_rows(name)} for name in MANIFESTS}
+    assert speakers["train"] == speakers["heldout"] == {s.voice for s in TARGET_SPEAKERS}
+    assert speakers["canary"] == {s.voice for s in SOURCE_SPEAKERS}
+
+
+def test_model_was_pretrained_on_the_canary_voices_and_never_on_the_target_voices():
+    """The canary only measures forgetting if its voices were seen in pretraining, and the
+    held-out set only measures adaptation if its voices were not (pretraining.json is
+    written by demo.pretrain beside the weights)."""
+    pretrained_on = set(json.loads((DEMO / "model" / "pretraining.json").read_text())["speakers"])
+    assert {row["speaker"] for row in read_rows("canary")} <= pretrained_on
+    assert not pretrained_on & {row["speaker"] for name in ("train", "heldout") for row in read_rows(name)}
+
+
 def test_committed_bundle_stays_small():
     committed = [p for p in DEMO.rglob("*") if p.is_file() and "source" not in p.relative_to(DEMO).parts]
     assert sum(p.stat().st_size for p in committed) < BUNDLE_BYTES_LIMIT
@@ -126,10 +146,26 @@ def test_opus_encoding_is_byte_identical_and_decodes_at_16k():
     assert rate == 16000 and len(decoded) == len(tone)
 
 
-@pytest.mark.skipif(
+needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None,
     reason="espeak-ng and sox are not installed (Debian: apt-get install espeak-ng sox); the generator needs them",
 )
+
+
+@needs_espeak
+def test_every_speaker_is_a_distinct_voice():
+    """espeak-ng drops some variants without a word ("en-gb+f1" is plain "en-gb"): two
+    speaker labels would then be one voice, and the speaker counts would lie."""
+    import hashlib
+
+    from demo.corpus import SOURCE_SPEAKERS, TARGET_SPEAKERS, synthesize
+
+    voices = [speaker.voice for speaker in SOURCE_SPEAKERS + TARGET_SPEAKERS]
+    digests = {hashlib.sha1(synthesize("hello there my friend", voice, 160, 50).tobytes()).hexdigest() for voice in voices}
+    assert len(set(voices)) == len(voices) and len(digests) == len(voices)
+
+
+@needs_espeak
 def test_generator_gives_the_same_text_and_audio_for_a_seed(tmp_path):
     from demo.corpus import build_corpus, plan_splits
 
@@ -146,3 +182,15 @@ def test_generator_gives_the_same_text_and_audio_for_a_seed(tmp_path):
     # The committed canary set opens with the same utterance: the bundle is what seed 0 makes.
     committed = read_rows("canary")[0]
     assert (rows["canary"][0]["text"], rows["canary"][0]["speaker"]) == (committed["text"], committed["speaker"])
+
+
+def test_pretraining_provenance_lists_the_corpus_voices(tmp_path):
+    from demo.pretrain import write_provenance
+
+    rows = [{"id": f"u{i}", "audio_filepath": f"a{i}.ogg", "text": "hi", "duration": 1.8, "speaker": voice}
+            for i, voice in enumerate(["en+m3", "en-us+f2", "en+m3"])]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_provenance(tmp_path, tmp_path, {"steps": 10}, 12.4, {"dev_source": 0.01234})
+    provenance = json.loads((tmp_path / "pretraining.json").read_text())
+    assert provenance["speakers"] == ["en+m3", "en-us+f2"] and provenance["utterances"] == 3
+    assert provenance["settings"] == {"steps": 10} and provenance["final_monitor_wer"] == {"dev_source": 0.0123}
