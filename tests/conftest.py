@@ -82,6 +82,7 @@ def tiny_config(tiny_model_dir, tiny_manifests, tmp_path):
         warmup_steps=0,
         learning_rate=1e-3,
         lora_dropout=0.1,
+        target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),  # not the demo-tuned default: tests are calibrated on attention adapters
         eval_batch_size=4,
         device="cpu",
         num_threads=1,

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="held-out manifest to score baseline and tuned on; repeatable; the first is the primary one",
     )
     parser.add_argument(
-        "--target-modules", help="LoRA target modules: comma list or a set name (qv, qkvo, qkvo+fc); "
-        "default from $LORA_TARGETS, else q_proj,k_proj,v_proj,o_proj",
+        "--target-modules", help="LoRA target modules: comma list or a set name (qv, qkv, qkvo, qkvo+fc, fc); "
+        "default from $LORA_TARGETS, else fc1,fc2",
     )
     parser.add_argument("--allow-overlap", action="store_true", default=None, help="score eval sets even if they share audio with training")
     for f in fields(TrialConfig):

@@ -149,7 +149,7 @@ def test_whisper_architecture_trains_and_decodes(tiny_manifests, tmp_path):
         device="cpu", output_dir=str(tmp_path / "run"),
     )
     with pytest.raises(ValueError, match="out_proj"):  # Whisper names it out_proj, not o_proj
-        train_and_evaluate(recipe)
+        train_and_evaluate(recipe.replace(target_modules=("q_proj", "k_proj", "v_proj", "o_proj")))
     summary = train_and_evaluate(recipe.replace(target_modules=("q_proj", "v_proj", "out_proj")))
     assert summary["steps"] == 2 and summary["evals"]["heldout"]["tuned"]["num_utterances"] == 4
     assert (tmp_path / "run" / "lora_adapter" / "adapter_model.safetensors").is_file()
