@@ -293,13 +293,23 @@ def _write_best(out: io.StringIO, best: dict | None, sweep: SweepConfig) -> None
 def _write_leaderboard(out: io.StringIO, trials: Any, sweep: SweepConfig) -> None:
     if not len(trials):
         return
+    # Beside the optimised WER, every other eval set's tuned WER (e.g. a canary): the best
+    # held-out trial may be the one that forgets most, and the reader should see it here.
+    others = [name for name in _eval_set_names(trials) if name != sweep.trial.primary_eval]
     columns = ["trial_number", "trial_id", "status", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names],
-               sweep.metric, f"best_{sweep.metric}", "baseline_wer", "steps", "wall_seconds", "node"]
+               sweep.metric, f"best_{sweep.metric}", "baseline_wer", *[f"{name}_tuned_wer" for name in others],
+               "steps", "wall_seconds", "node"]
     board = trials.sort_values([sweep.metric], ascending=sweep.mode == "min", na_position="last", kind="stable")
     out.write("## Trials\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for _, row in board.iterrows():
         out.write("| " + " | ".join(_format(row.get(column)) for column in columns) + " |\n")
     out.write("\n")
+
+
+def _eval_set_names(trials: Any) -> list[str]:
+    """Eval set names in column order, from their ``<name>_tuned_wer`` columns."""
+    suffix = "_tuned_wer"
+    return [column[: -len(suffix)] for column in trials.columns if column.endswith(suffix) and not column.endswith("orthographic" + suffix)]
 
 
 def _write_errors(out: io.StringIO, trials: Any) -> None:

@@ -46,6 +46,8 @@ def test_the_best_completed_trial_wins_not_an_early_stopped_one():
     assert "4 trials: 2 completed, 1 stopped early, 1 errored" in summary
     assert "overhead ratio 1.25" in summary  # 250 s / (400 s / 2 concurrent)
     assert "trial t3 failed: boom" in summary
+    header = next(line for line in summary.splitlines() if line.startswith("| trial_number"))
+    assert "canary_tuned_wer" in header and "heldout_tuned_wer" not in header  # held-out is eval_wer already
 
     printed = describe_best(SweepResults(trials=table, best=best, summary_markdown=summary), SWEEP)
     assert "target_modules=qkvo" in printed and "tuned 30.00% vs baseline 60.00%" in printed
