@@ -54,3 +54,22 @@ def test_cli_run_end_to_end_and_clean_errors(tiny_model_dir, tiny_manifests, tmp
     assert leaked.returncode == 2
     assert "LEAKAGE: 8 of 8 utterances of eval set 'leak'" in leaked.stderr
     assert "Traceback" not in leaked.stderr
+
+
+def test_summary_prints_wer_points_beside_the_relative_change(tmp_path, capsys):
+    """A canary from 1.66 % to 3.44 % is +107 % relative but +1.79 points: both are shown."""
+    from trainable.run import print_summary
+
+    def scores(wer: float) -> dict:
+        return {"wer": wer, "orthographic_wer": wer, "num_utterances": 100}
+
+    utterance = {"id": "u1", "reference": "a cat", "hypothesis": "a cat"}
+    for system in ("baseline", "tuned"):
+        (tmp_path / f"heldout_{system}.json").write_text(json.dumps({"utterances": [utterance]}))
+    summary = {"elapsed_seconds": 70.0, "device": "cpu", "steps": 300, "steps_per_second": 6.0, "primary_eval": "heldout",
+               "evals": {"heldout": {"baseline": scores(0.2827), "tuned": scores(0.1808)},
+                         "canary": {"baseline": scores(0.0166), "tuned": scores(0.0344)}}}
+    print_summary(summary, str(tmp_path))
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("heldout ", "canary "))}
+    assert rows["heldout"][4:6] == ["-36.0%", "-10.19"]
+    assert rows["canary"][4:6] == ["+107.2%", "+1.78"]
