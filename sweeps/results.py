@@ -100,7 +100,7 @@ def best_trial(trials: Any, sweep: SweepConfig) -> dict[str, Any] | None:
     """
     if not len(trials):
         return None
-    done = trials[(trials["status"] == COMPLETED) & trials[sweep.metric].notna()]
+    done = trials[(trials["status"] == COMPLETED) & trials[sweep.metric].notna() & within_budget(trials, sweep)]
     if not len(done):
         return None
     row = done.sort_values(sweep.metric, ascending=sweep.mode == "min", kind="stable").iloc[0]
@@ -113,9 +113,29 @@ def best_trial(trials: Any, sweep: SweepConfig) -> dict[str, Any] | None:
         "baseline_wer": _number(row.get("baseline_wer")),
         "tuned_wer": _number(row.get("eval_wer")),
         "eval_sets": _per_eval_set(row),
+        "max_wer_increase": dict(sweep.max_wer_increase),
         "sweep": sweep.name,
         "trial_dir": row["trial_dir"],
     }
+
+
+def within_budget(trials: Any, sweep: SweepConfig) -> Any:
+    """Per trial: does every budgeted eval set stay within its allowed WER increase?
+    A trial without that eval set's scores (stopped early, errored) is not within it."""
+    import pandas as pd
+
+    keep = pd.Series(True, index=trials.index)
+    for name, limit in sweep.max_wer_increase:
+        tuned, baseline = (trials.get(f"{name}_{system}_wer") for system in ("tuned", "baseline"))
+        if tuned is None or baseline is None:
+            return pd.Series(False, index=trials.index)
+        # A hair of slack: WERs are ratios of word counts, and 0.0344 - 0.0166 must pass 0.02.
+        keep &= (tuned - baseline <= limit + 1e-9).fillna(False)
+    return keep
+
+
+def budget_text(sweep: SweepConfig) -> str:
+    return ", ".join(f"{name} within +{100 * limit:g} points of its baseline" for name, limit in sweep.max_wer_increase)
 
 
 def best_recipe(row: Any, sweep: SweepConfig) -> TrialConfig:
@@ -136,7 +156,7 @@ def summary_markdown(trials: Any, best: dict | None, sweep: SweepConfig, experim
     out.write(f", {other} unfinished.\n\n" if other else ".\n\n")
     out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
     _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials)
-    _write_best(out, best, sweep)
+    _write_best(out, best, trials, sweep)
     _write_leaderboard(out, trials, sweep)
     _write_errors(out, trials)
     return out.getvalue()
@@ -150,9 +170,12 @@ def describe_best(results: SweepResults, sweep: SweepConfig) -> str:
         f"{results.count(STOPPED_EARLY)} stopped early, {results.count(ERROR)} errored."
     )
     if best is None:
-        return head + "\nNo trial completed, so there is no best config; see the errors in summary.md."
+        return head + "\n" + _no_best_reason(trials, sweep) + "; see summary.md."
     searched = ", ".join(f"{name}={value}" for name, value in searched_values(best, sweep).items())
     lines = [head, f"Best trial {best['trial_id']}: {searched}"]
+    if sweep.max_wer_increase:
+        within = _count_within_budget(trials, sweep)
+        lines[-1] += f" (best of {within} completed trial{'' if within == 1 else 's'} with {budget_text(sweep)})"
     for name, scores in best["eval_sets"].items():
         lines.append(f"  {name:>10} WER: tuned {_pct(scores.get('tuned_wer'))} vs baseline {_pct(scores.get('baseline_wer'))}")
     return "\n".join(lines)
@@ -275,11 +298,26 @@ def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, con
     out.write(".\n\n")
 
 
-def _write_best(out: io.StringIO, best: dict | None, sweep: SweepConfig) -> None:
+def _no_best_reason(trials: Any, sweep: SweepConfig) -> str:
+    completed = int((trials["status"] == COMPLETED).sum()) if len(trials) else 0
+    if completed and sweep.max_wer_increase:
+        return f"No completed trial kept {budget_text(sweep)} ({completed} completed), so there is no best config"
+    return "No trial completed, so there is no best config"
+
+
+def _count_within_budget(trials: Any, sweep: SweepConfig) -> int:
+    return int(((trials["status"] == COMPLETED) & within_budget(trials, sweep)).sum())
+
+
+def _write_best(out: io.StringIO, best: dict | None, trials: Any, sweep: SweepConfig) -> None:
     if best is None:
-        out.write("**No trial completed**, so there is no best config.\n\n")
+        out.write(f"**{_no_best_reason(trials, sweep)}.**\n\n")
         return
     out.write(f"## Best: trial `{best['trial_id']}`\n\n")
+    if sweep.max_wer_increase:
+        completed = int((trials["status"] == COMPLETED).sum())
+        out.write(f"Chosen among the {_count_within_budget(trials, sweep)} of {completed} completed trials "
+                  f"with {budget_text(sweep)} (`max_wer_increase`).\n\n")
     for name, value in searched_values(best, sweep).items():
         out.write(f"- `{name}` = `{value}`\n")
     out.write("\n| eval set | baseline WER | tuned WER | baseline orth. | tuned orth. |\n|---|---|---|---|---|\n")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.cluster import StorageError, check_storage
-from sweeps.sweep_config import SweepConfig, SweepConfigError, load_sweep_config, read_yaml
+from sweeps.sweep_config import SweepConfig, SweepConfigError, apply_override, load_sweep_config, parse_override, read_yaml
 from trainable.config import DEMO_MODEL, REPO_ROOT, atomic_write_text
 
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  python -m sweeps.run\n"
         "  python -m sweeps.run --config sweeps/configs/moonshine_tiny.yaml num_samples=32 trial.max_steps=800\n"
         "  python -m sweeps.run --resume            # continue the interrupted demo sweep\n"
-        "  python -m sweeps.run --analyze demo      # rebuild results/demo/ from Ray's saved state",
+        "  python -m sweeps.run --analyze demo      # rebuild results/demo/ from Ray's saved state\n"
+        "  python -m sweeps.run --analyze demo max_wer_increase.canary=0.01   # choose the winner under another canary budget",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override YAML keys, dotted: num_samples=32 trial.max_steps=800 search.learning_rate.high=1e-2 scheduler=none")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.analyze:
-            return analyze(args.analyze)
+            return analyze(args.analyze, args.overrides)
         sweep = resolve_sweep(args)
     except SweepConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -310,13 +311,21 @@ def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | 
     return 0 if results.best is not None else 1
 
 
-def analyze(name: str) -> int:
-    """Rebuild the result files of an earlier sweep from its saved sweep.yaml and Ray state."""
+def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """Rebuild the result files of an earlier sweep from its saved sweep.yaml and Ray state.
+    ``max_wer_increase.*`` overrides choose the winner under another budget without
+    training anything again; other keys describe the trials already run and cannot change."""
     results_dir = (RESULTS_ROOT / name).absolute()
     sweep_file, run_file = results_dir / "sweep.yaml", results_dir / "run.json"
     if not sweep_file.is_file() or not run_file.is_file():
         raise SweepConfigError(f"--analyze {name}: no sweep.yaml/run.json in {results_dir}; was a sweep of that name run here?")
-    sweep = SweepConfig.from_dict(read_yaml(sweep_file))
+    raw = read_yaml(sweep_file)
+    for override in overrides:
+        keys, value = parse_override(override)
+        if keys[0] != "max_wer_increase":
+            raise SweepConfigError(f"--analyze {name}: {'.'.join(keys)} describes trials already run; only max_wer_increase.* can change")
+        apply_override(raw, keys, value)
+    sweep = SweepConfig.from_dict(raw)
     run = json.loads(run_file.read_text())
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
     return report_results(sweep, paths, wall_seconds=None)

@@ -100,6 +100,10 @@ class SweepConfig:
     metric: str = "eval_wer"
     mode: Literal["min", "max"] = "min"
     checkpoints_to_keep: int = 2
+    # (eval set, most its tuned WER may exceed its baseline WER) pairs: a trial over any of
+    # them cannot be the best config, however good its held-out WER. The search itself still
+    # optimises the metric alone; the budget applies when the winner is chosen.
+    max_wer_increase: tuple[tuple[str, float], ...] = ()
 
     @property
     def searched_names(self) -> tuple[str, ...]:
@@ -131,6 +135,7 @@ class SweepConfig:
             "metric": self.metric,
             "mode": self.mode,
             "checkpoints_to_keep": self.checkpoints_to_keep,
+            "max_wer_increase": dict(self.max_wer_increase),
         }
 
     @classmethod
@@ -158,6 +163,7 @@ class SweepConfig:
             metric=_choice(raw, "metric", "eval_wer", REPORTED_METRICS),
             mode=_choice(raw, "mode", "min", ("min", "max")),
             checkpoints_to_keep=_integer(raw, "checkpoints_to_keep", 2, minimum=1),
+            max_wer_increase=_wer_budgets(raw.get("max_wer_increase") or {}, trial),
         )
         _check_consistent(config)
         return config
@@ -387,6 +393,25 @@ def _resources(raw: Any) -> Resources:
     if gpu < 0 or (gpu > 1 and not gpu.is_integer()):
         raise SweepConfigError(f"resources_per_trial.gpu: a fraction in [0, 1] or a whole number, got {gpu}")
     return Resources(cpu=cpu, gpu=gpu)
+
+
+def _wer_budgets(raw: Any, trial: TrialConfig) -> tuple[tuple[str, float], ...]:
+    """``{canary: 0.02}``: each key an eval set of the trial other than the optimised one."""
+    if not isinstance(raw, dict):
+        raise SweepConfigError("max_wer_increase: must map eval set names to a WER increase (0.02 = 2 points)")
+    others = [name for name, _ in trial.eval_manifests if name != trial.primary_eval]
+    budgets = []
+    for name, value in raw.items():
+        where = f"max_wer_increase.{name}"
+        if name == trial.primary_eval:
+            raise SweepConfigError(f"{where}: {name} is the eval set the sweep optimises; budget the others ({', '.join(others) or 'none given'})")
+        if name not in others:
+            raise SweepConfigError(f"{where}: no such eval set in trial.eval_manifests; known: {', '.join(others) or 'none besides ' + trial.primary_eval}")
+        limit = _number(value, float, where)
+        if not 0.0 <= limit < 1.0:
+            raise SweepConfigError(f"{where}: a WER increase between 0 and 1 (0.02 = 2 points), got {value!r}")
+        budgets.append((str(name), limit))
+    return tuple(budgets)
 
 
 def _check_consistent(config: SweepConfig) -> None:

@@ -63,3 +63,26 @@ def test_a_trial_without_its_final_report_was_stopped_early():
     assert _status("TERMINATED", {"completed": True}) == "TERMINATED"
     assert _status("TERMINATED", {"completed": False}) == "STOPPED_EARLY"
     assert _status("ERROR", {}) == "ERROR" and _status("RUNNING", {}) == "RUNNING"
+
+
+def test_a_canary_budget_excludes_trials_that_forget_too_much():
+    """The best held-out trial broke the canary budget: the next best within it wins."""
+    budgeted = SweepConfig.from_dict({**SWEEP.to_dict(), "trial": {**SWEEP.to_dict()["trial"], "eval_manifests": {
+        "heldout": "h.jsonl", "canary": "c.jsonl"}}, "max_wer_increase": {"canary": 0.02}})
+    rows = [row(1, "TERMINATED", 0.20, 1e-3), row(2, "TERMINATED", 0.30, 2e-3), row(3, "TERMINATED", 0.25, 3e-3)]
+    rows[0]["canary_tuned_wer"] = 0.2301  # +3.01 points
+    rows[2]["canary_tuned_wer"] = 0.22    # +2 points exactly: within
+    table = pd.DataFrame(rows)
+    assert best_trial(table, SWEEP)["trial_id"] == "t1"  # without a budget
+    best = best_trial(table, budgeted)
+    assert best["trial_id"] == "t3" and best["max_wer_increase"] == {"canary": 0.02}
+    summary = summary_markdown(table, best, budgeted, "/x", None)
+    assert "Chosen among the 2 of 3 completed trials with canary within +2 points of its baseline" in summary
+    assert "best of 2 completed trials with canary within +2 points" in describe_best(
+        SweepResults(trials=table, best=best, summary_markdown=summary), budgeted)
+
+    for r in rows:
+        r["canary_tuned_wer"] = 0.5
+    table = pd.DataFrame(rows)
+    assert best_trial(table, budgeted) is None
+    assert "No completed trial kept canary within +2 points of its baseline (3 completed)" in summary_markdown(table, None, budgeted, "/x", None)

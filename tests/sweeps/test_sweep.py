@@ -70,7 +70,7 @@ def corrupt_manifest(directory: Path, train_manifest: Path) -> Path:
 
 def write_sweep(directory: Path, raw: dict) -> Path:
     path = directory / f"{raw['name']}.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # keep heldout the first (optimised) eval set
     return path
 
 
@@ -141,6 +141,15 @@ def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, t
     (results_dir / "trials.parquet").unlink()
     assert main(["--analyze", "unit"]) == 0
     assert read_trials(results_dir).equals(read_trials_from_bytes(before))
+
+    # The winner can be chosen again under a canary budget, without training anything.
+    done = trials.loc[[1, 3]]
+    increase = done["canary_tuned_wer"] - done["canary_baseline_wer"]
+    budget = max(0.0, float(increase.min()))
+    expected = done[increase <= budget + 1e-9].sort_values("eval_wer", kind="stable").iloc[0]["trial_id"]
+    assert main(["--analyze", "unit", f"max_wer_increase.canary={budget!r}"]) == 0
+    assert json.loads((results_dir / "best.json").read_text())["trial_id"] == expected
+    assert main(["--analyze", "unit", "num_samples=9"]) == 2  # describes trials already run
 
 
 def read_trials_from_bytes(data: bytes):

@@ -65,6 +65,12 @@ def test_overrides_apply_with_dotted_keys_and_yaml_values(tmp_path):
     assert "lora_dropout" not in sweep.searched_names
 
 
+def test_a_canary_budget_is_read_and_written_back(tmp_path):
+    sweep = load_sweep_config(write_yaml(tmp_path, sweep_dict()), ["max_wer_increase.canary=0.02"])
+    assert sweep.max_wer_increase == (("canary", 0.02),)
+    assert SweepConfig.from_dict(sweep.to_dict()).max_wer_increase == (("canary", 0.02),)
+
+
 def test_scheduler_override_turns_a_name_into_a_mapping(tmp_path):
     path = write_yaml(tmp_path, sweep_dict(scheduler="asha"))
     sweep = load_sweep_config(path, ["scheduler.grace_period=3"])
@@ -94,6 +100,10 @@ def test_scheduler_override_turns_a_name_into_a_mapping(tmp_path):
         ("points_to_evaluate=[{seed: 5}]", "points_to_evaluate[0].seed"),
         ("trial.eval_every=0", "scheduler"),
         ("num_samples=0", "num_samples"),
+        ("max_wer_increase.heldout=0.02", "max_wer_increase.heldout"),  # the optimised set itself
+        ("max_wer_increase.kanary=0.02", "max_wer_increase.kanary"),
+        ("max_wer_increase.canary=2", "max_wer_increase.canary"),  # points, not a WER fraction
+        ("max_wer_increase.canary=lots", "max_wer_increase.canary"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(tmp_path, override, named):
