@@ -372,7 +372,17 @@ def run_record(args, source: Path, name: str, config: TrialConfig, finished: lis
         "wall_seconds": wall,
         "seed_runs": [{key: run.get(key) for key in ("seed", "rerun", "elapsed_seconds", "steps", "device", "node", "output_dir")} for run in finished],
         "failed": failed,
+        "max_wer_increase": wer_budgets(source),
     }
+
+
+def wer_budgets(source: Path) -> dict[str, float]:
+    """The sweep's canary budget (best.json's ``max_wer_increase``): the sweep checked it on
+    one seed; the report checks it on every seed."""
+    if source.suffix != ".json":
+        return {}
+    budgets = _read_json(source).get("max_wer_increase") or {}
+    return {str(name): float(limit) for name, limit in budgets.items()} if isinstance(budgets, dict) else {}
 
 
 def from_scores(args: argparse.Namespace) -> dict[str, Any]:

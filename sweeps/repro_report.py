@@ -216,7 +216,24 @@ def _verdict_section(analysis: Analysis, record: dict[str, Any]) -> str:
         lines.append(f"- {analysis.power.needed}")
     lines.append(f"- Deterministic: {determinism.get('deterministic', 'unknown')} — {determinism.get('detail', 'not checked')}")
     lines += [f"- Warning: {line}" for line in _other_set_regressions(record["other_eval_sets"])]
+    lines += [f"- Warning: {line}" for line in record.get("budget_warnings", [])]
     return "\n".join(lines)
+
+
+def _budget_breaches(other: dict[str, Any], budgets: dict[str, float]) -> list[str]:
+    """Seeds on which a budgeted set (the sweep's ``max_wer_increase``) rose past its budget.
+    The sweep chose its winner on one seed; a budget kept only by that seed is luck."""
+    lines = []
+    for name, limit in budgets.items():
+        if name not in other:
+            continue
+        wers = other[name]
+        changes = [t - b for b, t in zip(wers["baseline_wer"], wers["tuned_wer"])]
+        over = sum(change > limit + 1e-9 for change in changes)
+        if over:
+            lines.append(f"`{name}` rose past the sweep's budget of {points(limit, True)} WER points on {over} of "
+                         f"{len(changes)} seeds (worst {points(max(changes), True)}); the sweep checked it on one seed only")
+    return lines
 
 
 def _other_set_regressions(other: dict[str, Any]) -> list[str]:
@@ -358,6 +375,8 @@ def write_outputs(
     """verdict.json, report.md and the plots, each atomically; returns the verdict record."""
     output_dir.mkdir(parents=True, exist_ok=True)
     record = verdict_record(analysis, table, determinism)
+    record["max_wer_increase"] = run.get("max_wer_increase") or {}
+    record["budget_warnings"] = _budget_breaches(record["other_eval_sets"], record["max_wer_increase"])
     atomic_write_text(output_dir / "verdict.json", json.dumps(record, indent=2) + "\n")
     plot_seed_deltas(analysis, output_dir / SEED_PLOT)
     plot_mean_distribution(analysis, output_dir / BOOTSTRAP_PLOT)

@@ -288,3 +288,21 @@ def test_changed_predictions_show_fixes_and_breakages():
     samples = changed_predictions(table, "heldout", 0, limit=4)
     assert [(s["utterance_id"], s["baseline_errors"], s["tuned_errors"]) for s in samples] == [
         ("utt0000", 3, 0), ("utt0003", 1, 0), ("utt0001", 0, 2)]
+
+
+@pytest.mark.parametrize("budget, warned", [(0.05, True), (0.2, False)])
+def test_the_sweeps_canary_budget_is_checked_on_every_seed(tmp_path, budget, warned):
+    """best.json's max_wer_increase travels in run.json; every seed over it is reported."""
+    scores = write_table(pd.concat([
+        shifted_table([0.5, 0.45, 0.55], speakers=12),
+        table_from_errors(np.array([1, 2]), np.array([[2, 2]] * 3), np.array([4, 4]), eval_set="canary"),  # +12.5 points
+    ]), tmp_path / "scores.parquet")
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"config": {}, "max_wer_increase": {"canary": budget}}))
+    (tmp_path / "run.json").write_text(json.dumps({"name": "demo", "max_wer_increase": repro.wer_budgets(best)}))
+    repro.main(["--from-scores", str(scores), "--resamples", "300", "--output-dir", str(tmp_path / "out")])
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert verdict["max_wer_increase"] == {"canary": budget}
+    line = f"`canary` rose past the sweep's budget of +{100 * budget:.2f} WER points on 3 of 3 seeds (worst +12.50)"
+    assert (line in report) is warned and bool(verdict["budget_warnings"]) is warned
