@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(record["sentence"])
+    for warning in record.get("warnings", []):  # a canary that got worse must not hide in report.md
+        print(f"Warning: {warning.replace('; plain WERs below', '')}")
     if args.require == "stable-gain" and record["verdict"] != "stable gain":
         print(f"--require stable-gain: the verdict is {record['verdict']!r}", file=sys.stderr)
         return EXIT_GATE_FAILED

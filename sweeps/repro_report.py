@@ -215,8 +215,7 @@ def _verdict_section(analysis: Analysis, record: dict[str, Any]) -> str:
     if analysis.power.needed:
         lines.append(f"- {analysis.power.needed}")
     lines.append(f"- Deterministic: {determinism.get('deterministic', 'unknown')} — {determinism.get('detail', 'not checked')}")
-    lines += [f"- Warning: {line}" for line in _other_set_regressions(record["other_eval_sets"])]
-    lines += [f"- Warning: {line}" for line in record.get("budget_warnings", [])]
+    lines += [f"- Warning: {line}" for line in record.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -377,6 +376,7 @@ def write_outputs(
     record = verdict_record(analysis, table, determinism)
     record["max_wer_increase"] = run.get("max_wer_increase") or {}
     record["budget_warnings"] = _budget_breaches(record["other_eval_sets"], record["max_wer_increase"])
+    record["warnings"] = _other_set_regressions(record["other_eval_sets"]) + record["budget_warnings"]
     atomic_write_text(output_dir / "verdict.json", json.dumps(record, indent=2) + "\n")
     plot_seed_deltas(analysis, output_dir / SEED_PLOT)
     plot_mean_distribution(analysis, output_dir / BOOTSTRAP_PLOT)

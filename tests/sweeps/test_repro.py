@@ -291,7 +291,7 @@ def test_changed_predictions_show_fixes_and_breakages():
 
 
 @pytest.mark.parametrize("budget, warned", [(0.05, True), (0.2, False)])
-def test_the_sweeps_canary_budget_is_checked_on_every_seed(tmp_path, budget, warned):
+def test_the_sweeps_canary_budget_is_checked_on_every_seed(tmp_path, capsys, budget, warned):
     """best.json's max_wer_increase travels in run.json; every seed over it is reported."""
     scores = write_table(pd.concat([
         shifted_table([0.5, 0.45, 0.55], speakers=12),
@@ -306,3 +306,5 @@ def test_the_sweeps_canary_budget_is_checked_on_every_seed(tmp_path, budget, war
     assert verdict["max_wer_increase"] == {"canary": budget}
     line = f"`canary` rose past the sweep's budget of +{100 * budget:.2f} WER points on 3 of 3 seeds (worst +12.50)"
     assert (line in report) is warned and bool(verdict["budget_warnings"]) is warned
+    printed = capsys.readouterr().out
+    assert (f"Warning: {line}" in printed) is warned and "Warning: `canary` is worse with the adapter on 3 of 3 seeds" in printed
