@@ -19,9 +19,6 @@ from trainable.train import batch_loss, pad_labels
 clock = time.perf_counter
 
 QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
-# What TrialConfig cannot spell yet (its target_modules are leaf names, which match the
-# encoder too): LoRA on the decoder's attention only, as a peft regex.
-DECODER_QKVO = r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q|k|v|o)_proj"
 
 
 @dataclass
@@ -42,8 +39,6 @@ class Bench:
 def load_bench(model_dir: str, train_manifest: str, eval_manifest: str, *, decoder_only: bool = False, seed: int = 0, device: str = "cpu") -> Bench:
     """Load, prepare and attach LoRA exactly as ``train_and_evaluate`` does (r 8, alpha 16,
     dropout 0.05, the old workflow's adapter)."""
-    from peft import LoraConfig, get_peft_model
-
     from trainable.config import TrialConfig
     from trainable.data import model_limits
     from trainable.model import apply_lora, load_model_and_processor, seed_everything
@@ -54,10 +49,8 @@ def load_bench(model_dir: str, train_manifest: str, eval_manifest: str, *, decod
     limits = model_limits(model, processor)
     train_set, (eval_set,) = load_utterance_sets(config, model, processor, limits)
     seed_everything(seed)
-    if decoder_only:
-        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=DECODER_QKVO))
-    else:
-        model = apply_lora(model, 8, 16, 0.05, QKVO)
+    # decoder_only: TrialConfig(adapter_scope="decoder"), q/k/v/o of self- and cross-attention.
+    model = apply_lora(model, 8, 16, 0.05, QKVO, scope="decoder" if decoder_only else "all")
     model.train()
     return Bench(model, processor, limits, train_set, eval_set)
 

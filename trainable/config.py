@@ -26,6 +26,7 @@ DEMO_EVALS = (("heldout", f"{DEMO_DIR}/heldout.jsonl"), ("canary", f"{DEMO_DIR}/
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Scheduler = Literal["linear", "cosine", "constant"]
 OnBadRow = Literal["error", "skip"]
+AdapterScope = Literal["all", "encoder", "decoder"]
 
 # Short names for target-module sets, as a sweep's search space spells them.
 TARGET_MODULE_SETS = {
@@ -89,6 +90,12 @@ class TrialConfig:
     # The real-model config (sweeps/configs/moonshine_tiny.yaml) names its own set.
     target_modules: tuple[str, ...] = field(
         default=TARGET_MODULE_SETS["fc"], metadata={"help": "module names (or a set: qv, qkv, qkvo, qkvo+fc, fc)"}
+    )
+
+    # Decoder-only adapters leave the encoder frozen, so at batch size 1 its outputs are
+    # computed once per utterance (1.4-1.8x faster steps, docs/benchmarks.md row E).
+    adapter_scope: AdapterScope = field(
+        default="all", metadata={"help": "where target_modules are adapted: all, encoder or decoder"}
     )
 
     # The optimisation. Demo-sized defaults; sweeps/configs/moonshine_tiny.yaml has the old recipe.
@@ -195,7 +202,8 @@ class TrialConfig:
         return cls.from_dict(data.get("config", data))
 
 
-_LITERALS = {"device": get_args(Device), "lr_scheduler": get_args(Scheduler), "on_bad_row": get_args(OnBadRow)}
+_LITERALS = {"device": get_args(Device), "lr_scheduler": get_args(Scheduler), "on_bad_row": get_args(OnBadRow),
+             "adapter_scope": get_args(AdapterScope)}
 _FIELD_KINDS = {
     "lora_r": int, "lora_alpha": int, "max_steps": int, "batch_size": int, "gradient_accumulation_steps": int,
     "warmup_steps": int, "seed": int, "eval_every": int, "eval_batch_size": int, "num_threads": int,

@@ -77,9 +77,11 @@ def load_model_and_processor(name_or_path: str, device: str = "cpu"):
     return model, processor
 
 
-def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[str, ...]):
+def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[str, ...], scope: str = "all"):
     """Wrap the model in a peft LoRA adapter; checks that the target modules exist first,
-    so a typo ("qproj") fails with the names that would have worked."""
+    so a typo ("qproj") fails with the names that would have worked. ``scope`` "encoder" or
+    "decoder" adapts those modules in that half only (full module names are given to peft,
+    because leaf names like ``q_proj`` occur in both halves)."""
     from peft import LoraConfig, get_peft_model
 
     available = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -87,8 +89,21 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
         raise ValueError(f"target_modules: {missing} not in the model; its linear layers are named {linear}")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias="none")
+    targets = list(target_modules) if scope == "all" else scoped_module_names(model, target_modules, scope)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
     return get_peft_model(model, config)
+
+
+def scoped_module_names(model, target_modules: tuple[str, ...], scope: str) -> list[str]:
+    """Full names of the target modules inside the model's encoder (or outside it: decoder)."""
+    if not hasattr(model, "get_encoder"):
+        raise ValueError(f"adapter_scope: {scope!r} needs an encoder-decoder model; {type(model).__name__} has no get_encoder()")
+    in_encoder = {id(module) for module in model.get_encoder().modules()}
+    names = [name for name, module in model.named_modules()
+             if name.rsplit(".", 1)[-1] in target_modules and (id(module) in in_encoder) == (scope == "encoder")]
+    if not names:
+        raise ValueError(f"adapter_scope: none of target_modules {list(target_modules)} is in the model's {scope}")
+    return names
 
 
 def trainable_parameters(model) -> tuple[int, int]:

@@ -51,7 +51,7 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
     baseline_key = _baseline_key(model, processor, limits, config, device, rate)
 
     seed_everything(config.seed)  # right before LoRA init, so only the seed decides it
-    model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules)
+    model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules, config.adapter_scope)
     n_trainable, n_total = trainable_parameters(model)
     log.info("LoRA: %d trainable of %d parameters (%.2f%%) on %s", n_trainable, n_total, 100 * n_trainable / n_total, device)
 

@@ -47,3 +47,11 @@ def test_resolved_makes_paths_absolute_and_keeps_hub_ids(tmp_path):
     assert config.model == "UsefulSensors/moonshine-tiny"
     assert config.train_manifest == str(tmp_path / "m.jsonl")
     assert config.output_dir == str(tmp_path / "out")
+
+
+def test_adapter_scope_is_checked_and_travels_through_json(tmp_path):
+    with pytest.raises(ConfigError, match="adapter_scope"):
+        TrialConfig(adapter_scope="middle")
+    TrialConfig(adapter_scope="decoder").to_json(tmp_path / "recipe.json")
+    assert TrialConfig.from_json(tmp_path / "recipe.json").adapter_scope == "decoder"
+    assert TrialConfig.from_dict({}).adapter_scope == "all"  # recipes written before the field still load

@@ -191,3 +191,21 @@ def test_bucketing_changes_batch_composition_not_batch_loss(tiny_config):
     with torch.no_grad():
         for batch in bucketed:
             assert loss(batch) == pytest.approx(float(loss(batch[::-1])), rel=1e-5)
+
+
+def test_adapter_scope_puts_lora_in_one_half_and_decoder_scope_engages_the_encoder_cache(tiny_model_dir):
+    from transformers import AutoModelForSpeechSeq2Seq
+
+    from trainable.model import apply_lora
+    from trainable.train import encoder_cache_applies
+
+    def adapted(scope: str) -> tuple[object, set[str]]:
+        model = apply_lora(AutoModelForSpeechSeq2Seq.from_pretrained(tiny_model_dir), 2, 4, 0.0, ("q_proj", "fc1"), scope)
+        halves = {name.split(".layers.")[0].rsplit(".", 1)[-1] for name, p in model.named_parameters() if "lora_" in name}
+        return model, halves
+
+    decoder_model, decoder_halves = adapted("decoder")
+    assert decoder_halves == {"decoder"} and encoder_cache_applies(decoder_model, batch_size=1)
+    assert adapted("encoder")[1] == {"encoder"} and adapted("all")[1] == {"encoder", "decoder"}
+    # The decoder's cross-attention q_proj is adapted too: everything named q_proj outside the encoder.
+    assert any("encoder_attn.q_proj.lora_A" in name for name, _ in decoder_model.named_parameters())
