@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.significance import Analysis, SeedResult, eval_sets_in_order, orthographic_wers, plain_wers
+from sweeps.sweep_config import over_budget
 from trainable.config import atomic_write_text
 
 SEED_PLOT = "seed_deltas.png"
@@ -226,9 +227,8 @@ def _budget_breaches(other: dict[str, Any], budgets: dict[str, float]) -> list[s
     for name, limit in budgets.items():
         if name not in other:
             continue
-        wers = other[name]
-        changes = [t - b for b, t in zip(wers["baseline_wer"], wers["tuned_wer"])]
-        over = sum(change > limit + 1e-9 for change in changes)
+        changes = _wer_changes(other[name])
+        over = sum(over_budget(change, limit) for change in changes)
         if over:
             lines.append(f"`{name}` rose past the sweep's budget of {points(limit, True)} WER points on {over} of "
                          f"{len(changes)} seeds (worst {points(max(changes), True)}); the sweep checked it on one seed only")
@@ -240,12 +240,17 @@ def _other_set_regressions(other: dict[str, Any]) -> list[str]:
     domain that costs the source domain is what a user must hear before shipping the adapter."""
     lines = []
     for name, wers in other.items():
-        changes = [t - b for b, t in zip(wers["baseline_wer"], wers["tuned_wer"])]
+        changes = _wer_changes(wers)
         worse = sum(c > 0 for c in changes)
         if worse * 2 > len(changes):
             lines.append(f"`{name}` is worse with the adapter on {worse} of {len(changes)} seeds "
-                         f"(mean {points(sum(changes) / len(changes), True)} WER points; plain WERs below)")
+                         f"(mean {points(sum(changes) / len(changes), True)} WER points)")
     return lines
+
+
+def _wer_changes(wers: dict[str, list[float]]) -> list[float]:
+    """Tuned minus baseline WER, per seed, from an ``other_eval_sets`` entry."""
+    return [tuned - baseline for baseline, tuned in zip(wers["baseline_wer"], wers["tuned_wer"])]
 
 
 def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, Any]) -> str:

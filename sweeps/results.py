@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeps.sweep_config import SweepConfig, named_target_modules
+from sweeps.sweep_config import SweepConfig, named_target_modules, over_budget
 from trainable.config import ConfigError, TrialConfig, atomic_write_text
 
 # Tune statuses, plus STOPPED_EARLY: terminated by ASHA before its final report.
@@ -129,8 +129,8 @@ def within_budget(trials: Any, sweep: SweepConfig) -> Any:
         tuned, baseline = (trials.get(f"{name}_{system}_wer") for system in ("tuned", "baseline"))
         if tuned is None or baseline is None:
             return pd.Series(False, index=trials.index)
-        # A hair of slack: WERs are ratios of word counts, and 0.0344 - 0.0166 must pass 0.02.
-        keep &= (tuned - baseline <= limit + 1e-9).fillna(False)
+        increase = tuned - baseline
+        keep &= increase.notna() & ~over_budget(increase, limit)
     return keep
 
 

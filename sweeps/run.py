@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.cluster import StorageError, check_storage
-from sweeps.sweep_config import SweepConfig, SweepConfigError, apply_override, load_sweep_config, parse_override, read_yaml
+from sweeps.sweep_config import SweepConfig, SweepConfigError, load_sweep_config, parse_override, read_yaml
 from trainable.config import DEMO_MODEL, REPO_ROOT, atomic_write_text
 
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
@@ -319,13 +319,11 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
     sweep_file, run_file = results_dir / "sweep.yaml", results_dir / "run.json"
     if not sweep_file.is_file() or not run_file.is_file():
         raise SweepConfigError(f"--analyze {name}: no sweep.yaml/run.json in {results_dir}; was a sweep of that name run here?")
-    raw = read_yaml(sweep_file)
     for override in overrides:
-        keys, value = parse_override(override)
+        keys, _ = parse_override(override)
         if keys[0] != "max_wer_increase":
             raise SweepConfigError(f"--analyze {name}: {'.'.join(keys)} describes trials already run; only max_wer_increase.* can change")
-        apply_override(raw, keys, value)
-    sweep = SweepConfig.from_dict(raw)
+    sweep = load_sweep_config(sweep_file, overrides)
     run = json.loads(run_file.read_text())
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
     return report_results(sweep, paths, wall_seconds=None)

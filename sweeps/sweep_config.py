@@ -395,6 +395,12 @@ def _resources(raw: Any) -> Resources:
     return Resources(cpu=cpu, gpu=gpu)
 
 
+def over_budget(increase: Any, limit: float) -> Any:
+    """Whether a WER increase (a float, or a pandas Series of them) breaks ``limit``. A hair of
+    slack: WERs are ratios of word counts, and 0.0344 - 0.0166 must pass a 0.02 budget."""
+    return increase > limit + 1e-9
+
+
 def _wer_budgets(raw: Any, trial: TrialConfig) -> tuple[tuple[str, float], ...]:
     """``{canary: 0.02}``: each key an eval set of the trial other than the optimised one."""
     if not isinstance(raw, dict):
