@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from sweeps.significance import PairedScores, bootstrap, resampling_blocks
+from sweeps.repro.significance import PairedScores, bootstrap, resampling_blocks
 
 SIZES = [(5, 1_000, 0), (5, 5_000, 0), (5, 5_000, 200), (10, 20_000, 0)]
 RESAMPLES = 10_000

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainable.data import ModelLimits, UtteranceSet, audio_inputs
+from trainable.data import UtteranceSet, audio_inputs
+from trainable.runtime import Runtime
 from trainable.train import batch_loss, pad_labels
 
 # Wall time by default. benchmarks.trial switches to process time when torch runs one
@@ -23,36 +24,45 @@ QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 @dataclass
 class Bench:
-    """A LoRA model and its decoded, tokenised utterances, ready to time."""
+    """A LoRA model (in its runtime) and its decoded, tokenised utterances, ready to time."""
 
-    model: object
-    processor: object
-    limits: ModelLimits
+    runtime: Runtime
     train_set: UtteranceSet
     eval_set: UtteranceSet
 
     @property
+    def model(self):
+        return self.runtime.model
+
+    @property
+    def processor(self):
+        return self.runtime.processor
+
+    @property
+    def limits(self):
+        return self.runtime.limits
+
+    @property
     def input_name(self) -> str:
-        return self.model.main_input_name
+        return self.runtime.input_name
 
 
 def load_bench(model_dir: str, train_manifest: str, eval_manifest: str, *, decoder_only: bool = False, seed: int = 0, device: str = "cpu") -> Bench:
     """Load, prepare and attach LoRA exactly as ``train_and_evaluate`` does (r 8, alpha 16,
-    dropout 0.05, the old workflow's adapter)."""
+    dropout 0.05, the hand-run workflow's adapter)."""
     from trainable.config import TrialConfig
-    from trainable.data import model_limits
-    from trainable.model import apply_lora, load_model_and_processor, seed_everything
+    from trainable.model import apply_lora, seed_everything
     from trainable.pipeline import load_utterance_sets
+    from trainable.runtime import load_runtime
 
     config = TrialConfig(model=model_dir, train_manifest=train_manifest, eval_manifests=(("heldout", eval_manifest),))
-    model, processor = load_model_and_processor(model_dir, device)
-    limits = model_limits(model, processor)
-    train_set, (eval_set,) = load_utterance_sets(config, model, processor, limits)
+    runtime = load_runtime(model_dir, device)
+    train_set, (eval_set,) = load_utterance_sets(config, runtime)
     seed_everything(seed)
     # decoder_only: TrialConfig(adapter_scope="decoder"), q/k/v/o of self- and cross-attention.
-    model = apply_lora(model, 8, 16, 0.05, QKVO, scope="decoder" if decoder_only else "all")
+    model = apply_lora(runtime.model, 8, 16, 0.05, QKVO, scope="decoder" if decoder_only else "all")
     model.train()
-    return Bench(model, processor, limits, train_set, eval_set)
+    return Bench(runtime.with_model(model), train_set, eval_set)
 
 
 def subset(utterances: UtteranceSet, indices) -> UtteranceSet:
@@ -138,7 +148,7 @@ def batching_seconds(bench: Bench, indices, batch_size: int, seed: int = 0) -> d
 
 def _training_pass(bench: Bench, batch: list[int], encoder_cache=None) -> float:
     start = clock()
-    loss = batch_loss(bench.model, bench.processor, bench.train_set, batch, bench.limits, bench.input_name, "cpu", None, encoder_cache=encoder_cache)
+    loss = batch_loss(bench.runtime, bench.train_set, batch, encoder_cache=encoder_cache)
     loss.backward()
     seconds = clock() - start
     bench.model.zero_grad(set_to_none=True)
@@ -179,8 +189,7 @@ def decoding_seconds(bench: Bench, batch_size: int, tokens_per_second: float) ->
         for kind in (("batched", "single") if position % 2 == 0 else ("single", "batched")):
             began = clock()
             hypotheses[kind] += transcribe(
-                bench.model, bench.processor, chunk, bench.limits, device="cpu", input_name=bench.input_name,
-                batch_size=batch_size if kind == "batched" else 1, tokens_per_second=tokens_per_second,
+                bench.runtime, chunk, batch_size=batch_size if kind == "batched" else 1, tokens_per_second=tokens_per_second,
             )
             seconds[kind] += clock() - began
     agree = sum(a == b for a, b in zip(hypotheses["batched"], hypotheses["single"]))

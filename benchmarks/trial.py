@@ -227,9 +227,9 @@ def child_trial(config_path: str, out_path: str) -> int:
 
         return wrapper
 
-    def count_decoded(model, processor, utterances, *args, **kwargs):
+    def count_decoded(runtime, utterances, *args, **kwargs):
         timing["decoded"] += len(utterances)
-        return real_transcribe(model, processor, utterances, *args, **kwargs)
+        return real_transcribe(runtime, utterances, *args, **kwargs)
 
     def load(*args, **kwargs):
         out = real_load(*args, **kwargs)
@@ -241,7 +241,7 @@ def child_trial(config_path: str, out_path: str) -> int:
     pipeline._baseline_reports = timed(pipeline._baseline_reports, "baseline")
     train_module.train = timed(train_module.train, "train")
     model_module.load_model_and_processor = load
-    summary = timed(pipeline.train_and_evaluate, "elapsed")(TrialConfig.from_json(config_path))
+    summary = timed(pipeline.train_and_evaluate, "elapsed")(TrialConfig.from_file(config_path))
     timing |= {"rss_peak": peak_rss(), "train_utterances": summary["steps"] * 4}
     Path(out_path).write_text(json.dumps(timing))
     return 0

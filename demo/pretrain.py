@@ -61,11 +61,13 @@ def batch_losses(model, ctc_head, processor, utterances, batch: list[int], limit
     return output.loss, ctc
 
 
-def monitor(model, processor, sets: dict, limits, rate: float) -> dict[str, float]:
+def monitor(model, processor, sets: dict, rate: float) -> dict[str, float]:
     """WER on the monitoring sets (source and target domain)."""
     from demo.score import score_set
+    from trainable.runtime import runtime_for
 
-    return {name: score_set(model, processor, utterances, limits, rate)["wer"] for name, utterances in sets.items()}
+    runtime = runtime_for(model, processor)
+    return {name: score_set(runtime, utterances, rate)["wer"] for name, utterances in sets.items()}
 
 
 def monitor_line(wers: dict[str, float]) -> str:
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step} epoch {epoch} ce {cross_entropy.item():.3f} ctc {ctc.item():.3f} "
                   f"lr {schedule.get_last_lr()[0]:.2e} {time.perf_counter() - started:.0f} s", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            wers = monitor(model, processor, monitors, limits, rate)
+            wers = monitor(model, processor, monitors, rate)
             print(f"step {step} {monitor_line(wers)}", flush=True)
     seconds = time.perf_counter() - started
     save_model(model, processor, args.out)

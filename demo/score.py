@@ -13,15 +13,12 @@ import argparse
 from collections import defaultdict
 
 
-def score_set(model, processor, utterances, limits, tokens_per_second: float, batch_size: int = 16) -> dict:
+def score_set(runtime, utterances, tokens_per_second: float, batch_size: int = 16) -> dict:
     """Greedy-decode a prepared utterance set; corpus WER overall and per speaker."""
     from trainable.evaluate import transcribe
     from trainable.wer import corpus_wer, score_corpus
 
-    hypotheses = transcribe(
-        model, processor, utterances, limits, device="cpu", batch_size=batch_size,
-        tokens_per_second=tokens_per_second, input_name=model.main_input_name,
-    )
+    hypotheses = transcribe(runtime, utterances, batch_size=batch_size, tokens_per_second=tokens_per_second)
     overall, scores = score_corpus([u.text for u in utterances.utterances], hypotheses)
     by_speaker = defaultdict(list)
     for utterance, score in zip(utterances.utterances, scores):
@@ -47,18 +44,18 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from trainable.data import label_ids, model_limits, prepare_set
-    from trainable.model import load_model_and_processor
+    from trainable.data import label_ids, prepare_set
     from trainable.pipeline import tokens_per_second
+    from trainable.runtime import load_runtime
 
     torch.set_num_threads(args.threads)
-    model, processor = load_model_and_processor(args.model)
-    limits = model_limits(model, processor)
-    tokenize = lambda text: label_ids(processor.tokenizer, text, model.config.decoder_start_token_id, model.config.eos_token_id)  # noqa: E731
+    runtime = load_runtime(args.model, "cpu")
+    model, limits = runtime.model, runtime.limits
+    tokenize = lambda text: label_ids(runtime.processor.tokenizer, text, model.config.decoder_start_token_id, model.config.eos_token_id)  # noqa: E731
     rate = tokens_per_second(prepare_set("train", args.train_manifest, limits, tokenize=tokenize), limits)
     for manifest in args.manifests:
         utterances = prepare_set(manifest, manifest, limits)
-        result = score_set(model, processor, utterances, limits, rate)
+        result = score_set(runtime, utterances, rate)
         print(f"{manifest}: WER {100 * result['wer']:.2f} % over {result['ref_words']} words, {len(utterances)} utterances")
         for speaker, wer in result["speakers"].items():
             print(f"  {speaker:24s} {100 * wer:6.2f} %")

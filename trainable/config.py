@@ -7,11 +7,13 @@ Standard library only, so ``--help`` and config validation never import torch or
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from trainable.config_io import ConfigError, coerce_bool, coerce_number, read_recipe, reject_unknown
+from trainable.files import atomic_write_json
 
 # Bundled demo (see data/demo/README.md): the defaults point here so a first command on a
 # fresh clone needs no download and no arguments.
@@ -38,10 +40,6 @@ TARGET_MODULE_SETS = {
 }
 
 
-class ConfigError(ValueError):
-    """A recipe field has a bad value; the message names the field."""
-
-
 def parse_target_modules(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Accept a named set ("qkvo"), a comma list ("q_proj,v_proj") or a sequence."""
     if isinstance(value, (tuple, list)):
@@ -53,6 +51,14 @@ def parse_target_modules(value: str | tuple[str, ...] | list[str]) -> tuple[str,
     if not modules:
         raise ConfigError(f"target_modules: empty ({value!r}); name a set {sorted(TARGET_MODULE_SETS)} or modules like q_proj,v_proj")
     return modules
+
+
+def target_module_set_name(modules: tuple[str, ...] | list[str]) -> str:
+    """The set name ("qkvo") for a module tuple, or a comma list when it has none."""
+    for name, members in TARGET_MODULE_SETS.items():
+        if tuple(modules) == members:
+            return name
+    return ",".join(modules)
 
 
 def parse_eval_manifest(value: str) -> tuple[str, str]:
@@ -98,7 +104,8 @@ class TrialConfig:
         default="all", metadata={"help": "where target_modules are adapted: all, encoder or decoder"}
     )
 
-    # The optimisation. Demo-sized defaults; sweeps/configs/moonshine_tiny.yaml has the old recipe.
+    # The optimisation. Demo-sized defaults; sweeps/configs/moonshine_tiny.yaml holds the
+    # hand-run recipe for the real model (1600 steps at lr 1e-5).
     learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
     max_steps: int = field(default=300, metadata={"help": "optimiser steps"})
     batch_size: int = field(default=8, metadata={"help": "utterances per forward pass"})
@@ -180,10 +187,7 @@ class TrialConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrialConfig":
         """Build from JSON/YAML/Tune values; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        reject_unknown(data, (f.name for f in fields(cls)), noun="config field")
         values = dict(data)
         if "eval_manifests" in values:
             values["eval_manifests"] = _coerce_eval_manifests(values["eval_manifests"])
@@ -193,13 +197,13 @@ class TrialConfig:
         return cls(**values)
 
     def to_json(self, path: str | Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "TrialConfig":
-        data = json.loads(Path(path).read_text())
-        # best.json from a sweep nests the config beside its scores.
-        return cls.from_dict(data.get("config", data))
+    def from_file(cls, path: str | Path) -> "TrialConfig":
+        """From any recipe file: JSON, a sweep's best.json, a run's summary.json, a YAML
+        with a ``trial:`` section (``trainable.config_io.read_recipe``)."""
+        return cls.from_dict(read_recipe(path))
 
 
 _LITERALS = {"device": get_args(Device), "lr_scheduler": get_args(Scheduler), "on_bad_row": get_args(OnBadRow),
@@ -216,17 +220,9 @@ def _coerce(name: str, kind: type | None, value: Any) -> Any:
     """Values from YAML, the command line or Tune may be strings or numpy scalars."""
     if kind is None:
         return value
-    try:
-        if kind is bool and isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(value)
-            return lowered in {"true", "1", "yes"}
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return kind(float(value)) if kind is int and isinstance(value, str) else kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {kind.__name__}, got {value!r}") from None
+    if kind is bool:
+        return coerce_bool(value, name)
+    return coerce_number(value, kind, name)
 
 
 def _coerce_eval_manifests(value: Any) -> tuple[tuple[str, str], ...]:
@@ -252,12 +248,3 @@ def _resolve_path(value: str, base: str | Path | None, must_exist: bool = False,
     if in_repo.exists():
         return str(in_repo)
     return value if must_exist else str(here.absolute())
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write then rename, so a crash never leaves a half-written result file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from trainable.config import atomic_write_text
+from trainable.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def cached_hypotheses(key: str, count: int, decode: Callable[[], list[str]], dir
         if stored is not None:
             return stored, True
         hypotheses = decode()
-        atomic_write_text(path, json.dumps({"hypotheses": hypotheses}) + "\n")
+        atomic_write_json(path, {"hypotheses": hypotheses})
     return hypotheses, False
 
 

@@ -7,10 +7,10 @@ little compute on padding, and the order is restored before scoring.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Callable
 
 from trainable.data import ModelLimits, UtteranceSet, audio_inputs
+from trainable.runtime import Runtime
 from trainable.wer import score_as_dict, score_corpus
 
 
@@ -27,37 +27,32 @@ def max_new_tokens_for(seconds: float, tokens_per_second: float, limits: ModelLi
 
 
 def transcribe(
-    model,
-    processor,
+    runtime: Runtime,
     utterances: UtteranceSet,
-    limits: ModelLimits,
     *,
-    device: str,
     batch_size: int,
     tokens_per_second: float,
-    input_name: str,
-    autocast=None,
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Hypotheses in manifest order, decoded greedily in length-sorted batches."""
     import torch
 
+    model, limits = runtime.model, runtime.limits
     order = sorted(range(len(utterances)), key=lambda i: len(utterances.audio[i]))
     hypotheses: list[str] = [""] * len(order)
     was_training = model.training
     model.eval()
-    amp = torch.autocast(device_type=device, dtype=autocast) if autocast is not None else nullcontext()
-    with torch.inference_mode(), amp:
+    with torch.inference_mode(), runtime.autocast_context():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             audio = [utterances.audio[i] for i in batch]
             budgets = [max_new_tokens_for(len(a) / limits.sampling_rate, tokens_per_second, limits) for a in audio]
             generated = model.generate(
-                **encode_each(model, processor, audio, limits, input_name, device),
+                **encode_each(runtime, audio),
                 max_new_tokens=max(budgets), num_beams=1, do_sample=False,
                 logits_processor=_own_budgets(budgets, model.generation_config.eos_token_id),
             )
-            texts = processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
+            texts = runtime.processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
             for index, text in zip(batch, texts):
                 hypotheses[index] = text.strip()
             if progress:
@@ -66,7 +61,7 @@ def transcribe(
     return hypotheses
 
 
-def encode_each(model, processor, audio, limits: ModelLimits, input_name: str, device: str) -> dict:
+def encode_each(runtime: Runtime, audio) -> dict:
     """``generate`` inputs whose encoder outputs are those of each utterance alone.
 
     Moonshine's encoder normalises over the whole padded input (GroupNorm), so a padded
@@ -78,8 +73,11 @@ def encode_each(model, processor, audio, limits: ModelLimits, input_name: str, d
     """
     import torch
 
+    model = runtime.model
+
     def inputs_of(clips):
-        return {k: v.to(device) for k, v in audio_inputs(processor, clips, limits, input_name).items()}
+        inputs = audio_inputs(runtime.processor, clips, runtime.limits, runtime.input_name)
+        return {k: v.to(runtime.device) for k, v in inputs.items()}
 
     if len(audio) == 1:
         return inputs_of(audio)

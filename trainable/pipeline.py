@@ -1,7 +1,7 @@
 """``train_and_evaluate``: one LoRA run from recipe to reports. No Ray here.
 
 The same function is a single run (``python -m trainable.run``), a sweep trial
-(``trainable.tune`` wraps it) and a repro seed. ``report`` receives intermediate metrics
+(``sweeps.search.trial`` wraps it) and a repro seed. ``report`` receives intermediate metrics
 and, with them, a checkpoint directory the caller may keep to resume from.
 """
 
@@ -12,16 +12,30 @@ import logging
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainable.config import REPO_ROOT, TrialConfig, atomic_write_text
-from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, model_limits, prepare_set
+from trainable.config import REPO_ROOT, TrialConfig
+from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, prepare_set
 from trainable.evaluate import transcribe, wer_report
+from trainable.files import atomic_write_json
+from trainable.metrics import final_metrics
+from trainable.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict, "str | None"], None]
+
+
+@dataclass
+class RunData:
+    """A run's utterances, checked and decoded, and what was learnt about them on the way."""
+
+    train_set: UtteranceSet
+    eval_sets: list[UtteranceSet]
+    overlap: dict[str, dict]  # per eval set: how many of its utterances are also in training
+    tokens_per_second: float  # the fastest token rate of the training transcripts
 
 
 def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume_from: str | None = None) -> dict:
@@ -32,32 +46,30 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
     """
     import torch
 
-    from trainable.model import apply_lora, autocast_dtype, load_model_and_processor, seed_everything, select_device, trainable_parameters
+    from trainable.model import apply_lora, seed_everything, trainable_parameters
+    from trainable.runtime import load_runtime
     from trainable.train import train
 
     started = time.perf_counter()
     config = config.resolved()
-    device = select_device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    model, processor = load_model_and_processor(config.model, device)
-    limits = model_limits(model, processor)
-    train_set, eval_sets = load_utterance_sets(config, model, processor, limits)
-    overlap = check_overlap(train_set, eval_sets, config.allow_overlap)
-    rate = tokens_per_second(train_set, limits)
-    baseline_key = _baseline_key(model, processor, limits, config, device, rate)
+    runtime = load_runtime(config.model, config.device)
+    data = load_run_data(config, runtime)
+    baseline_key = _baseline_key(runtime, config, data.tokens_per_second)
 
     seed_everything(config.seed)  # right before LoRA init, so only the seed decides it
-    model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules, config.adapter_scope)
-    n_trainable, n_total = trainable_parameters(model)
-    log.info("LoRA: %d trainable of %d parameters (%.2f%%) on %s", n_trainable, n_total, 100 * n_trainable / n_total, device)
+    adapted = apply_lora(runtime.model, config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules, config.adapter_scope)
+    runtime = runtime.with_model(adapted)
+    n_trainable, n_total = trainable_parameters(adapted)
+    log.info("LoRA: %d trainable of %d parameters (%.2f%%) on %s", n_trainable, n_total, 100 * n_trainable / n_total, runtime.device)
 
-    decode = _decoder(model, processor, limits, config, device, rate)
-    baseline = _baseline_reports(model, eval_sets, decode, resume_from, baseline_key)
-    primary = eval_sets[0]
+    decode = _decoder(runtime, config, data.tokens_per_second)
+    baseline = _baseline_reports(adapted, data.eval_sets, decode, resume_from, baseline_key)
+    primary = data.eval_sets[0]
     history: list[dict] = []
 
     def on_eval(state, save_checkpoint) -> None:
@@ -72,27 +84,31 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
                 report(metrics, directory)
 
     with _progress(config.max_steps) as progress:
-        state = train(
-            model, processor, train_set, limits, config,
-            device=device, input_name=model.main_input_name, autocast=autocast_dtype(device),
-            on_eval=on_eval, resume_from=resume_from, progress=progress,
-        )
-    tuned = {s.name: wer_report(s, decode(s), "tuned") for s in eval_sets}
+        state = train(runtime, data.train_set, config, on_eval=on_eval, resume_from=resume_from, progress=progress)
+    tuned = {s.name: wer_report(s, decode(s), "tuned") for s in data.eval_sets}
 
-    model.save_pretrained(output_dir / "lora_adapter")
-    processor.save_pretrained(output_dir / "processor")
+    adapted.save_pretrained(output_dir / "lora_adapter")
+    runtime.processor.save_pretrained(output_dir / "processor")
     _write_reports(output_dir, baseline, name="baseline")
     _write_reports(output_dir, tuned, name="tuned")
-    summary = _summary(config, device, state, baseline, tuned, train_set, eval_sets, overlap, history, started, n_trainable)
-    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    summary = run_summary(config, runtime.device, data, state, {"baseline": baseline, "tuned": tuned}, history=history,
+                          elapsed_seconds=time.perf_counter() - started, trainable_parameters=n_trainable)
+    atomic_write_json(output_dir / "summary.json", summary)
     if report:
         report(final_metrics(summary) | {"step": state.step, "done": True}, None)
     return summary
 
 
-def load_utterance_sets(config: TrialConfig, model, processor, limits: ModelLimits) -> tuple[UtteranceSet, list[UtteranceSet]]:
+def load_run_data(config: TrialConfig, runtime: Runtime) -> RunData:
+    """Every manifest checked and decoded, and the leakage guard applied, before training."""
+    train_set, eval_sets = load_utterance_sets(config, runtime)
+    overlap = check_overlap(train_set, eval_sets, config.allow_overlap)
+    return RunData(train_set, eval_sets, overlap, tokens_per_second(train_set, runtime.limits))
+
+
+def load_utterance_sets(config: TrialConfig, runtime: Runtime) -> tuple[UtteranceSet, list[UtteranceSet]]:
     """Check and decode every manifest up front: all problems surface before training."""
-    tokenizer = processor.tokenizer
+    model, tokenizer, limits = runtime.model, runtime.processor.tokenizer, runtime.limits
     start_id = model.config.decoder_start_token_id
     eos_id = model.generation_config.eos_token_id or tokenizer.eos_token_id
     eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
@@ -108,35 +124,28 @@ def tokens_per_second(train_set: UtteranceSet, limits: ModelLimits) -> float:
     return max(rates) if rates else 20.0
 
 
-def _decoder(model, processor, limits, config: TrialConfig, device: str, rate: float):
-    from trainable.model import autocast_dtype
-
+def _decoder(runtime: Runtime, config: TrialConfig, rate: float):
     def decode(utterances: UtteranceSet) -> list[str]:
         from tqdm.auto import tqdm
 
         with tqdm(total=len(utterances), desc=f"decode {utterances.name}", unit="utt", disable=None, leave=False) as bar:
-            return transcribe(
-                model, processor, utterances, limits, device=device, batch_size=config.eval_batch_size,
-                tokens_per_second=rate, input_name=model.main_input_name, autocast=autocast_dtype(device),
-                progress=bar.update,
-            )
+            return transcribe(runtime, utterances, batch_size=config.eval_batch_size, tokens_per_second=rate, progress=bar.update)
 
     return decode
 
 
-def _baseline_key(model, processor, limits: ModelLimits, config: TrialConfig, device: str, rate: float):
+def _baseline_key(runtime: Runtime, config: TrialConfig, rate: float):
     """Cache key of an eval set's baseline decode (None with the cache off). Taken before
     LoRA is attached: the baseline is the bare model, whatever the adapter."""
     from trainable.decode_cache import cache_directory, decode_key, model_fingerprint
-    from trainable.model import autocast_dtype
 
     if cache_directory() is None:
         return None
-    digest = model_fingerprint(model, processor)
+    digest = model_fingerprint(runtime.model, runtime.processor)
     settings = {
-        "batch_size": config.eval_batch_size, "tokens_per_second": repr(rate), "device": device,
-        "autocast": str(autocast_dtype(device)), "input_name": model.main_input_name,
-        "sampling_rate": limits.sampling_rate, "max_label_tokens": limits.max_label_tokens,
+        "batch_size": config.eval_batch_size, "tokens_per_second": repr(rate), "device": runtime.device,
+        "autocast": str(runtime.autocast), "input_name": runtime.input_name,
+        "sampling_rate": runtime.limits.sampling_rate, "max_label_tokens": runtime.limits.max_label_tokens,
     }
     return lambda utterances: decode_key(digest, utterances.audio, settings)
 
@@ -165,7 +174,7 @@ def _baseline_reports(model, eval_sets: list[UtteranceSet], decode, resume_from:
 
 def _write_reports(directory: Path, reports: dict[str, dict], name: str) -> None:
     for eval_name, content in reports.items():
-        atomic_write_text(directory / f"{eval_name}_{name}.json", json.dumps(content, indent=2) + "\n")
+        atomic_write_json(directory / f"{eval_name}_{name}.json", content)
 
 
 def _step_metrics(state, config: TrialConfig) -> dict:
@@ -182,43 +191,32 @@ def _corpus_only(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in {"utterances", "eval_set", "system", "manifest", "manifest_sha256"}}
 
 
-def _summary(config, device, state, baseline, tuned, train_set, eval_sets, overlap, history, started, n_trainable) -> dict:
-    elapsed = time.perf_counter() - started
+def run_summary(config: TrialConfig, device: str, data: RunData, state, reports: dict[str, dict[str, dict]], **figures) -> dict:
+    """summary.json: the recipe, every eval set's corpus scores per system, how training
+    went, what the data held, and the versions and commit it ran with. ``figures`` are
+    history, elapsed_seconds and trainable_parameters."""
+    baseline, tuned = reports["baseline"], reports["tuned"]
+    all_sets = [data.train_set, *data.eval_sets]
     return {
         "config": config.to_dict(),
         "device": device,
         "evals": {name: {"baseline": _corpus_only(baseline[name]), "tuned": _corpus_only(tuned[name])} for name in tuned},
-        "primary_eval": eval_sets[0].name,
+        "primary_eval": data.eval_sets[0].name,
         "steps": state.step,
         "nonfinite_steps": state.nonfinite_steps,
         "final_train_loss": state.losses[-1] if state.losses else None,
         "train_seconds": state.train_seconds,
         "steps_per_second": state.step / state.train_seconds if state.train_seconds else None,
-        "elapsed_seconds": elapsed,
-        "trainable_parameters": n_trainable,
-        "train_utterances": len(train_set),
-        "skipped_rows": {s.name: s.skipped for s in [train_set, *eval_sets] if s.skipped},
-        "overlap": overlap,
-        "history": history,
-        "manifest_sha256": {s.name: s.manifest_sha256 for s in [train_set, *eval_sets]},
+        "elapsed_seconds": figures["elapsed_seconds"],
+        "trainable_parameters": figures["trainable_parameters"],
+        "train_utterances": len(data.train_set),
+        "skipped_rows": {s.name: s.skipped for s in all_sets if s.skipped},
+        "overlap": data.overlap,
+        "history": figures["history"],
+        "manifest_sha256": {s.name: s.manifest_sha256 for s in all_sets},
         "versions": _versions(),
         "git_commit": _git_commit(),
     }
-
-
-def final_metrics(summary: dict) -> dict:
-    """Flat scalars for a results row or a Tune report: per eval set, baseline and tuned WER both ways."""
-    metrics = {}
-    for name, systems in summary["evals"].items():
-        for system, scores in systems.items():
-            metrics[f"{name}_{system}_wer"] = scores["wer"]
-            metrics[f"{name}_{system}_orthographic_wer"] = scores["orthographic_wer"]
-    primary = summary["primary_eval"]
-    metrics["eval_wer"] = metrics[f"{primary}_tuned_wer"]
-    metrics["baseline_wer"] = metrics[f"{primary}_baseline_wer"]
-    for key in ("steps", "train_seconds", "elapsed_seconds", "steps_per_second", "nonfinite_steps"):
-        metrics[key] = summary[key]
-    return metrics
 
 
 def _versions() -> dict:

@@ -1,7 +1,7 @@
-"""``python -m trainable.run``: one LoRA run, the way the old hand-run command did it, done properly.
+"""``python -m trainable.run``: one LoRA run: train, score baseline and tuned, write reports.
 
 Every flag is a TrialConfig field (generated from the dataclass, so the CLI cannot drift
-from the recipe); the old workflow's ``--manifest-path`` and ``LORA_TARGETS`` still work.
+from the recipe); the hand-run workflow's ``--manifest-path`` and ``LORA_TARGETS`` work too.
 Only the standard library is imported until the run starts, so ``--help`` is instant.
 """
 
@@ -15,7 +15,8 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from trainable.config import ConfigError, TrialConfig, parse_eval_manifest
+from trainable.config import TrialConfig, parse_eval_manifest
+from trainable.config_io import ConfigError
 
 # Fields whose CLI form differs from "--field-name VALUE".
 SPECIAL_FLAGS = {"eval_manifests", "allow_overlap", "target_modules", "train_manifest"}
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one LoRA adapter on a speech seq2seq model and score baseline vs tuned WER. "
         "With no arguments it runs on the bundled demo model and data.",
     )
-    parser.add_argument("--config", help="start from a JSON recipe (a run's summary.json or a sweep's best.json)")
+    parser.add_argument("--config", help="start from a recipe file (JSON, a run's summary.json, a sweep's best.json, a YAML with a trial: section)")
     parser.add_argument("--train-manifest", "--manifest-path", dest="train_manifest", help="training manifest (JSONL, JSON list or TSV/CSV)")
     parser.add_argument(
         "--eval-manifest", dest="eval_manifests", action="append", metavar="NAME=PATH",
@@ -55,7 +56,7 @@ def config_from_args(args: argparse.Namespace, environ: dict | None = None) -> T
     environ = os.environ if environ is None else environ
     values = {}
     if args.config:
-        values = TrialConfig.from_json(args.config).to_dict()
+        values = TrialConfig.from_file(args.config).to_dict()
         values.pop("output_dir")  # never write over the run the recipe came from
     if environ.get("LORA_TARGETS"):
         values["target_modules"] = environ["LORA_TARGETS"]

@@ -19,7 +19,9 @@ from typing import Callable
 import numpy as np
 
 from trainable.config import TrialConfig
-from trainable.data import ModelLimits, UtteranceSet, audio_inputs, training_batches
+from trainable.data import UtteranceSet, audio_inputs, training_batches
+from trainable.files import atomic_output, atomic_write_json
+from trainable.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +73,13 @@ def pad_labels(labels: list[list[int]]):
     return out
 
 
-def batch_loss(
-    model, processor, train_set: UtteranceSet, batch: list[int], limits: ModelLimits, input_name: str, device: str, autocast,
-    encoder_cache: "EncoderCache | None" = None,
-):
-    import torch
-    from contextlib import nullcontext
-
-    inputs = audio_inputs(processor, [train_set.audio[i] for i in batch], limits, input_name)
+def batch_loss(runtime: Runtime, train_set: UtteranceSet, batch: list[int], encoder_cache: "EncoderCache | None" = None):
+    """Mean cross-entropy of the decoder on one batch of training utterances."""
+    model, device = runtime.model, runtime.device
+    inputs = audio_inputs(runtime.processor, [train_set.audio[i] for i in batch], runtime.limits, runtime.input_name)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     labels = pad_labels([train_set.labels[i] for i in batch]).to(device)
-    amp = torch.autocast(device_type=device, dtype=autocast) if autocast is not None else nullcontext()
-    with amp:
+    with runtime.autocast_context():
         if encoder_cache is not None:
             encoded = encoder_cache.outputs(model, batch, inputs)
             return model(attention_mask=inputs.get("attention_mask"), encoder_outputs=encoded, labels=labels).loss.float()
@@ -146,15 +143,10 @@ def _positive(value) -> bool:
 
 
 def train(
-    model,
-    processor,
+    runtime: Runtime,
     train_set: UtteranceSet,
-    limits: ModelLimits,
     config: TrialConfig,
     *,
-    device: str,
-    input_name: str,
-    autocast=None,
     on_eval: Callable[[TrainState, Callable[[Path], None]], None] | None = None,
     resume_from: str | None = None,
     progress=None,
@@ -163,6 +155,7 @@ def train(
     ``on_eval(state, save_checkpoint)`` so the caller can score and checkpoint."""
     import torch
 
+    model = runtime.model
     optimizer, scheduler = build_optimizer(model, config)
     state = TrainState()
     if resume_from:
@@ -185,7 +178,7 @@ def train(
         for _ in range(config.gradient_accumulation_steps):
             epoch, index, batch = next(stream)
             state.epoch, state.batch_in_epoch = epoch, index + 1
-            loss = batch_loss(model, processor, train_set, batch, limits, input_name, device, autocast, encoder_cache=encoder_cache)
+            loss = batch_loss(runtime, train_set, batch, encoder_cache=encoder_cache)
             if not torch.isfinite(loss):
                 continue
             (loss / config.gradient_accumulation_steps).backward()
@@ -231,19 +224,19 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: TrainSt
     from peft import get_peft_model_state_dict
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "adapter": get_peft_model_state_dict(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-        },
-        directory / "training_state.pt",
-    )
-    (directory / "train_state.json").write_text(json.dumps(state.__dict__))
+    with atomic_output(directory / "training_state.pt") as tmp:
+        torch.save(
+            {
+                "adapter": get_peft_model_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(),
+            },
+            tmp,
+        )
+    atomic_write_json(directory / "train_state.json", state.__dict__)
 
 
 def load_checkpoint(directory: str, model, optimizer, scheduler) -> TrainState:

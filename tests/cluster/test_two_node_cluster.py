@@ -77,9 +77,9 @@ def test_trial_location_inside_a_task_names_the_node_it_ran_on(two_nodes):
 
 
 def test_trials_pinned_to_node2_run_there_and_their_rows_say_so(two_nodes, tiny_config, tmp_path):
-    from sweeps.results import trials_table
-    from sweeps.sweep_config import SweepConfig
-    from trainable.tune import train_trial
+    from sweeps.search.results import trials_table
+    from sweeps.search.config import SweepConfig
+    from sweeps.search.trial import train_trial
 
     _, node2 = two_nodes
     storage = tmp_path / "ray"
@@ -104,7 +104,7 @@ def held_train_trial(config: dict) -> None:
     """train_trial, instrumented: every report's node and step go to ``report_log``, and a
     trial on ``hold_on_node`` stops after its first checkpoint, so the test can take that
     node away mid-trial (the retry elsewhere runs normally)."""
-    from trainable import tune as glue
+    from sweeps.search import trial as glue
 
     config = dict(config)
     hold_on_node, report_log = config.pop("hold_on_node"), config.pop("report_log")

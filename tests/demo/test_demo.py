@@ -38,12 +38,11 @@ def canary_head():
 
 def test_core_loader_opens_bundled_model_and_it_recognises_canary(canary_head):
     from demo.score import score_set
-    from trainable.data import model_limits
-    from trainable.model import load_model_and_processor
+    from trainable.runtime import load_runtime
 
-    model, processor = load_model_and_processor(str(DEMO / "model"))
+    runtime = load_runtime(str(DEMO / "model"), "cpu")
     assert len({u.speaker for u in canary_head.utterances}) == 8
-    result = score_set(model, processor, canary_head, model_limits(model, processor), tokens_per_second=25.0)
+    result = score_set(runtime, canary_head, tokens_per_second=25.0)
     assert result["wer"] < CANARY_WER_BOUND, list(zip([u.text for u in canary_head.utterances], result["hypotheses"]))
 
 

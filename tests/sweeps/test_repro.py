@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeps import repro
+from sweeps.repro import cli as repro
+from sweeps.repro import seeds
 from trainable.config import REPO_ROOT, TrialConfig
 
 try:
@@ -150,7 +151,7 @@ def test_help_imports_no_torch_ray_transformers_or_peft():
 def test_from_scores_imports_no_torch_or_ray(tmp_path):
     scores = write_table(shifted_table([0.5, 0.4], n=30), tmp_path / "scores.parquet")
     code = (
-        "import sys\nfrom sweeps import repro\n"
+        "import sys\nfrom sweeps.repro import cli as repro\n"
         f"repro.main(['--from-scores', {str(scores)!r}, '--resamples', '200'])\n"
         "print('HEAVY', sorted(m for m in ('torch', 'ray', 'transformers', 'peft') if m in sys.modules))\n"
     )
@@ -222,7 +223,7 @@ def test_seeds_avoid_the_sweeps_own_seed_unless_given():
 
 def test_seed_configs_give_each_run_its_seed_folder_and_threads(tmp_path):
     config = TrialConfig(max_steps=2)
-    runs = repro.seed_configs(config, [5, 6], reruns=1, repro_dir=tmp_path, cpus=2.0)
+    runs = seeds.seed_configs(config, [5, 6], reruns=1, repro_dir=tmp_path, cpus=2.0)
     assert [(seed, rerun) for seed, rerun, _ in runs] == [(5, False), (6, False), (5, True)]
     assert [c.output_dir for _, _, c in runs] == [str(tmp_path / "seed_5"), str(tmp_path / "seed_6"), str(tmp_path / "seed_5_rerun")]
     assert all(c.seed == s and c.num_threads == 2 and Path(c.train_manifest).is_absolute() for s, _, c in runs)
@@ -245,12 +246,12 @@ def _write_reports(directory: Path, hypotheses: dict[str, list[str]]) -> None:
 
 def test_utterance_rows_follow_the_scores_schema(tmp_path):
     _write_reports(tmp_path, {"baseline": ["a c", "a b"], "tuned": ["a b", "a b"]})
-    rows = repro.utterance_rows(tmp_path, ["heldout"], seed=3)
-    table = repro.scores_table([{"rerun": False, "rows": rows}], ["heldout"])
-    assert list(table.columns) == list(repro.SCORE_COLUMNS)
+    rows = seeds.utterance_rows(tmp_path, ["heldout"], seed=3)
+    table = seeds.scores_table([{"rerun": False, "rows": rows}], ["heldout"])
+    assert list(table.columns) == list(seeds.SCORE_COLUMNS)
     assert table[["seed", "system", "utterance_id", "speaker", "errors"]].values.tolist() == [
         [3, "baseline", "u0", "spk", 1], [3, "baseline", "u1", "", 0], [3, "tuned", "u0", "spk", 0], [3, "tuned", "u1", "", 0]]
-    from sweeps.significance import validate_scores
+    from sweeps.repro.significance import validate_scores
 
     validate_scores(table, "rows")  # what repro writes, --from-scores accepts
 
@@ -260,17 +261,17 @@ def test_rerun_and_baseline_checks_make_the_determinism_answer():
         rows = [{"eval_set": "heldout", "system": "tuned", "utterance_id": f"u{i}", "hypothesis": h} for i, h in enumerate(tuned)]
         return {"seed": seed, "rerun": rerun, "rows": rows}
 
-    same = repro.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "b"]), run(2, False, ["c", "d"])])
+    same = seeds.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "b"]), run(2, False, ["c", "d"])])
     assert same == [{"seed": 1, "identical": True, "differing": 0, "examples": [], "devices": [None, None], "nodes": [None, None]}]
-    differs = repro.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "x"])])
+    differs = seeds.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "x"])])
     assert differs[0]["identical"] is False and differs[0]["examples"] == ["heldout/tuned/u1"]
     baseline_ok = {"checked": True, "identical": True, "count": 0}
-    assert repro.determinism_summary(baseline_ok, same)["deterministic"] == "yes"
-    assert repro.determinism_summary(baseline_ok, differs)["deterministic"] == "no"
-    assert repro.determinism_summary({"checked": True, "identical": False, "count": 3}, same)["deterministic"] == "no"
-    assert repro.determinism_summary({"checked": False}, [])["deterministic"] == "unknown"
+    assert seeds.determinism_summary(baseline_ok, same)["deterministic"] == "yes"
+    assert seeds.determinism_summary(baseline_ok, differs)["deterministic"] == "no"
+    assert seeds.determinism_summary({"checked": True, "identical": False, "count": 3}, same)["deterministic"] == "no"
+    assert seeds.determinism_summary({"checked": False}, [])["deterministic"] == "unknown"
     elsewhere = [{**differs[0], "devices": ["cuda", "cpu"]}]
-    assert "(ran on cuda then cpu)" in repro.determinism_summary({"checked": False}, elsewhere)["detail"]
+    assert "(ran on cuda then cpu)" in seeds.determinism_summary({"checked": False}, elsewhere)["detail"]
 
 
 def test_from_scores_reads_the_rerun_check_stored_beside_the_scores(tmp_path):
@@ -282,7 +283,7 @@ def test_from_scores_reads_the_rerun_check_stored_beside_the_scores(tmp_path):
 
 
 def test_changed_predictions_show_fixes_and_breakages():
-    from sweeps.repro_report import changed_predictions
+    from sweeps.repro.report import changed_predictions
 
     table = table_from_errors(np.array([3, 0, 2, 1]), np.array([[0, 2, 2, 0]]), np.array([5, 5, 5, 5]))
     samples = changed_predictions(table, "heldout", 0, limit=4)

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from sweeps import repro
+from sweeps.repro import cli as repro
+from sweeps.repro import seeds
 
 pytestmark = pytest.mark.ray
 
@@ -76,9 +77,9 @@ def test_a_failing_seed_is_recorded_and_the_others_finish(local_ray, tmp_path):
         return {"rows": [{"seed": config["seed"]}], "steps": 1, "elapsed_seconds": 0.0, "device": "cpu", "node": None}
 
     runs = [(seed, False, TrialConfig(seed=seed, output_dir=str(tmp_path / f"seed_{seed}"))) for seed in (1, 2, 3)]
-    finished, failed = repro.run_all_seeds(runs, None, 0.5, 0, task_fn=fake_seed)
+    finished, failed = seeds.run_all_seeds(runs, None, 0.5, 0, task_fn=fake_seed)
     assert sorted(run["seed"] for run in finished) == [1, 3]
     assert failed == [{"seed": 2, "kind": "seed", "error": "RuntimeError: corrupt audio in heldout.jsonl line 3",
                        "output_dir": str(tmp_path / "seed_2")}]
     with pytest.raises(repro.ReproError, match="every seed run failed"):
-        repro.scores_table([], ["heldout"])
+        seeds.scores_table([], ["heldout"])

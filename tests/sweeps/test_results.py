@@ -6,8 +6,8 @@ import math
 
 import pandas as pd
 
-from sweeps.results import SweepResults, _status, best_trial, describe_best, summary_markdown
-from sweeps.sweep_config import SweepConfig
+from sweeps.search.results import SweepResults, _status, best_trial, describe_best, summary_markdown
+from sweeps.search.config import SweepConfig
 from trainable.config import TrialConfig
 
 SWEEP = SweepConfig.from_dict({

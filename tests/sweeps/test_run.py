@@ -10,7 +10,8 @@ from argparse import Namespace
 import pytest
 import yaml
 
-from sweeps.sweep_config import SweepConfig, SweepConfigError
+from sweeps.search.config import SweepConfig
+from trainable.config_io import ConfigError
 from trainable.config import REPO_ROOT
 
 
@@ -52,10 +53,10 @@ def test_bad_override_on_the_command_line_exits_2_naming_the_key(tmp_path, capsy
 
 
 def test_resources_beyond_this_machine_are_refused():
-    from sweeps.run import check_local_resources
+    from sweeps.search.experiment import check_local_resources
 
     sweep = SweepConfig.from_dict(sweep_dict(resources_per_trial={"cpu": 1, "gpu": 0.25}))
-    with pytest.raises(SweepConfigError, match="resources_per_trial.gpu"):
+    with pytest.raises(ConfigError, match="resources_per_trial.gpu"):
         check_local_resources(sweep, {"CPU": 2.0})
     check_local_resources(sweep, {"CPU": 2.0, "GPU": 1.0})
 
@@ -70,7 +71,7 @@ def test_resume_refuses_a_changed_search_space(tmp_path, monkeypatch):
     saved.write_text(yaml.safe_dump(SweepConfig.from_dict(sweep_dict()).to_dict()))
 
     args = Namespace(config=str(config), overrides=["search.lora_r.choices=[8, 32]"], name=None, resume=True)
-    with pytest.raises(SweepConfigError, match="search.lora_r.choices"):
+    with pytest.raises(ConfigError, match="search.lora_r.choices"):
         resolve_sweep(args)
     # The same sweep, or no config at all, resumes as it was first run.
     assert resolve_sweep(Namespace(config=str(config), overrides=[], name=None, resume=True)).name == "cli"
@@ -79,7 +80,7 @@ def test_resume_refuses_a_changed_search_space(tmp_path, monkeypatch):
 
 
 def test_dashboard_on_all_interfaces_warns_loudly(capsys):
-    from sweeps.run import _warn_if_exposed
+    from sweeps.ray_init import _warn_if_exposed
 
     _warn_if_exposed("127.0.0.1")
     assert capsys.readouterr().err == ""
@@ -89,7 +90,7 @@ def test_dashboard_on_all_interfaces_warns_loudly(capsys):
 
 
 def test_asha_counts_eval_reports():
-    from sweeps.run import build_scheduler
+    from sweeps.search.experiment import build_scheduler
 
     sweep = SweepConfig.from_dict(sweep_dict(scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 3}))
     asha = build_scheduler(sweep)

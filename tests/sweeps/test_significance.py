@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeps import significance as sig
+from sweeps.repro import significance as sig
 
 try:
     from scores_tables import noisy_table, shifted_table, table_from_errors

@@ -124,7 +124,7 @@ def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, t
 
     # best.json holds a complete recipe with the winner's scores.
     best = json.loads((results_dir / "best.json").read_text())
-    recipe = TrialConfig.from_json(results_dir / "best.json")
+    recipe = TrialConfig.from_file(results_dir / "best.json")
     winner = trials[trials["trial_id"] == best["trial_id"]].iloc[0]
     assert winner["status"] == "TERMINATED" and best["tuned_wer"] == winner["eval_wer"] == trials.loc[[1, 3], "eval_wer"].min()
     assert recipe.learning_rate == winner["learning_rate"] and recipe.lora_r == winner["lora_r"]

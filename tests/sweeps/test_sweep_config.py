@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.search_space import build_search_space, with_absolute_paths
-from sweeps.sweep_config import SweepConfig, SweepConfigError, load_sweep_config, parse_override
+from sweeps.search.space import build_search_space, with_absolute_paths
+from sweeps.search.config import SweepConfig, load_sweep_config
+from trainable.config_io import ConfigError, parse_override
 from trainable.config import REPO_ROOT, TARGET_MODULE_SETS, TrialConfig
 
 CONFIGS = REPO_ROOT / "sweeps" / "configs"
@@ -108,21 +109,21 @@ def test_scheduler_override_turns_a_name_into_a_mapping(tmp_path):
 )
 def test_bad_values_are_rejected_naming_the_key(tmp_path, override, named):
     path = write_yaml(tmp_path, sweep_dict())
-    with pytest.raises(SweepConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_sweep_config(path, [override])
     assert named in str(caught.value)
 
 
 @pytest.mark.parametrize("text", ["num_samples", "=3", "trial..max_steps=3"])
 def test_malformed_overrides_are_rejected(text):
-    with pytest.raises(SweepConfigError, match="KEY=VALUE"):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override(text)
 
 
 def test_bad_yaml_names_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(SweepConfigError, match="broken.yaml"):
+    with pytest.raises(ConfigError, match="broken.yaml"):
         load_sweep_config(path)
 
 
@@ -187,7 +188,7 @@ def test_search_space_pickles_for_tune_restore():
 
 def test_searcher_is_seeded_and_enqueues_points():
     pytest.importorskip("ray")
-    from sweeps.search_space import build_searcher
+    from sweeps.search.space import build_searcher
 
     def first_three(seed: int) -> list[dict]:
         sweep = SweepConfig.from_dict(sweep_dict(seed=seed))

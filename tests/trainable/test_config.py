@@ -10,7 +10,7 @@ from trainable.config import ConfigError, TrialConfig
 def test_round_trip_through_json(tmp_path):
     config = TrialConfig(lora_r=4, target_modules="qv", eval_manifests=(("a", "a.jsonl"), ("b", "b.jsonl")), seed=7)
     config.to_json(tmp_path / "c.json")
-    assert TrialConfig.from_json(tmp_path / "c.json") == config
+    assert TrialConfig.from_file(tmp_path / "c.json") == config
     assert config.primary_eval == "a"
 
 
@@ -53,5 +53,5 @@ def test_adapter_scope_is_checked_and_travels_through_json(tmp_path):
     with pytest.raises(ConfigError, match="adapter_scope"):
         TrialConfig(adapter_scope="middle")
     TrialConfig(adapter_scope="decoder").to_json(tmp_path / "recipe.json")
-    assert TrialConfig.from_json(tmp_path / "recipe.json").adapter_scope == "decoder"
+    assert TrialConfig.from_file(tmp_path / "recipe.json").adapter_scope == "decoder"
     assert TrialConfig.from_dict({}).adapter_scope == "all"  # recipes written before the field still load

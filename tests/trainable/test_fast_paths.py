@@ -30,7 +30,7 @@ def test_cached_baseline_equals_a_fresh_decode(tiny_config, tmp_path, monkeypatc
 
     decoded = []
     real = pipeline.transcribe
-    monkeypatch.setattr(pipeline, "transcribe", lambda model, processor, s, *a, **k: decoded.append(s.name) or real(model, processor, s, *a, **k))
+    monkeypatch.setattr(pipeline, "transcribe", lambda runtime, s, *a, **k: decoded.append(s.name) or real(runtime, s, *a, **k))
     train_and_evaluate(tiny_config.replace(output_dir=str(tmp_path / "second"), seed=7))
     assert decoded == ["heldout", "canary"], "the second trial decoded its baseline again"  # tuned only
     for name in ("heldout", "canary"):
@@ -76,23 +76,22 @@ def decoder_only_training(config, use_cache: bool, monkeypatch):
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
     import trainable.train as train_module
-    from trainable.data import model_limits
-    from trainable.model import load_model_and_processor, seed_everything
+    from trainable.model import seed_everything
     from trainable.pipeline import load_utterance_sets
+    from trainable.runtime import load_runtime
 
     config = config.resolved()
-    model, processor = load_model_and_processor(config.model)
-    limits = model_limits(model, processor)
-    train_set, _ = load_utterance_sets(config, model, processor, limits)
+    runtime = load_runtime(config.model, "cpu")
+    train_set, _ = load_utterance_sets(config, runtime)
     seed_everything(config.seed)
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q|k|v|o)_proj")
-    model = get_peft_model(model, lora)
+    model = get_peft_model(runtime.model, lora)
     assert train_module.encoder_cache_applies(model, config.batch_size)
     caches = []
     real_cache = train_module.EncoderCache
     monkeypatch.setattr(train_module, "EncoderCache", lambda: caches.append(real_cache()) or caches[-1])
     monkeypatch.setattr(train_module, "encoder_cache_applies", lambda model, batch_size: use_cache)
-    state = train_module.train(model, processor, train_set, limits, config, device="cpu", input_name=model.main_input_name)
+    state = train_module.train(runtime.with_model(model), train_set, config)
     if use_cache:
         assert caches and caches[0].hits > 0, "the cache was never used"
     return state, get_peft_model_state_dict(model)
@@ -130,21 +129,19 @@ def test_encoder_cache_only_where_the_encoder_output_is_fixed(tiny_model_dir):
 
 def decode_both_ways(model_dir, config, adapter_dir=None):
     """The training set decoded in one length-sorted batch and one utterance at a time."""
-    from trainable.data import model_limits
     from trainable.evaluate import transcribe
-    from trainable.model import load_model_and_processor
     from trainable.pipeline import load_utterance_sets, tokens_per_second
+    from trainable.runtime import load_runtime
 
-    model, processor = load_model_and_processor(str(model_dir))
-    limits = model_limits(model, processor)
-    train_set, _ = load_utterance_sets(config.resolved(), model, processor, limits)
+    runtime = load_runtime(str(model_dir), "cpu")
+    train_set, _ = load_utterance_sets(config.resolved(), runtime)
     if adapter_dir:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
-    common = {"device": "cpu", "tokens_per_second": tokens_per_second(train_set, limits), "input_name": model.main_input_name}
-    batched = transcribe(model, processor, train_set, limits, batch_size=len(train_set), **common)
-    single = transcribe(model, processor, train_set, limits, batch_size=1, **common)
+        runtime = runtime.with_model(PeftModel.from_pretrained(runtime.model, str(adapter_dir)).eval())
+    common = {"tokens_per_second": tokens_per_second(train_set, runtime.limits)}
+    batched = transcribe(runtime, train_set, batch_size=len(train_set), **common)
+    single = transcribe(runtime, train_set, batch_size=1, **common)
     return batched, single
 
 
@@ -172,21 +169,20 @@ def test_bucketing_changes_batch_composition_not_batch_loss(tiny_config):
     depends on its content alone, not on the order that bucketing put it in."""
     import numpy as np
 
-    from trainable.data import length_bucketed_batches, model_limits
-    from trainable.model import load_model_and_processor
+    from trainable.data import length_bucketed_batches
     from trainable.pipeline import load_utterance_sets
+    from trainable.runtime import load_runtime
     from trainable.train import batch_loss
 
     config = tiny_config.resolved()
-    model, processor = load_model_and_processor(config.model)
-    limits = model_limits(model, processor)
-    train_set, _ = load_utterance_sets(config, model, processor, limits)
+    runtime = load_runtime(config.model, "cpu")
+    train_set, _ = load_utterance_sets(config, runtime)
     lengths = [len(a) for a in train_set.audio]
     bucketed = length_bucketed_batches(lengths, 4, np.random.default_rng(0))
     assert sorted(i for batch in bucketed for i in batch) == list(range(len(train_set)))
 
     def loss(batch):
-        return batch_loss(model, processor, train_set, batch, limits, model.main_input_name, "cpu", None)
+        return batch_loss(runtime, train_set, batch)
 
     with torch.no_grad():
         for batch in bucketed:

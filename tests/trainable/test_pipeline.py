@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainable.pipeline import final_metrics, train_and_evaluate
+from trainable.metrics import final_metrics
+from trainable.pipeline import train_and_evaluate
 
 OUTPUT_FILES = ["lora_adapter/adapter_config.json", "lora_adapter/adapter_model.safetensors",
                 "processor/tokenizer.json", "processor/processor_config.json",

@@ -14,7 +14,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from sweeps.cluster import check_data_on_node, trial_location
 from trainable.config import TrialConfig
+from trainable.metrics import final_metrics
 
 # Field names shown in a failed trial's message, so it says which recipe failed.
 _RECIPE_IN_ERRORS = ("learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_steps", "seed")
@@ -28,8 +30,6 @@ def train_trial(config: dict[str, Any]) -> None:
     """The Tune function trainable: reports eval WER every ``eval_every`` steps with a
     checkpoint, so ASHA can stop it early and a retried or resumed trial continues."""
     from ray import tune
-
-    from sweeps.cluster import check_data_on_node, trial_location
 
     context = tune.get_context()
     trial_dir = trial_directory(context)
@@ -128,8 +128,6 @@ def _report_if_finished(recipe: TrialConfig, reporter: TuneReporter) -> bool:
     summary_path = Path(recipe.output_dir) / "summary.json"
     if not summary_path.is_file():
         return False
-    from trainable.pipeline import final_metrics
-
     summary = json.loads(summary_path.read_text())
     reporter(final_metrics(summary) | {"step": summary["steps"], "done": True, "reported_from_summary": True}, None)
     return True

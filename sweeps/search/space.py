@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sweeps.sweep_config import PER_TRIAL_FIELDS, SearchParam, SweepConfig
+from sweeps.search.config import PER_TRIAL_FIELDS, SearchParam, SweepConfig
 
 # Recipe fields that hold a path, so a searched choice may be a relative path.
 PATH_FIELDS = ("model", "train_manifest")
@@ -57,7 +57,7 @@ def with_absolute_paths(sweep: SweepConfig) -> SweepConfig:
 
 
 def build_searcher(sweep: SweepConfig, space: SearchSpace):
-    """OptunaSearch with a seeded TPE sampler, the hand-run points first, one study per sweep."""
+    """OptunaSearch with a seeded TPE sampler, the given points first, one study per sweep."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 

@@ -1,10 +1,10 @@
 """Is a WER gain real? Paired and two-level bootstrap over seeds and held-out utterances.
 
-Follows ../shared/notes/wer-significance.md: per seed a paired bootstrap (Bisani & Ney 2004,
-the same resampled utterances for baseline and tuned), speakers resampled as blocks when there
-are at least 10 of them (Liu & Peng 2020); across seeds a two-level bootstrap (seeds, then
-utterances) of the mean delta; verdicts decided in the notes' order; an ``underpowered`` flag
-that says what would be needed.
+Per seed a paired bootstrap (Bisani & Ney 2004: the same resampled utterances for baseline
+and tuned), speakers resampled as blocks when there are at least 10 of them (Liu & Peng
+2020); across seeds a two-level bootstrap (seeds, then utterances) of the mean delta; the
+first verdict that holds of regression, stable gain, unstable, no significant change; an
+``underpowered`` flag that says what would be needed.
 
 Delta is baseline WER minus tuned WER, in absolute WER (0.01 = one point): positive means the
 tuned adapter makes fewer errors.
@@ -483,14 +483,7 @@ def _seed_result(scores: PairedScores, i: int, draws: np.ndarray) -> SeedResult:
 def plain_wers(table: Any, eval_set: str) -> dict[str, Any]:
     """Per-seed baseline and tuned WER of a secondary eval set (e.g. a source-domain canary),
     reported without statistics: the question there is only "did it get worse?"."""
-    rows = table[(table["eval_set"] == eval_set) & (table["ref_words"] > 0)]
-    totals = rows.groupby(["seed", "system"])[["errors", "ref_words"]].sum()
-    wer = (totals["errors"] / totals["ref_words"]).unstack("system")
-    return {
-        "seeds": [int(s) for s in wer.index],
-        "baseline_wer": [float(v) for v in wer["baseline"]],
-        "tuned_wer": [float(v) for v in wer["tuned"]],
-    }
+    return _per_seed_wers(table, eval_set, "errors", "ref_words")
 
 
 def baselines_identical(table: Any) -> dict[str, Any]:
@@ -512,9 +505,14 @@ def orthographic_wers(table: Any, eval_set: str) -> dict[str, Any] | None:
     None when the table lacks the optional orthographic columns (a hand-made table)."""
     if not {"orthographic_errors", "orthographic_ref_words"} <= set(table.columns):
         return None
+    return _per_seed_wers(table, eval_set, "orthographic_errors", "orthographic_ref_words")
+
+
+def _per_seed_wers(table: Any, eval_set: str, errors: str, words: str) -> dict[str, Any]:
+    """Corpus WER per seed and system from the ``errors`` and ``words`` columns."""
     rows = table[(table["eval_set"] == eval_set) & (table["ref_words"] > 0)]
-    totals = rows.groupby(["seed", "system"])[["orthographic_errors", "orthographic_ref_words"]].sum()
-    wer = (totals["orthographic_errors"] / totals["orthographic_ref_words"]).unstack("system")
+    totals = rows.groupby(["seed", "system"])[[errors, words]].sum()
+    wer = (totals[errors] / totals[words]).unstack("system")
     return {
         "seeds": [int(s) for s in wer.index],
         "baseline_wer": [float(v) for v in wer["baseline"]],

@@ -10,18 +10,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeps.sweep_config import SweepConfig, named_target_modules, over_budget
-from trainable.config import ConfigError, TrialConfig, atomic_write_text
+from sweeps.budget import over_budget
+from sweeps.search.config import SweepConfig
+from trainable.config import TrialConfig, target_module_set_name
+from trainable.config_io import ConfigError
+from trainable.files import atomic_output, atomic_write_json, atomic_write_text
+from trainable.metrics import PRIMARY_BASELINE, PRIMARY_TUNED, RUN_FIELDS, eval_set_names, metric_name, parse_metric_name, scores_by_eval_set
 
 # Tune statuses, plus STOPPED_EARLY: terminated by ASHA before its final report.
 COMPLETED, STOPPED_EARLY, ERROR = "TERMINATED", "STOPPED_EARLY", "ERROR"
-# Final-report keys the core writes per eval set (``<name>_<key>``) and overall.
-_RUN_METRICS = ("steps", "train_seconds", "elapsed_seconds", "steps_per_second", "nonfinite_steps")
 _NODE_KEYS = ("node", "node_id", "node_ip")
 _COUNT_COLUMNS = ("steps", "nonfinite_steps", "num_threads")
 
@@ -50,10 +51,11 @@ def write_results(experiment_path: str, results_dir: str | Path, sweep: SweepCon
     trials = trials_table(experiment_path, sweep)
     best = best_trial(trials, sweep)
     summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds)
-    _atomic_write_parquet(trials, results_dir / "trials.parquet")
+    with atomic_output(results_dir / "trials.parquet") as tmp:
+        trials.to_parquet(tmp, index=False)
     best_path = results_dir / "best.json"
     if best is not None:
-        atomic_write_text(best_path, json.dumps(_json_ready(best), indent=2, allow_nan=False) + "\n")
+        atomic_write_json(best_path, best)
     elif best_path.exists():
         best_path.unlink()  # a stale winner from an earlier run of the same name would mislead
     atomic_write_text(results_dir / "summary.md", summary)
@@ -80,11 +82,11 @@ def trial_row(trial: Any, history: Any, sweep: SweepConfig) -> dict[str, Any]:
     """Flatten one Tune trial into a results row (works without a running Ray)."""
     last = dict(trial.last_result or {})
     trial_dir = Path(trial.path) if trial.path and "://" not in str(trial.path) else None
-    row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_number": _trial_number(trial)}
+    row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_number": _trial_float_or_nan(trial)}
     row["status"] = _status(trial.status, last)
     row.update(_recipe_columns(trial.config, trial_dir, last))
     row.update(_metric_columns(last, history, sweep))
-    row["wall_seconds"] = _number(last.get("time_total_s"))
+    row["wall_seconds"] = _float_or_nan(last.get("time_total_s"))
     row["num_failures"] = int(getattr(trial.run_metadata, "num_failures", 0) or 0)
     row.update(_node_columns(last, trial_dir))
     row["error"] = _error_message(trial, trial_dir) if trial.status == ERROR else None
@@ -110,8 +112,8 @@ def best_trial(trials: Any, sweep: SweepConfig) -> dict[str, Any] | None:
         "metric_name": sweep.metric,
         "mode": sweep.mode,
         "trial_id": row["trial_id"],
-        "baseline_wer": _number(row.get("baseline_wer")),
-        "tuned_wer": _number(row.get("eval_wer")),
+        "baseline_wer": _float_or_nan(row.get(PRIMARY_BASELINE)),
+        "tuned_wer": _float_or_nan(row.get(PRIMARY_TUNED)),
         "eval_sets": _per_eval_set(row),
         "max_wer_increase": dict(sweep.max_wer_increase),
         "sweep": sweep.name,
@@ -126,7 +128,7 @@ def within_budget(trials: Any, sweep: SweepConfig) -> Any:
 
     keep = pd.Series(True, index=trials.index)
     for name, limit in sweep.max_wer_increase:
-        tuned, baseline = (trials.get(f"{name}_{system}_wer") for system in ("tuned", "baseline"))
+        tuned, baseline = (trials.get(metric_name(name, system)) for system in ("tuned", "baseline"))
         if tuned is None or baseline is None:
             return pd.Series(False, index=trials.index)
         increase = tuned - baseline
@@ -186,11 +188,11 @@ def searched_values(best: dict[str, Any], sweep: SweepConfig) -> dict[str, str]:
     values = {}
     for name in sweep.searched_names:
         value = best["config"][name]
-        values[name] = named_target_modules(tuple(value)) if name == "target_modules" else _format(value)
+        values[name] = target_module_set_name(tuple(value)) if name == "target_modules" else _format(value)
     return values
 
 
-def _trial_number(trial: Any) -> int:
+def _trial_float_or_nan(trial: Any) -> int:
     """1-based order in which the searcher proposed the trial: Tune's search generator
     starts each experiment tag with its counter ("1_learning_rate=...")."""
     head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
@@ -215,19 +217,19 @@ def _recipe_columns(config: dict[str, Any], trial_dir: Path | None, last: dict[s
     modules = tuple(values.get("target_modules") or ())
     values["target_modules"] = list(modules)
     values["eval_manifests"] = [f"{name}={path}" for name, path in values.get("eval_manifests", [])]
-    values["target_module_set"] = named_target_modules(modules)
+    values["target_module_set"] = target_module_set_name(modules)
     return values
 
 
 def _metric_columns(last: dict[str, Any], history: Any, sweep: SweepConfig) -> dict[str, Any]:
     """Final WERs (every eval set, normalised and orthographic) and the best intermediate one."""
-    metrics: dict[str, Any] = {"eval_wer": _number(last.get("eval_wer")), "baseline_wer": _number(last.get("baseline_wer"))}
+    metrics: dict[str, Any] = {name: _float_or_nan(last.get(name)) for name in (PRIMARY_TUNED, PRIMARY_BASELINE)}
     for key, value in last.items():
-        if key.endswith("_wer") and key not in metrics:
-            metrics[key] = _number(value)
-    for key in _RUN_METRICS:
-        metrics[key] = _number(last.get(key))
-    metrics["steps"] = _number(last.get("steps", last.get("step")))
+        if parse_metric_name(key):
+            metrics[key] = _float_or_nan(value)
+    for key in RUN_FIELDS:
+        metrics[key] = _float_or_nan(last.get(key))
+    metrics["steps"] = _float_or_nan(last.get("steps", last.get("step")))
     metrics["completed"] = bool(last.get("completed", False))
     metrics.update(_best_of_history(history, sweep))
     return metrics
@@ -275,15 +277,7 @@ def _error_message(trial: Any, trial_dir: Path | None) -> str:
 
 
 def _per_eval_set(row: Any) -> dict[str, dict[str, float]]:
-    scores: dict[str, dict[str, float]] = {}
-    for key in row.index:
-        for system in ("baseline", "tuned"):
-            for kind in ("wer", "orthographic_wer"):
-                suffix = f"_{system}_{kind}"
-                name = key[: -len(suffix)] if key.endswith(suffix) else None
-                if name:
-                    scores.setdefault(name, {})[f"{system}_{kind}"] = _number(row[key])
-    return scores
+    return {name: {key: _float_or_nan(value) for key, value in scores.items()} for name, scores in scores_by_eval_set(row).items()}
 
 
 def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: int) -> None:
@@ -333,21 +327,15 @@ def _write_leaderboard(out: io.StringIO, trials: Any, sweep: SweepConfig) -> Non
         return
     # Beside the optimised WER, every other eval set's tuned WER (e.g. a canary): the best
     # held-out trial may be the one that forgets most, and the reader should see it here.
-    others = [name for name in _eval_set_names(trials) if name != sweep.trial.primary_eval]
+    others = [name for name in eval_set_names(trials.columns) if name != sweep.trial.primary_eval]
     columns = ["trial_number", "trial_id", "status", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names],
-               sweep.metric, f"best_{sweep.metric}", "baseline_wer", *[f"{name}_tuned_wer" for name in others],
+               sweep.metric, f"best_{sweep.metric}", PRIMARY_BASELINE, *[metric_name(name, "tuned") for name in others],
                "steps", "wall_seconds", "node"]
     board = trials.sort_values([sweep.metric], ascending=sweep.mode == "min", na_position="last", kind="stable")
     out.write("## Trials\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for _, row in board.iterrows():
         out.write("| " + " | ".join(_format(row.get(column)) for column in columns) + " |\n")
     out.write("\n")
-
-
-def _eval_set_names(trials: Any) -> list[str]:
-    """Eval set names in column order, from their ``<name>_tuned_wer`` columns."""
-    suffix = "_tuned_wer"
-    return [column[: -len(suffix)] for column in trials.columns if column.endswith(suffix) and not column.endswith("orthographic" + suffix)]
 
 
 def _write_errors(out: io.StringIO, trials: Any) -> None:
@@ -360,13 +348,7 @@ def _write_errors(out: io.StringIO, trials: Any) -> None:
     out.write("\n")
 
 
-def _atomic_write_parquet(table: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _number(value: Any) -> float:
+def _float_or_nan(value: Any) -> float:
     try:
         return float(value) if value is not None else math.nan
     except (TypeError, ValueError):
@@ -391,15 +373,5 @@ def _format(value: Any) -> str:
 
 
 def _pct(value: Any) -> str:
-    number = _number(value)
+    number = _float_or_nan(value)
     return "-" if math.isnan(number) else f"{100 * number:.2f}%"
-
-
-def _json_ready(value: Any) -> Any:
-    """Strict JSON: numpy scalars to Python, NaN (a metric never reported) to null."""
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    value = _plain(value)
-    return None if isinstance(value, float) and math.isnan(value) else value

@@ -9,7 +9,7 @@ import pytest
 
 from trainable.config import TARGET_MODULE_SETS, ConfigError, TrialConfig
 from trainable.manifest import ManifestError
-from trainable.tune import TuneReporter, _report_if_finished, describe_failure, trial_config_from_tune
+from sweeps.search.trial import TuneReporter, _report_if_finished, describe_failure, trial_config_from_tune
 
 
 def tune_config(**changes) -> dict:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from trainable.config import TARGET_MODULE_SETS, ConfigError, TrialConfig
+from trainable.config import TrialConfig, target_module_set_name
+from trainable.config_io import ConfigError, apply_override, coerce_bool, coerce_number, parse_override, read_yaml, reject_unknown
 
 # Fields the trainable sets for each trial itself, so a sweep may neither fix nor search them.
 PER_TRIAL_FIELDS = ("output_dir", "num_threads")
@@ -18,10 +19,6 @@ PER_TRIAL_FIELDS = ("output_dir", "num_threads")
 # see it on every result: the tuned corpus WER on the first eval set.
 REPORTED_METRICS = ("eval_wer",)
 CHOICE_TYPES = (str, int, float, bool, type(None))
-
-
-class SweepConfigError(ValueError):
-    """A sweep YAML or override is wrong; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -142,11 +139,8 @@ class SweepConfig:
     def from_dict(cls, raw: dict[str, Any]) -> "SweepConfig":
         """Validate a YAML-shaped dict; every error names the key."""
         if not isinstance(raw, dict):
-            raise SweepConfigError(f"a sweep config is a mapping of keys, got {type(raw).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise SweepConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"a sweep config is a mapping of keys, got {type(raw).__name__}")
+        reject_unknown(raw, (f.name for f in fields(cls)))
         trial = _trial_config(raw.get("trial") or {})
         search = _search_params(raw.get("search") or {}, trial)
         config = cls(
@@ -172,85 +166,32 @@ class SweepConfig:
 def load_sweep_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
     """Read a sweep YAML, apply ``dotted.key=value`` overrides on top, validate."""
     raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep config is a mapping of keys (name, trial, search, ...)")
     for override in overrides:
         keys, value = parse_override(override)
         apply_override(raw, keys, value)
     try:
         return SweepConfig.from_dict(raw)
-    except SweepConfigError as error:
-        raise SweepConfigError(f"{path}: {error}") from None
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise SweepConfigError(f"sweep config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise SweepConfigError(f"{path}: a sweep config is a mapping of keys (name, trial, search, ...)")
-    return raw
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``trial.max_steps=800`` -> (["trial", "max_steps"], 800); the value is read as YAML."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    keys = [part.strip() for part in key.split(".")]
-    if not sep or not all(keys):
-        raise SweepConfigError(f"override {text!r} is not KEY=VALUE (dotted keys, e.g. trial.max_steps=800)")
-    try:
-        return keys, yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        raise SweepConfigError(f"override {key}: cannot read value {value!r}") from None
-
-
-def apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
-    """Set (or, with a null value, remove) one dotted key; validation later names bad keys."""
-    node = raw
-    for depth, key in enumerate(keys[:-1]):
-        child = node.get(key)
-        if child is None or isinstance(child, str):
-            # e.g. ``scheduler: none`` in the YAML and ``scheduler.grace_period=2`` given.
-            child = {"type": child} if isinstance(child, str) else {}
-            node[key] = child
-        if not isinstance(child, dict):
-            raise SweepConfigError(f"override {'.'.join(keys)}: {'.'.join(keys[: depth + 1])} is not a mapping")
-        node = child
-    if value is None:
-        node.pop(keys[-1], None)
-    else:
-        node[keys[-1]] = value
-
-
-def named_target_modules(modules: tuple[str, ...]) -> str:
-    """The set name ("qkvo") for a module tuple, or a comma list when it has none."""
-    for name, members in TARGET_MODULE_SETS.items():
-        if tuple(modules) == members:
-            return name
-    return ",".join(modules)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def _trial_config(raw: Any) -> TrialConfig:
     if not isinstance(raw, dict):
-        raise SweepConfigError("trial: must be a mapping of TrialConfig fields")
+        raise ConfigError("trial: must be a mapping of TrialConfig fields")
     fixed_per_trial = sorted(set(raw) & set(PER_TRIAL_FIELDS))
     if fixed_per_trial:
-        raise SweepConfigError(f"trial.{fixed_per_trial[0]}: set per trial by the sweep (trial dir, trial CPUs); remove it")
+        raise ConfigError(f"trial.{fixed_per_trial[0]}: set per trial by the sweep (trial dir, trial CPUs); remove it")
     try:
         return TrialConfig.from_dict(raw)
     except ConfigError as error:
-        raise SweepConfigError(f"trial: {error}") from None
+        raise ConfigError(f"trial: {error}") from None
 
 
 def _search_params(raw: Any, trial: TrialConfig) -> tuple[SearchParam, ...]:
     if not isinstance(raw, dict):
-        raise SweepConfigError("search: must map TrialConfig field names to {low, high, log} or {choices}")
+        raise ConfigError("search: must map TrialConfig field names to {low, high, log} or {choices}")
     return tuple(_search_param(str(name), spec, trial) for name, spec in raw.items())
 
 
@@ -258,16 +199,14 @@ def _search_param(name: str, spec: Any, trial: TrialConfig) -> SearchParam:
     where = f"search.{name}"
     known_fields = {f.name: f for f in fields(TrialConfig)}
     if name not in known_fields:
-        raise SweepConfigError(f"{where}: not a TrialConfig field; known: {', '.join(sorted(known_fields))}")
+        raise ConfigError(f"{where}: not a TrialConfig field; known: {', '.join(sorted(known_fields))}")
     if name in PER_TRIAL_FIELDS:
-        raise SweepConfigError(f"{where}: set per trial by the sweep, cannot be searched")
+        raise ConfigError(f"{where}: set per trial by the sweep, cannot be searched")
     if isinstance(spec, list):
         spec = {"choices": spec}
     if not isinstance(spec, dict):
-        raise SweepConfigError(f"{where}: give {{low: .., high: .., log: true}} or {{choices: [..]}}, got {spec!r}")
-    unknown = sorted(set(spec) - {"low", "high", "log", "step", "choices"})
-    if unknown:
-        raise SweepConfigError(f"{where}.{unknown[0]}: unknown; use low, high, log, step or choices")
+        raise ConfigError(f"{where}: give {{low: .., high: .., log: true}} or {{choices: [..]}}, got {spec!r}")
+    reject_unknown(spec, ("low", "high", "log", "step", "choices"), where)
     param = _choices_param(name, spec, where) if "choices" in spec else _range_param(name, spec, where, trial)
     for value in (param.choices if param.kind == "choice" else (param.low, param.high)):
         _check_value_in_recipe(trial, name, value, where)
@@ -276,39 +215,39 @@ def _search_param(name: str, spec: Any, trial: TrialConfig) -> SearchParam:
 
 def _choices_param(name: str, spec: dict[str, Any], where: str) -> SearchParam:
     if set(spec) != {"choices"}:
-        raise SweepConfigError(f"{where}: choices cannot be combined with low/high/log/step")
+        raise ConfigError(f"{where}: choices cannot be combined with low/high/log/step")
     choices = spec["choices"]
     if not isinstance(choices, list) or not choices:
-        raise SweepConfigError(f"{where}.choices: must be a non-empty list")
+        raise ConfigError(f"{where}.choices: must be a non-empty list")
     for value in choices:
         if not isinstance(value, CHOICE_TYPES):
-            raise SweepConfigError(
+            raise ConfigError(
                 f"{where}.choices: {value!r} is a {type(value).__name__}; Optuna takes str/int/float/bool/null "
                 "(name target-module sets as strings: qv, qkvo, qkvo+fc)"
             )
     if len(set(map(repr, choices))) != len(choices):
-        raise SweepConfigError(f"{where}.choices: duplicates in {choices}")
+        raise ConfigError(f"{where}.choices: duplicates in {choices}")
     return SearchParam(name=name, kind="choice", choices=tuple(choices))
 
 
 def _range_param(name: str, spec: dict[str, Any], where: str, trial: TrialConfig) -> SearchParam:
     missing = [key for key in ("low", "high") if key not in spec]
     if missing:
-        raise SweepConfigError(f"{where}.{missing[0]}: a range needs low and high (or give choices)")
+        raise ConfigError(f"{where}.{missing[0]}: a range needs low and high (or give choices)")
     current = getattr(trial, name)
     if isinstance(current, bool) or not isinstance(current, (int, float)) and current is not None:
-        raise SweepConfigError(f"{where}: {name} is not numeric; give choices instead of a range")
+        raise ConfigError(f"{where}: {name} is not numeric; give choices instead of a range")
     kind = "int" if isinstance(current, int) or name in _INT_FIELDS else "float"
     number = int if kind == "int" else float
-    low, high = (_number(spec[key], number, f"{where}.{key}") for key in ("low", "high"))
-    step = _number(spec["step"], number, f"{where}.step") if spec.get("step") is not None else None
-    log = _boolean(spec.get("log", False), f"{where}.log")
+    low, high = (coerce_number(spec[key], number, f"{where}.{key}") for key in ("low", "high"))
+    step = coerce_number(spec["step"], number, f"{where}.step") if spec.get("step") is not None else None
+    log = coerce_bool(spec.get("log", False), f"{where}.log")
     if not low < high:
-        raise SweepConfigError(f"{where}: low ({low}) must be below high ({high})")
+        raise ConfigError(f"{where}: low ({low}) must be below high ({high})")
     if log and low <= 0:
-        raise SweepConfigError(f"{where}.low: a log range needs low > 0, got {low}")
+        raise ConfigError(f"{where}.low: a log range needs low > 0, got {low}")
     if log and step is not None and kind == "float":
-        raise SweepConfigError(f"{where}: Optuna cannot combine log with step for floats")
+        raise ConfigError(f"{where}: Optuna cannot combine log with step for floats")
     return SearchParam(name=name, kind=kind, low=low, high=high, log=log, step=step)
 
 
@@ -320,13 +259,13 @@ def _check_value_in_recipe(trial: TrialConfig, name: str, value: Any, where: str
     try:
         TrialConfig.from_dict({**trial.to_dict(), name: value})
     except ConfigError as error:
-        raise SweepConfigError(f"{where}: {value!r} gives an invalid trial: {error}") from None
+        raise ConfigError(f"{where}: {value!r} gives an invalid trial: {error}") from None
 
 
 def _points(raw: Any, search: tuple[SearchParam, ...], trial: TrialConfig) -> tuple[dict[str, Any], ...]:
     """Complete each point from the trial recipe, so ``{}`` means the hand-run config itself."""
     if not isinstance(raw, list):
-        raise SweepConfigError("points_to_evaluate: must be a list of {searched field: value}")
+        raise ConfigError("points_to_evaluate: must be a list of {searched field: value}")
     by_name = {param.name: param for param in search}
     points = []
     for index, point in enumerate(raw):
@@ -334,10 +273,8 @@ def _points(raw: Any, search: tuple[SearchParam, ...], trial: TrialConfig) -> tu
         if point in ("trial", None):
             point = {}
         if not isinstance(point, dict):
-            raise SweepConfigError(f"{where}: must be a mapping of searched fields, got {point!r}")
-        unknown = sorted(set(point) - set(by_name))
-        if unknown:
-            raise SweepConfigError(f"{where}.{unknown[0]}: not a searched field; searched: {', '.join(by_name) or 'none'}")
+            raise ConfigError(f"{where}: must be a mapping of searched fields, got {point!r}")
+        reject_unknown(point, by_name, where, noun="searched field")
         points.append({name: _point_value(param, point, trial, f"{where}.{name}") for name, param in by_name.items()})
     return tuple(points)
 
@@ -346,14 +283,14 @@ def _point_value(param: SearchParam, point: dict[str, Any], trial: TrialConfig, 
     if param.name in point:
         value = point[param.name]
     elif param.name == "target_modules":
-        value = named_target_modules(trial.target_modules)
+        value = target_module_set_name(trial.target_modules)
     else:
         value = getattr(trial, param.name)
     if param.kind != "choice":
-        value = _number(value, int if param.kind == "int" else float, where)
+        value = coerce_number(value, int if param.kind == "int" else float, where)
     if not param.contains(value):
         domain = param.choices if param.kind == "choice" else f"[{param.low}, {param.high}]"
-        raise SweepConfigError(f"{where}: {value!r} is outside the searched {domain}")
+        raise ConfigError(f"{where}: {value!r} is outside the searched {domain}")
     return value
 
 
@@ -363,16 +300,14 @@ def _scheduler(raw: Any) -> SchedulerConfig:
     if raw == "asha":
         return SchedulerConfig()
     if not isinstance(raw, dict):
-        raise SweepConfigError(f"scheduler: 'asha', 'none' or {{type: asha, grace_period, reduction_factor}}, got {raw!r}")
-    unknown = sorted(set(raw) - {"type", "grace_period", "reduction_factor"})
-    if unknown:
-        raise SweepConfigError(f"scheduler.{unknown[0]}: unknown; use type, grace_period, reduction_factor")
+        raise ConfigError(f"scheduler: 'asha', 'none' or {{type: asha, grace_period, reduction_factor}}, got {raw!r}")
+    reject_unknown(raw, ("type", "grace_period", "reduction_factor"), "scheduler")
     kind = _choice(raw, "type", "asha", ("asha", "none"), where="scheduler.type")
     if kind == "none":
         return SchedulerConfig(kind="none")
-    reduction = _number(raw.get("reduction_factor", 2.0), float, "scheduler.reduction_factor")
+    reduction = coerce_number(raw.get("reduction_factor", 2.0), float, "scheduler.reduction_factor")
     if reduction <= 1:
-        raise SweepConfigError(f"scheduler.reduction_factor: must be > 1, got {reduction}")
+        raise ConfigError(f"scheduler.reduction_factor: must be > 1, got {reduction}")
     return SchedulerConfig(
         kind="asha",
         grace_period=_integer(raw, "grace_period", 1, minimum=1, where="scheduler.grace_period"),
@@ -382,51 +317,43 @@ def _scheduler(raw: Any) -> SchedulerConfig:
 
 def _resources(raw: Any) -> Resources:
     if not isinstance(raw, dict):
-        raise SweepConfigError(f"resources_per_trial: must be {{cpu: N, gpu: fraction}}, got {raw!r}")
-    unknown = sorted(set(raw) - {"cpu", "gpu"})
-    if unknown:
-        raise SweepConfigError(f"resources_per_trial.{unknown[0]}: unknown; use cpu and gpu")
-    cpu = _number(raw.get("cpu", 1), float, "resources_per_trial.cpu")
-    gpu = _number(raw.get("gpu", 0), float, "resources_per_trial.gpu")
+        raise ConfigError(f"resources_per_trial: must be {{cpu: N, gpu: fraction}}, got {raw!r}")
+    reject_unknown(raw, ("cpu", "gpu"), "resources_per_trial")
+    cpu = coerce_number(raw.get("cpu", 1), float, "resources_per_trial.cpu")
+    gpu = coerce_number(raw.get("gpu", 0), float, "resources_per_trial.gpu")
     if cpu <= 0:
-        raise SweepConfigError(f"resources_per_trial.cpu: must be > 0, got {cpu}")
+        raise ConfigError(f"resources_per_trial.cpu: must be > 0, got {cpu}")
     if gpu < 0 or (gpu > 1 and not gpu.is_integer()):
-        raise SweepConfigError(f"resources_per_trial.gpu: a fraction in [0, 1] or a whole number, got {gpu}")
+        raise ConfigError(f"resources_per_trial.gpu: a fraction in [0, 1] or a whole number, got {gpu}")
     return Resources(cpu=cpu, gpu=gpu)
-
-
-def over_budget(increase: Any, limit: float) -> Any:
-    """Whether a WER increase (a float, or a pandas Series of them) breaks ``limit``. A hair of
-    slack: WERs are ratios of word counts, and 0.0344 - 0.0166 must pass a 0.02 budget."""
-    return increase > limit + 1e-9
 
 
 def _wer_budgets(raw: Any, trial: TrialConfig) -> tuple[tuple[str, float], ...]:
     """``{canary: 0.02}``: each key an eval set of the trial other than the optimised one."""
     if not isinstance(raw, dict):
-        raise SweepConfigError("max_wer_increase: must map eval set names to a WER increase (0.02 = 2 points)")
+        raise ConfigError("max_wer_increase: must map eval set names to a WER increase (0.02 = 2 points)")
     others = [name for name, _ in trial.eval_manifests if name != trial.primary_eval]
     budgets = []
     for name, value in raw.items():
         where = f"max_wer_increase.{name}"
         if name == trial.primary_eval:
-            raise SweepConfigError(f"{where}: {name} is the eval set the sweep optimises; budget the others ({', '.join(others) or 'none given'})")
+            raise ConfigError(f"{where}: {name} is the eval set the sweep optimises; budget the others ({', '.join(others) or 'none given'})")
         if name not in others:
-            raise SweepConfigError(f"{where}: no such eval set in trial.eval_manifests; known: {', '.join(others) or 'none besides ' + trial.primary_eval}")
-        limit = _number(value, float, where)
+            raise ConfigError(f"{where}: no such eval set in trial.eval_manifests; known: {', '.join(others) or 'none besides ' + trial.primary_eval}")
+        limit = coerce_number(value, float, where)
         if not 0.0 <= limit < 1.0:
-            raise SweepConfigError(f"{where}: a WER increase between 0 and 1 (0.02 = 2 points), got {value!r}")
+            raise ConfigError(f"{where}: a WER increase between 0 and 1 (0.02 = 2 points), got {value!r}")
         budgets.append((str(name), limit))
     return tuple(budgets)
 
 
 def _check_consistent(config: SweepConfig) -> None:
     if config.scheduler.kind == "asha" and config.trial.eval_every == 0:
-        raise SweepConfigError(
+        raise ConfigError(
             "scheduler: ASHA needs intermediate WER; set trial.eval_every > 0 or scheduler=none"
         )
     if len(config.points_to_evaluate) > config.num_samples:
-        raise SweepConfigError(
+        raise ConfigError(
             f"num_samples: {config.num_samples} is fewer than the {len(config.points_to_evaluate)} points_to_evaluate"
         )
 
@@ -434,40 +361,19 @@ def _check_consistent(config: SweepConfig) -> None:
 def _name(value: Any) -> str:
     name = str(value or "").strip()
     if not name or any(ch in name for ch in "/\\ ") or name.startswith("."):
-        raise SweepConfigError(f"name: needs a plain folder name (no spaces or slashes), got {value!r}")
+        raise ConfigError(f"name: needs a plain folder name (no spaces or slashes), got {value!r}")
     return name
 
 
 def _integer(raw: dict[str, Any], key: str, default: int, minimum: int, where: str | None = None) -> int:
-    value = _number(raw.get(key, default), int, where or key)
+    value = coerce_number(raw.get(key, default), int, where or key)
     if value < minimum:
-        raise SweepConfigError(f"{where or key}: must be >= {minimum}, got {value}")
+        raise ConfigError(f"{where or key}: must be >= {minimum}, got {value}")
     return value
-
-
-def _number(value: Any, kind: type, where: str) -> int | float:
-    """YAML reads ``1e-4`` as a string, so numbers are coerced here, naming the key on failure."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-        if kind is int:
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        return number
-    except (TypeError, ValueError):
-        raise SweepConfigError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise SweepConfigError(f"{where}: expected true or false, got {value!r}")
 
 
 def _choice(raw: dict[str, Any], key: str, default: str, allowed: tuple[str, ...], where: str | None = None) -> Any:
     value = raw.get(key, default)
     if value not in allowed:
-        raise SweepConfigError(f"{where or key}: {value!r} is not one of {', '.join(allowed)}")
+        raise ConfigError(f"{where or key}: {value!r} is not one of {', '.join(allowed)}")
     return value

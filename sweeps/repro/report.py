@@ -1,6 +1,6 @@
 """What a repro run hands on: verdict.json, report.md and two plots.
 
-Kept apart from the statistics (sweeps/significance.py) and from the Ray glue (sweeps/repro.py)
+Kept apart from the statistics (``significance``) and from the seed runs (``seeds``)
 so ``--from-scores`` can rebuild every file here from a stored scores table alone. Every file is
 written atomically (temporary file, then rename), and nothing here adds a timestamp, so the same
 scores and bootstrap seed always give byte-identical verdict.json and report.md.
@@ -9,13 +9,12 @@ scores and bootstrap seed always give byte-identical verdict.json and report.md.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from sweeps.significance import Analysis, SeedResult, eval_sets_in_order, orthographic_wers, plain_wers
-from sweeps.sweep_config import over_budget
-from trainable.config import atomic_write_text
+from sweeps.budget import over_budget
+from sweeps.repro.significance import Analysis, SeedResult, eval_sets_in_order, orthographic_wers, plain_wers
+from trainable.files import atomic_output, atomic_write_json, atomic_write_text
 
 SEED_PLOT = "seed_deltas.png"
 BOOTSTRAP_PLOT = "mean_delta_bootstrap.png"
@@ -25,7 +24,7 @@ BOOTSTRAP_PLOT = "mean_delta_bootstrap.png"
 
 
 def verdict_record(analysis: Analysis, table: Any, determinism: dict[str, Any]) -> dict[str, Any]:
-    """The keys issue 5 fixes (verdict ... seeds) first, then the extras a reader needs to trust it."""
+    """The headline keys (verdict ... seeds) first, then the extras a reader needs to trust it."""
     other_eval_sets = {name: plain_wers(table, name) for name in eval_sets_in_order(table) if name != analysis.eval_set}
     return {
         "verdict": analysis.verdict,
@@ -152,11 +151,10 @@ def _pyplot():
 
 
 def _save(figure: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     figure.tight_layout()
-    figure.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
     _pyplot().close(figure)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- report.md
@@ -186,7 +184,7 @@ def changed_predictions(table: Any, eval_set: str, seed: int, limit: int = 6) ->
 def render_report(
     analysis: Analysis, record: dict[str, Any], table: Any, run: dict[str, Any], config: dict[str, Any] | None
 ) -> str:
-    """report.md in the spirit of the old training report, but with the evidence it lacked."""
+    """report.md: the verdict first, then the run, the recipe, every seed and the evidence behind it."""
     sections = [
         f"# Repro report: {run.get('name') or analysis.eval_set}",
         _verdict_section(analysis, record),
@@ -382,7 +380,7 @@ def write_outputs(
     record["max_wer_increase"] = run.get("max_wer_increase") or {}
     record["budget_warnings"] = _budget_breaches(record["other_eval_sets"], record["max_wer_increase"])
     record["warnings"] = _other_set_regressions(record["other_eval_sets"]) + record["budget_warnings"]
-    atomic_write_text(output_dir / "verdict.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_json(output_dir / "verdict.json", record)
     plot_seed_deltas(analysis, output_dir / SEED_PLOT)
     plot_mean_distribution(analysis, output_dir / BOOTSTRAP_PLOT)
     atomic_write_text(output_dir / "report.md", render_report(analysis, record, table, run, config))

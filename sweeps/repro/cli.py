@@ -1,0 +1,288 @@
+"""``python -m sweeps.repro``: rerun a config across seeds and decide whether its WER gain is real.
+
+    python -m sweeps.repro --trials 5                 # best.json of the newest sweep under results/
+    python -m sweeps.repro --sweep demo --trials 2 max_steps=50
+    python -m sweeps.repro --config my_config.json --address auto --gpus-per-trial 0.5
+    python -m sweeps.repro --from-scores results/demo/repro/scores.parquet --output-dir /tmp/again
+
+Each seed trains and scores baseline and tuned as one Ray task (``sweeps.repro.seeds``, in
+parallel as resources allow, on this machine or a cluster); the per-utterance scores land in
+``scores.parquet``, and the paired and two-level bootstraps of ``sweeps.repro.significance``
+decide the verdict. One seed is also rerun to check determinism, reported apart from the verdict.
+
+``--help`` imports neither torch nor ray: they are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from sweeps.repro import ReproError
+from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds, scores_table, seed_configs, write_scores
+from trainable.config import TrialConfig
+from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
+from trainable.files import atomic_write_json
+
+RESULTS = Path("results")
+SCORES_FILE = "scores.parquet"
+# Fields a repro run sets itself: overriding them on the command line would be silently lost.
+SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweeps.repro",
+        description="Rerun a LoRA config with several seeds (Ray tasks), score baseline and tuned per utterance, "
+        "and decide with bootstrap statistics whether the WER gain is real: stable gain, regression, unstable "
+        "or no significant change, plus an underpowered flag and a determinism check.",
+        epilog="Exit status: 0 done; 1 a seed failed, or --require stable-gain and the verdict is another; "
+        "2 bad input (config, overrides, scores table).",
+    )
+    source = parser.add_argument_group("what to rerun (default: best.json of the newest sweep under results/)")
+    source.add_argument("--sweep", metavar="NAME", help="use results/NAME/best.json")
+    source.add_argument("--config", metavar="FILE", help="a core config (JSON, a sweep's best.json, or YAML with a trial: section)")
+    source.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change, e.g. max_steps=50 (trial.max_steps=50 works too)")
+    seeds = parser.add_argument_group("seeds and determinism")
+    seeds.add_argument("--trials", type=int, default=5, metavar="N", help="number of seeds (default 5, the fewest the verdict trusts)")
+    seeds.add_argument("--seeds", metavar="S1,S2,...", help="explicit seeds (default: config seed + 1 ... + N, never the sweep's own seed)")
+    seeds.add_argument("--determinism-reruns", type=int, default=1, metavar="K", help="rerun the first K seeds once each and compare hypotheses (default 1; 0 = off)")
+    ray_group = parser.add_argument_group("Ray")
+    ray_group.add_argument("--address", help="join a Ray cluster (e.g. auto); default: a fresh local instance")
+    ray_group.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per seed run; torch threads follow it (default 1)")
+    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per seed run, fractional to share one GPU (default 0)")
+    stats = parser.add_argument_group("statistics and output")
+    stats.add_argument("--output-dir", metavar="DIR", help="default results/<sweep>/repro/ (--config FILE: results/repro-<stem>/)")
+    stats.add_argument("--from-scores", metavar="PATH", help="recompute verdict and report from a stored scores.parquet: no model, no Ray")
+    stats.add_argument("--eval-set", help="the eval set to test (default: the config's first; with --from-scores, the first in the file); others get plain WERs")
+    stats.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    stats.add_argument("--min-effect", type=float, default=0.10, metavar="FRACTION", help="smallest gain worth detecting, relative to the baseline WER (default 0.10 = 10%%)")
+    stats.add_argument("--min-effect-abs", type=float, metavar="WER", help="the same in absolute WER (0.005 = half a point); overrides --min-effect")
+    stats.add_argument("--seed", type=int, default=0, help="bootstrap seed, so the report is reproducible (default 0)")
+    stats.add_argument("--require", choices=["stable-gain"], help="exit 1 unless the verdict is this (gate a CI pipeline on it)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value may sit between options
+    args.argv = argv
+    try:
+        if args.from_scores:
+            record = from_scores(args)
+            failed = False
+        else:
+            record, failed = rerun(args)
+    except ReproError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(record["sentence"])
+    for warning in record.get("warnings", []):  # a canary that got worse must not hide in report.md
+        print(f"Warning: {warning}")
+    if args.require == "stable-gain" and record["verdict"] != "stable gain":
+        print(f"--require stable-gain: the verdict is {record['verdict']!r}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return EXIT_GATE_FAILED if failed else 0
+
+
+# --------------------------------------------------------------------------- which config
+
+
+def find_config_source(args: argparse.Namespace) -> tuple[Path, str, Path]:
+    """(config file, run name, default output dir) from --config, --sweep or the newest sweep."""
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise ReproError(f"--config {path}: no such file")
+        if path.name == "best.json":  # a sweep's winner: keep the repro beside the sweep
+            return path, path.parent.name, path.parent / "repro"
+        return path, path.stem, RESULTS / f"repro-{path.stem}"
+    if args.sweep:
+        path = RESULTS / args.sweep / "best.json"
+        if not path.is_file():
+            raise ReproError(f"--sweep {args.sweep}: {path} does not exist (sweeps under {RESULTS}/: {_sweep_names() or 'none'})")
+        return path, args.sweep, path.parent / "repro"
+    candidates = sorted(RESULTS.glob("*/best.json"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ReproError(f"no sweep found ({RESULTS}/*/best.json): run `python -m sweeps.run` first, or pass --config FILE")
+    return candidates[-1], candidates[-1].parent.name, candidates[-1].parent / "repro"
+
+
+def _sweep_names() -> str:
+    return ", ".join(sorted(p.parent.name for p in RESULTS.glob("*/best.json")))
+
+
+def load_config(path: Path, overrides: Sequence[str]) -> TrialConfig:
+    """The recipe from any recipe file (``trainable.config_io.read_recipe``) with ``key=value``
+    overrides on top (``trial.max_steps=50`` works too)."""
+    try:
+        # A seed run reports to nobody: the sweep's mid-run evaluations (eval_every) would
+        # only cost decoding time, so they are off unless an override asks for them.
+        values = {**TrialConfig.from_dict(read_recipe(path)).to_dict(), "eval_every": 0, **parse_overrides(overrides)}
+        return TrialConfig.from_dict(values)
+    except ConfigError as error:
+        raise ReproError(f"{path}: {error}") from None
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Recipe fields from ``max_steps=50`` or ``trial.max_steps=50``; values read as YAML."""
+    values = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        keys = keys[1:] if keys[0] == "trial" and len(keys) > 1 else keys
+        if len(keys) != 1:
+            raise ReproError(f"override {text!r}: a recipe field takes no dotted key (e.g. max_steps=50)")
+        if keys[0] in SET_BY_REPRO:
+            raise ReproError(f"override {keys[0]}: set per seed by repro; {SET_BY_REPRO[keys[0]]}")
+        values[keys[0]] = value
+    return values
+
+
+def choose_seeds(args: argparse.Namespace, config_seed: int) -> list[int]:
+    """Explicit --seeds, else config seed + 1 ... + N: the sweep picked this config partly because
+    its own seed did well (winner's curse), so reusing that seed would flatter the result."""
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ReproError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+    else:
+        if args.trials < 1:
+            raise ReproError(f"--trials {args.trials}: need at least 1 seed (5 for a verdict that is not underpowered)")
+        seeds = [config_seed + 1 + i for i in range(args.trials)]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ReproError(f"--seeds {args.seeds!r}: need distinct seeds")
+    return seeds
+
+
+# --------------------------------------------------------------------------- the two modes
+
+
+@dataclass(frozen=True)
+class ReproRecord:
+    """What a repro folder holds beside scores.parquet: run.json (what ran, where, how long),
+    config.json (the recipe) and determinism.json (the reruns' comparison)."""
+
+    run: dict[str, Any]
+    config: dict[str, Any] | None
+    reruns: list[dict[str, Any]]
+
+
+def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """Train every seed through Ray, store scores.parquet, then analyse and report."""
+    source, name, default_dir = find_config_source(args)
+    config = load_config(source, args.overrides)
+    seeds = choose_seeds(args, config.seed)
+    repro_dir = Path(args.output_dir or default_dir).absolute()
+    runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
+    started = time.time()
+    finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial)
+    wall = time.time() - started
+    table = scores_table(finished, [n for n, _ in config.eval_manifests])
+    write_scores(table, repro_dir / SCORES_FILE)
+    record = ReproRecord(
+        run=run_record(args, source, name, config) | seed_runs_record(finished, failed, wall),
+        config=config.to_dict(), reruns=rerun_checks(finished),
+    )
+    atomic_write_json(repro_dir / "determinism.json", {"reruns": record.reruns})
+    atomic_write_json(repro_dir / "config.json", config.replace(output_dir=str(repro_dir)).to_dict())
+    atomic_write_json(repro_dir / "run.json", record.run)
+    verdict = analyse_and_report(table, record, args, repro_dir, args.eval_set or config.primary_eval, str(repro_dir / SCORES_FILE))
+    return verdict, bool(failed)
+
+
+def run_record(args: argparse.Namespace, source: Path, name: str, config: TrialConfig) -> dict[str, Any]:
+    """run.json's what: the command, the recipe's source and model, the sweep's budgets."""
+    return {
+        "name": name,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": "python -m sweeps.repro " + " ".join(shlex.quote(a) for a in args.argv),
+        "source": str(source),
+        "model": config.model,
+        "max_wer_increase": wer_budgets(source),
+    }
+
+
+def seed_runs_record(finished: list[dict], failed: list[dict], wall: float) -> dict[str, Any]:
+    """run.json's where and how long: devices, wall time, each seed run and each failure."""
+    keys = ("seed", "rerun", "elapsed_seconds", "steps", "device", "node", "output_dir")
+    return {
+        "device": ", ".join(sorted({str(run.get("device")) for run in finished})),
+        "wall_seconds": wall,
+        "seed_runs": [{key: run.get(key) for key in keys} for run in finished],
+        "failed": failed,
+    }
+
+
+def wer_budgets(source: Path) -> dict[str, float]:
+    """The sweep's canary budget (best.json's ``max_wer_increase``): the sweep checked it on
+    one seed; the report checks it on every seed."""
+    if source.suffix != ".json":
+        return {}
+    budgets = _read_json(source).get("max_wer_increase") or {}
+    return {str(name): float(limit) for name, limit in budgets.items()} if isinstance(budgets, dict) else {}
+
+
+def from_scores(args: argparse.Namespace) -> dict[str, Any]:
+    """Statistics and report from a stored table alone; config.json, run.json and determinism.json
+    beside it are used when present (a repro directory has them)."""
+    from sweeps.repro.significance import ScoresError, read_scores
+
+    path = Path(args.from_scores)
+    try:
+        table = read_scores(str(path))
+    except ScoresError as error:
+        raise ReproError(str(error)) from None
+    beside = path.parent
+    record = ReproRecord(
+        run=_read_json(beside / "run.json") or {"name": beside.name},
+        config=_read_json(beside / "config.json") or None,
+        reruns=_read_json(beside / "determinism.json").get("reruns", []),
+    )
+    output_dir = Path(args.output_dir) if args.output_dir else beside
+    return analyse_and_report(table, record, args, output_dir, args.eval_set, str(path))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A side file of a repro folder, or {} when it is absent or unreadable."""
+    try:
+        data = read_json(path) if path.is_file() else {}
+    except ConfigError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def analyse_and_report(
+    table: Any, record: ReproRecord, args: argparse.Namespace, output_dir: Path, eval_set: str | None, source: str,
+) -> dict[str, Any]:
+    """The statistics on the primary eval set, plain WERs on the others, and every output file."""
+    from sweeps.repro import significance
+    from sweeps.repro.report import write_outputs
+
+    order = significance.eval_sets_in_order(table)
+    primary = eval_set or order[0]
+    try:
+        scores = significance.paired_scores(table, primary)
+        analysis = significance.analyse(
+            scores, resamples=args.resamples, seed=args.seed, min_effect=args.min_effect_abs, min_effect_relative=args.min_effect,
+        )
+    except (significance.ScoresError, ValueError) as error:
+        raise ReproError(f"{source}: {error}") from None
+    determinism = determinism_summary(significance.baselines_identical(table), record.reruns)
+    verdict = write_outputs(output_dir, analysis, table, determinism, record.run, record.config)
+    print(f"repro: wrote {output_dir}/verdict.json, report.md and plots; deterministic: {determinism['deterministic']}")
+    return verdict
+
+
+if __name__ == "__main__":
+    sys.exit(main())

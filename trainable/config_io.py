@@ -1,0 +1,151 @@
+"""Configs from files and ``key=value`` overrides, for all three command lines.
+
+One reader for every recipe file a user holds (a JSON recipe, a sweep's ``best.json``, a
+run's ``summary.json``, a YAML with a ``trial:`` section), one override parser, one check
+for unknown keys and one number coercer, so ``trainable.run``, ``sweeps.run`` and
+``sweeps.repro`` accept and refuse the same input with the same messages.
+
+PyYAML and the standard library only: ``--help`` and a mistyped key answer in a second.
+(OmegaConf and pydantic were considered: the recipe is a frozen dataclass that validates
+itself and must import nothing heavy, and our errors must name the file and the dotted
+key; either library would add a second schema and messages we would rewrap anyway.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A config value, key or file is wrong; the message names the field, key or file."""
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_json(path: str | Path) -> Any:
+    return _parse_file(path, json.loads, json.JSONDecodeError, lambda error: f":{error.lineno}: not valid JSON ({error.msg})")
+
+
+def read_yaml(path: str | Path) -> Any:
+    import yaml
+
+    return _parse_file(path, yaml.safe_load, yaml.YAMLError, lambda error: f": not valid YAML: {error}")
+
+
+def _parse_file(path: str | Path, parse, parse_error: type[Exception], describe) -> Any:
+    """``parse`` of a text file; a missing, binary or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    except parse_error as error:
+        raise ConfigError(f"{path}{describe(error)}") from None
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML (.yaml/.yml) or JSON file that must hold a mapping of keys."""
+    path = Path(path)
+    data = read_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The recipe fields held by any recipe file: a plain recipe, or the ``config:`` of a
+    best.json or summary.json, or the ``trial:`` section of a sweep YAML."""
+    data = read_mapping(path)
+    for section in ("trial", "config"):
+        if isinstance(data.get(section), dict):
+            return data[section]
+    return data
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``trial.max_steps=800`` -> (["trial", "max_steps"], 800); the value is read as YAML."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    keys = [part.strip() for part in key.split(".")]
+    if not sep or not all(keys):
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (dotted keys, e.g. trial.max_steps=800)")
+    try:
+        return keys, yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {key}: cannot read value {value!r}") from None
+
+
+def apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set (or, with a null value, remove) one dotted key; validation later names bad keys."""
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None or isinstance(child, str):
+            # e.g. ``scheduler: none`` in the YAML and ``scheduler.grace_period=2`` given.
+            child = {"type": child} if isinstance(child, str) else {}
+            node[key] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {'.'.join(keys[: depth + 1])} is not a mapping")
+        node = child
+    if value is None:
+        node.pop(keys[-1], None)
+    else:
+        node[keys[-1]] = value
+
+
+# --------------------------------------------------------------------------- values
+
+
+def reject_unknown(given: Iterable[str], known: Iterable[str], where: str = "", noun: str = "key") -> None:
+    """Name every key that is not a known one (as ``where.key``), and list the known ones."""
+    known = sorted(known)
+    unknown = sorted(set(map(str, given)) - set(known))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        names = ", ".join(prefix + key for key in unknown)
+        raise ConfigError(f"unknown {noun}(s) {names}; known: {', '.join(known) or 'none'}")
+
+
+def coerce_number(value: Any, kind: type, where: str) -> int | float:
+    """An int or a finite float from YAML, the command line, Tune or numpy, naming ``where``
+    on failure. ``4.9`` is no integer (refused, not rounded); YAML reads ``1e-4`` as a
+    string, hence float() of strings."""
+    number = _as_float(value)
+    if number is None:
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if kind is int and not number.is_integer():
+        raise ConfigError(f"{where}: expected int (a whole number), got {value!r}")
+    return int(number) if kind is int else number
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def coerce_bool(value: Any, where: str) -> bool:
+    """true/false, also as the strings a command line or YAML override gives."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
