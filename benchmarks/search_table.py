@@ -77,6 +77,9 @@ def build(args: argparse.Namespace):
     dev, canary, budget = eval_roles(base, args.canary_set)
     grid = read_grid(args.grid, base) if args.grid else default_grid(base, args.range_points)
     recipes = grid_recipes(grid)
+    for point in base.points_to_evaluate:
+        if dict(point) not in recipes:
+            print(f"note: the sweep's first recipe {dict(point)} is not on the grid; replays run it as its nearest grid recipe")
     build_dir = RESULTS_ROOT / f"{args.name}-build"
 
     grid_sweep = sweep_for(base, f"{args.name}-grid", grid, recipes)
