@@ -1,0 +1,123 @@
+"""``python -m benchmarks.search``: replay searchers on the search table, print how they did.
+
+    python -m benchmarks.search                                  # the demo table, 50 replays each
+    python -m benchmarks.search --num-samples 8 16 --json out.json
+    python -m benchmarks.search --searchers random tpe+asha --finalists 2 --race-seeds 1
+
+Every searcher is replayed once per sampler seed on the same table; see docs/benchmarks.md
+("Search benchmark") for what each column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.search.replay import SearcherSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
+DEFAULT_SEARCHERS = (
+    "random", "random+asha", "tpe", "tpe+canary",
+    "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search", description="Replay searchers on the search table and print how they did.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default=str(DEFAULT_TABLE), help="search table (python -m benchmarks.search_table builds it)")
+    parser.add_argument("--replays", type=int, default=50, help="sampler seeds per searcher (default 50)")
+    parser.add_argument("--first-seed", type=int, default=0, help="first sampler seed; replays use the next ones")
+    parser.add_argument("--num-samples", type=int, nargs="+", help="trials per sweep; several values give a report each (default: the table's sweep, 8 on the demo)")
+    parser.add_argument("--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), help="random|tpe, then +asha, +pruned, +canary (default: all eight)")
+    parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's rule, a third of the budget, 2-10)")
+    parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the table's sweep)")
+    parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the table's sweep)")
+    parser.add_argument("--finalists", type=int, default=3, help="racing: how many top trials are retrained (default 3)")
+    parser.add_argument("--race-seeds", type=int, default=2, help="racing: new seeds per finalist, from the table (default 2)")
+    parser.add_argument("--canary-budget", type=float, help="most the canary WER may rise (default: the table's, 0.02 on the demo)")
+    parser.add_argument("--within", type=float, default=0.01, help="a recipe this close to the target's dev WER counts as found (default 0.01 = 1 point)")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from benchmarks.search.table import TableError
+
+    try:
+        specs = [SearcherSpec.parse(name) for name in args.searchers]
+        report = run(args, specs)
+    except (TableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report["text"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(_json_ready({k: v for k, v in report.items() if k != "text"}), indent=2) + "\n")
+        print(f"JSON: {args.json}")
+    return 0
+
+
+def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
+    from benchmarks.search.replay import replay
+    from benchmarks.search.searchers import startup_trials
+    from benchmarks.search.summary import add_goals, format_report, summarise, table_facts
+    from benchmarks.search.table import SearchTable, ground_truth, read_search_table
+
+    started = time.perf_counter()
+    table = read_search_table(args.table)
+    if args.canary_budget is not None:
+        table = SearchTable(table.rows, {**table.meta, "canary_budget": args.canary_budget})
+    truth = ground_truth(table, args.within)
+    seeds = range(args.first_seed, args.first_seed + args.replays)
+    budgets, texts, facts = [], [], None
+    for num_samples in args.num_samples or [int(table.meta["num_samples"])]:
+        settings = settings_for(table.meta, args, num_samples, startup_trials(num_samples))
+        rows = []
+        for spec in specs:
+            outcomes = [replay(table, truth, spec, seed, settings) for seed in seeds]
+            rows += [summarise(spec.name, outcomes, truth, racing) for racing in (False, True)]
+        add_goals(rows)
+        facts = facts or table_facts(table, truth, settings)
+        budgets.append({"num_samples": num_samples, "settings": settings.__dict__, "searchers": rows})
+        texts.append(format_report(facts, settings, rows, args.replays, table.canary_budget))
+    seconds = time.perf_counter() - started
+    texts.append(f"({len(specs)} searchers x {args.replays} replays x {len(budgets)} budget(s) in {seconds:.1f} s; table {args.table})")
+    provenance = {key: table.meta.get(key) for key in ("commit", "built_at", "versions", "grid") if key in table.meta}
+    return {"table": {"path": str(args.table), **provenance}, "facts": facts, "replays": args.replays,
+            "first_seed": args.first_seed, "budgets": budgets, "seconds": seconds, "text": "\n\n".join(texts)}
+
+
+def settings_for(meta: dict, args: argparse.Namespace, num_samples: int, default_startup: int):
+    from benchmarks.search.replay import Settings
+
+    scheduler = meta["scheduler"] if meta["scheduler"].get("type") == "asha" else {}
+    return Settings(
+        num_samples=num_samples,
+        startup_trials=args.startup_trials or default_startup,
+        points=tuple(meta["points_to_evaluate"]),
+        max_t=int(meta["max_reports"]),
+        grace_period=args.grace_period or int(scheduler.get("grace_period", 1)),
+        reduction_factor=args.reduction_factor or float(scheduler.get("reduction_factor", 2.0)),
+        finalists=args.finalists,
+        race_seeds=args.race_seeds,
+    )
+
+
+def _json_ready(value):
+    """Strict JSON: +inf (never reached) and NaN (undefined) become null."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+if __name__ == "__main__":
+    sys.exit(main())

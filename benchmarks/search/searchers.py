@@ -1,0 +1,107 @@
+"""What proposes the next recipe in a replay: random search over the grid, or Optuna's TPE
+set up as the sweep sets it up (``sweeps/search_space.py``).
+
+A searcher proposes a recipe's searched values (``propose``) and is told how that trial
+went (``observe``), one trial at a time: the replay runs a sweep with
+``max_concurrent_trials = 1``, where Ray's OptunaSearch also asks and tells in turn.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from benchmarks.search.table import SearchTable
+
+
+class Searcher(Protocol):
+    def propose(self) -> dict[str, Any]: ...
+
+    def observe(self, trial: Any) -> None: ...
+
+
+def startup_trials(num_samples: int) -> int:
+    """The sweep's rule (sweeps/search_space.py ``_startup_trials``): TPE samples at random
+    for a third of the budget, at least 2 and at most 10 trials, before it models results."""
+    return max(2, min(10, num_samples // 3))
+
+
+class RandomSearch:
+    """The sweep's points first, then the rest of the grid in a random order: uniform
+    sampling without replacement (a fresh order if the budget outlasts the grid)."""
+
+    def __init__(self, table: SearchTable, seed: int, points: list[dict[str, Any]] = ()):
+        self.table = table
+        self.rng = np.random.default_rng(seed)
+        first = list(dict.fromkeys(table.recipe_for(point) for point in points))
+        self.queue = first + self._shuffled([r for r in table.recipes if r not in first])
+
+    def propose(self) -> dict[str, Any]:
+        if not self.queue:
+            self.queue = self._shuffled(list(self.table.recipes))
+        return self.table.params(self.queue.pop(0))
+
+    def observe(self, trial: Any) -> None:
+        pass
+
+    def _shuffled(self, recipes: list[str]) -> list[str]:
+        return [recipes[i] for i in self.rng.permutation(len(recipes))]
+
+
+class TpeSearch:
+    """``optuna.samplers.TPESampler`` driven with ``study.ask()``/``tell()`` over the sweep's
+    search space (ranges as Optuna floats or ints, sets as categoricals), the sweep's points
+    enqueued first, as Ray's OptunaSearch does.
+
+    ``stopped``: how a trial ASHA stopped is told: ``"complete"`` with its partial WER (what
+    Ray 2.60's OptunaSearch does) or ``"pruned"`` (the fix; every report the trial made is its
+    intermediate values, the stopping one included, so TPE ranks it by how far it got and how
+    well it did there). ``canary_budget``: when given, a fully trained trial carries the
+    constraint ``canary rise - budget`` (``Trial.set_constraint``, optuna 5's replacement for
+    the deprecated ``constraints_func``), so TPE models infeasible trials apart; a stopped
+    trial has no canary score and so no constraint.
+    """
+
+    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int,
+                 startup: int, stopped: str = "complete", canary_budget: float | None = None):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if stopped not in ("complete", "pruned"):
+            raise ValueError(f"stopped: 'complete' or 'pruned', got {stopped!r}")
+        self.search, self.stopped, self.canary_budget = search, stopped, canary_budget
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        self.study = optuna.create_study(direction="minimize", sampler=sampler)
+        for point in points:
+            self.study.enqueue_trial(dict(point))
+        self.trial = None
+
+    def propose(self) -> dict[str, Any]:
+        self.trial = self.study.ask()
+        return {name: suggest(self.trial, name, spec) for name, spec in self.search.items()}
+
+    def observe(self, trial: Any) -> None:
+        from optuna.trial import TrialState
+
+        asked, self.trial = self.trial, None
+        for report, wer in enumerate(trial.reports, start=1):
+            asked.report(wer, report)  # Ray reports training_iteration as the step
+        if trial.status == "failed":
+            self.study.tell(asked, state=TrialState.FAIL)
+        elif trial.status == "stopped" and self.stopped == "pruned":
+            self.study.tell(asked, state=TrialState.PRUNED)
+        else:
+            if trial.status == "completed" and self.canary_budget is not None:
+                asked.set_constraint("canary", trial.canary_rise - self.canary_budget)
+            self.study.tell(asked, trial.dev_wer)
+
+
+def suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:
+    """One searched field, as the sweep's ``SearchParam.suggest`` asks Optuna for it."""
+    if "choices" in spec:
+        return trial.suggest_categorical(name, list(spec["choices"]))
+    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+    if spec.get("kind") == "int" or (spec.get("kind") is None and isinstance(low, int) and isinstance(high, int)):
+        return trial.suggest_int(name, int(low), int(high), step=int(spec.get("step") or 1), log=log)
+    return trial.suggest_float(name, float(low), float(high), step=spec.get("step"), log=log)
