@@ -26,6 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sweeps.search.config import SweepConfig, load_sweep_config
+from trainable.config_io import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
@@ -158,7 +161,7 @@ def sweep_for(base: Any, name: str, search: dict[str, list[Any]], points: list[d
     raw["trial"] = {key: trial[key] for key in raw["trial"]}
     raw.update(name=name, search={field: {"choices": values} for field, values in search.items()},
                points_to_evaluate=points, num_samples=len(points), scheduler={"type": "none"})
-    _sweep_config_class().from_dict(raw)  # fail here, with the key named, not in a subprocess
+    SweepConfig.from_dict(raw)  # fail here, with the key named, not in a subprocess
     return raw
 
 
@@ -202,8 +205,7 @@ def sweep_finished(results_dir: Path, raw: dict[str, Any]) -> bool:
         return False
     import yaml
 
-    config = _sweep_config_class()
-    if config.from_dict(yaml.safe_load(saved_file.read_text())).to_dict() != config.from_dict(raw).to_dict():
+    if SweepConfig.from_dict(yaml.safe_load(saved_file.read_text())).to_dict() != SweepConfig.from_dict(raw).to_dict():
         raise BuildError(f"{results_dir} holds a different sweep (another grid or recipe); delete it or pick another --name")
     trials = pd.read_parquet(trials_file, columns=["status"])
     return len(trials) == raw["num_samples"] and trials["status"].isin(FINISHED).all()
@@ -229,7 +231,7 @@ def sweep_rows(results_dir: Path, fields: list[str], dev: str, canary: str, metr
 
 
 def result_columns(trial: dict[str, Any], fields: list[str], dev: str, canary: str) -> dict[str, Any]:
-    """The one place that knows the sweep's results columns (sweeps/results.py): a
+    """The one place that knows the sweep's results columns (sweeps/search/results.py): a
     trials.parquet row to the table's columns. Eval sets by name: ``<set>_<system>_wer``."""
     nan = float("nan")
     searched = {field: trial["target_module_set"] if field == "target_modules" else _plain(trial[field]) for field in fields}
@@ -274,24 +276,10 @@ def table_meta(base: Any, grid: dict, dev: str, canary: str, budget: float, seed
 
 
 def _load_sweep(path: str, overrides: list[str]):
-    module = _sweep_config_module()
     try:
-        return module.load_sweep_config(path, overrides)
-    except module.SweepConfigError as error:
+        return load_sweep_config(path, overrides)
+    except ConfigError as error:
         raise BuildError(str(error)) from None
-
-
-def _sweep_config_module():
-    """The sweep's config module, before and after its move to sweeps/search/config.py."""
-    try:
-        from sweeps.search import config as module
-    except ImportError:
-        from sweeps import sweep_config as module
-    return module
-
-
-def _sweep_config_class():
-    return _sweep_config_module().SweepConfig
 
 
 def _concat(*frames):

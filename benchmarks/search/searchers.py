@@ -1,5 +1,5 @@
 """What proposes the next recipe in a replay: random search over the grid, or Optuna's TPE
-set up as the sweep sets it up (``sweeps/search_space.py``).
+set up as the sweep sets it up (``sweeps/search/space.py``).
 
 A searcher proposes a recipe's searched values (``propose``) and is told how that trial
 went (``observe``), one trial at a time: the replay runs a sweep with

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from benchmarks import search_table as builder
+from sweeps.search.config import SweepConfig
 from trainable.config import REPO_ROOT
 
 
@@ -32,14 +33,14 @@ def test_a_grid_is_a_sweep_of_its_points_with_the_demo_trial_and_budget():
     grid = builder.default_grid(base, range_points=3)
     recipes = builder.grid_recipes(grid)
     raw = builder.sweep_for(base, "t-grid", grid, recipes)
-    sweep = builder._sweep_config_class().from_dict(raw)
+    sweep = SweepConfig.from_dict(raw)
     assert sweep.num_samples == len(recipes) == len(sweep.points_to_evaluate)
     assert [dict(p) for p in sweep.points_to_evaluate] == recipes
     assert sweep.scheduler.kind == "none" and dict(sweep.max_wer_increase) == {"canary": 0.02}
     assert (sweep.trial.eval_every, sweep.trial.max_steps, sweep.trial.seed) == (base.trial.eval_every, base.trial.max_steps, base.trial.seed)
     assert Path(sweep.trial.model).is_absolute()
     seeds = builder.sweep_for(base, "t-seeds", {**grid, "seed": [43, 44]}, [{**recipes[0], "seed": 43}])
-    assert builder._sweep_config_class().from_dict(seeds).points_to_evaluate[0]["seed"] == 43
+    assert SweepConfig.from_dict(seeds).points_to_evaluate[0]["seed"] == 43
 
 
 def test_eval_roles_come_from_the_sweep_not_from_names():
