@@ -95,6 +95,12 @@ class TrialConfig:
     max_duration: float | None = field(default=None, metadata={"help": "drop utterances longer than this many seconds"})
     on_bad_row: OnBadRow = field(default="error", metadata={"help": "error: stop before training; skip: warn and count"})
     allow_overlap: bool = field(default=False, metadata={"help": "permit eval utterances that are also in training"})
+    # Training labels with characters the tokenizer lacks become unknown tokens
+    # (trainable.data_report): a warning above a small share, an error with strict_text.
+    strict_text: bool = field(default=False, metadata={"help": "refuse training transcripts with characters the tokenizer maps to unknown"})
+    text_normalize: bool = field(
+        default=False, metadata={"help": "lower-case training labels and drop punctuation as the eval normaliser does"}
+    )
 
     # The adapter.
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -235,7 +241,7 @@ _FIELD_KINDS = {
     "lora_r": int, "lora_alpha": int, "max_steps": int, "batch_size": int, "gradient_accumulation_steps": int,
     "warmup_steps": int, "seed": int, "eval_every": int, "eval_batch_size": int, "num_threads": int,
     "lora_dropout": float, "learning_rate": float, "weight_decay": float, "max_grad_norm": float, "max_duration": float,
-    "allow_overlap": bool,
+    "allow_overlap": bool, "strict_text": bool, "text_normalize": bool,
 }
 # Other names a recipe may use for a field: the data fields hold datasets as well as manifests.
 FIELD_ALIASES = {"train_dataset": "train_manifest", "eval_datasets": "eval_manifests"}

@@ -108,6 +108,7 @@ def test_same_wer_as_the_manifest_end_to_end(planted, tiny_config, tmp_path):
         dataset = run(f"{planted[layout]}:train", f"{planted[layout]}:test", layout)
         assert dataset["evals"] == manifest["evals"], layout
         assert dataset["final_train_loss"] == manifest["final_train_loss"]
+        assert dataset["data_report"]["sets"]["train"]["layout"] == layout
 
 
 # --------------------------------------------------------------------------- specs
@@ -159,6 +160,7 @@ def test_old_recipes_with_manifest_fields_load_unchanged(tmp_path):
                                            "eval_manifests": [["heldout", "data/demo/heldout.jsonl"]], "lora_r": 4}}))
     config = TrialConfig.from_file(best)
     assert config.train_manifest == "data/demo/train.jsonl" and config.eval_manifests == (("heldout", "data/demo/heldout.jsonl"),)
+    assert config.strict_text is False and config.text_normalize is False
 
 
 # --------------------------------------------------------------------------- errors
