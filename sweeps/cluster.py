@@ -168,8 +168,9 @@ def check_data_on_node(config: Any) -> None:
     error that names no node, or (with ``on_bad_row=skip``) quietly train on whatever
     subset happens to be present.
 
-    Checks the local model directory (a hub id is left to the download), every manifest, and
-    every audio file a manifest names. With ``on_bad_row=error`` any missing audio file
+    Checks the local model directory (a hub id is left to the download), every manifest or
+    local dataset (``trainable.sources``; a hub dataset is left to the download, audio embedded
+    in a dataset needs no file), and every audio file they name. With ``on_bad_row=error`` any missing audio file
     fails; with ``skip`` only a manifest whose audio is missing altogether does (a few
     missing files are then the data's own problem, which the core counts and reports).
     Only existence and read permission are checked here; decoding is the core's job.
@@ -185,12 +186,14 @@ def check_data_on_node(config: Any) -> None:
 
 
 def _missing_in_manifest(name: str, manifest: str, skip_partial: bool) -> list[str]:
-    from trainable.manifest import read_manifest
+    from trainable.sources import is_hub_spec, read_source, source_exists
 
-    if not _readable(manifest):
+    if is_hub_spec(manifest):
+        return []
+    if not source_exists(manifest):
         return [f"{manifest} ({name} manifest)"]
-    utterances, _ = read_manifest(manifest)
-    absent = [u for u in utterances if not _readable(u.audio_path)]
+    utterances = read_source(manifest).utterances
+    absent = [u for u in utterances if u.audio_bytes is None and not _readable(u.audio_path)]
     if not absent or (skip_partial and len(absent) < len(utterances)):
         return []
     return [f"{u.audio_path} (audio of {u.source})" for u in absent]

@@ -16,6 +16,7 @@ import sys
 import time
 
 from sweeps.cluster import StorageError, check_storage
+from sweeps.data_report import report_sweep_data
 from sweeps.search.config import SweepConfig, load_sweep_config
 from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, saved_storage
 from trainable.config import REPO_ROOT
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_inputs_exist(sweep)
         resume = check_experiment(sweep, paths, args.resume)
+        report_sweep_data(sweep.trial.resolved(), paths.results_dir)
         return run_sweep(sweep, paths, args, resume)
     except (ConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,18 +12,24 @@ class AudioError(ValueError):
     """The file cannot be read as audio; the message says which file and why."""
 
 
-def load_audio(path: str, sampling_rate: int) -> np.ndarray:
-    """soundfile decode, stereo averaged to mono, polyphase resampling to ``sampling_rate``."""
+def load_audio(path: str, sampling_rate: int, data: bytes | None = None) -> np.ndarray:
+    """soundfile decode, stereo averaged to mono, polyphase resampling to ``sampling_rate``.
+
+    ``data``: the bytes of an audio file embedded in a dataset; ``path`` then only names
+    where they came from, for messages.
+    """
+    import io
     import os
 
     import soundfile
 
-    if not os.path.isfile(path):
+    if data is None and not os.path.isfile(path):
         raise AudioError(f"audio file not found: {path}")
     try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(io.BytesIO(data) if data is not None else path, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        raise AudioError(f"unreadable or corrupt audio {path}: {error}") from None
+        reason = getattr(error, "error_string", None) or error  # without soundfile's "Error opening <BytesIO ...>"
+        raise AudioError(f"unreadable or corrupt audio {path}: {reason}") from None
     if samples.shape[0] == 0:
         raise AudioError(f"audio file has no samples: {path}")
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]

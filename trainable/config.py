@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from trainable.config_io import ConfigError, coerce_bool, coerce_number, read_recipe, reject_unknown
 from trainable.files import atomic_write_json
+from trainable.manifest import ManifestError
+from trainable.sources import DataSpec, default_name, resolve_spec
 
 # Bundled demo (see data/demo/README.md): the defaults point here so a first command on a
 # fresh clone needs no download and no arguments.
@@ -62,10 +65,14 @@ def target_module_set_name(modules: tuple[str, ...] | list[str]) -> str:
 
 
 def parse_eval_manifest(value: str) -> tuple[str, str]:
-    """``name=path`` as on the command line; a bare path takes its file stem as the name."""
+    """``name=spec`` as on the command line (a manifest path or a dataset spec,
+    ``trainable.sources``); a bare spec is named after its split, else its file stem."""
     name, sep, path = value.partition("=")
-    if not sep:
-        path, name = value, Path(value).stem
+    if not sep or not re.fullmatch(r"[\w.+-]+", name.strip()):
+        try:
+            path, name = value, default_name(value)
+        except ManifestError as error:
+            raise ConfigError(f"eval_manifests: {error}") from None
     if not name or not path:
         raise ConfigError(f"eval_manifests: {value!r} is not NAME=PATH")
     return name.strip(), path.strip()
@@ -76,15 +83,24 @@ class TrialConfig:
     """Everything that decides what a run computes. Two equal configs give the same result
     on the same device; the ``seed`` field is the only thing a repro run changes."""
 
-    # What to adapt and on which data.
+    # What to adapt and on which data. A "manifest" here is any data spec: a manifest file
+    # or a dataset (save_to_disk folder, parquet, audiofolder, Common Voice, hub id), so
+    # recipes carry both alike (trainable.sources); train_dataset / eval_datasets are
+    # accepted as other names of these two fields.
     model: str = field(default=DEMO_MODEL, metadata={"help": "hub id or local directory of a speech seq2seq model"})
-    train_manifest: str = field(default=DEMO_TRAIN, metadata={"help": "manifest of training utterances"})
+    train_manifest: str = field(default=DEMO_TRAIN, metadata={"help": "training utterances: a manifest or a dataset spec"})
     eval_manifests: tuple[tuple[str, str], ...] = field(
-        default=DEMO_EVALS, metadata={"help": "(name, path) pairs; the first is the one a sweep optimises"}
+        default=DEMO_EVALS, metadata={"help": "(name, manifest or dataset spec) pairs; the first is the one a sweep optimises"}
     )
     max_duration: float | None = field(default=None, metadata={"help": "drop utterances longer than this many seconds"})
     on_bad_row: OnBadRow = field(default="error", metadata={"help": "error: stop before training; skip: warn and count"})
     allow_overlap: bool = field(default=False, metadata={"help": "permit eval utterances that are also in training"})
+    # Training labels with characters the tokenizer lacks become unknown tokens
+    # (trainable.data_report): a warning above a small share, an error with strict_text.
+    strict_text: bool = field(default=False, metadata={"help": "refuse training transcripts with characters the tokenizer maps to unknown"})
+    text_normalize: bool = field(
+        default=False, metadata={"help": "lower-case training labels and drop punctuation as the eval normaliser does"}
+    )
 
     # The adapter.
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
@@ -131,6 +147,7 @@ class TrialConfig:
         object.__setattr__(self, "eval_manifests", tuple((str(n), str(p)) for n, p in self.eval_manifests))
         self._check_choices()
         self._check_ranges()
+        self._check_data_specs()
 
     def _check_choices(self) -> None:
         for name, allowed in _LITERALS.items():
@@ -156,21 +173,33 @@ class TrialConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"eval_manifests: names must be unique, got {names}")
 
+    def _check_data_specs(self) -> None:
+        specs = [("train_manifest", self.train_manifest)] + [(f"eval_manifests.{n}", p) for n, p in self.eval_manifests]
+        for name, spec in specs:
+            try:
+                DataSpec.parse(spec)
+            except ManifestError as error:
+                raise ConfigError(f"{name}: {error}") from None
+
     @property
     def primary_eval(self) -> str:
         """The eval set a sweep optimises and repro tests: the first one named."""
         return self.eval_manifests[0][0]
 
     def resolved(self, base: str | Path | None = None) -> "TrialConfig":
-        """Absolute paths for model (when it is a local path), manifests and output dir.
+        """Absolute paths for model (when it is a local path), manifests, datasets and output dir.
 
         A relative path is taken against ``base`` (default: the working directory), and, for
         the bundled demo, against the repository root, so the defaults work from anywhere.
+        Hub ids (model or dataset) stay as they are.
         """
+        def data(spec: str) -> str:
+            return resolve_spec(spec, lambda location: _resolve_path(location, base))
+
         return self.replace(
             model=_resolve_path(self.model, base, must_exist=True),
-            train_manifest=_resolve_path(self.train_manifest, base),
-            eval_manifests=tuple((name, _resolve_path(path, base)) for name, path in self.eval_manifests),
+            train_manifest=data(self.train_manifest),
+            eval_manifests=tuple((name, data(path)) for name, path in self.eval_manifests),
             output_dir=_resolve_path(self.output_dir, base, prefer_repo=False),
         )
 
@@ -187,8 +216,8 @@ class TrialConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrialConfig":
         """Build from JSON/YAML/Tune values; unknown keys are an error that names them."""
-        reject_unknown(data, (f.name for f in fields(cls)), noun="config field")
-        values = dict(data)
+        values = _with_field_names(data)
+        reject_unknown(values, (f.name for f in fields(cls)), noun="config field")
         if "eval_manifests" in values:
             values["eval_manifests"] = _coerce_eval_manifests(values["eval_manifests"])
         for f in fields(cls):
@@ -212,8 +241,20 @@ _FIELD_KINDS = {
     "lora_r": int, "lora_alpha": int, "max_steps": int, "batch_size": int, "gradient_accumulation_steps": int,
     "warmup_steps": int, "seed": int, "eval_every": int, "eval_batch_size": int, "num_threads": int,
     "lora_dropout": float, "learning_rate": float, "weight_decay": float, "max_grad_norm": float, "max_duration": float,
-    "allow_overlap": bool,
+    "allow_overlap": bool, "strict_text": bool, "text_normalize": bool,
 }
+# Other names a recipe may use for a field: the data fields hold datasets as well as manifests.
+FIELD_ALIASES = {"train_dataset": "train_manifest", "eval_datasets": "eval_manifests"}
+
+
+def _with_field_names(data: dict[str, Any]) -> dict[str, Any]:
+    values = dict(data)
+    for alias, name in FIELD_ALIASES.items():
+        if alias in values:
+            if name in values:
+                raise ConfigError(f"{alias} and {name} are one field; give only one of them")
+            values[name] = values.pop(alias)
+    return values
 
 
 def _coerce(name: str, kind: type | None, value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Turn manifests into checked, decoded, tokenised utterance sets, and batch them.
+"""Turn manifests and datasets into checked, decoded, tokenised utterance sets, and batch them.
 
 Everything that can be wrong with the data is found here, before the first training
 step: a bad row at step 900 of 1600 wastes the 899 before it. Audio is decoded once and
@@ -7,17 +7,17 @@ kept in memory, so no epoch or evaluation decodes a file twice.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from trainable.audio import AudioError, content_hash, load_audio
-from trainable.manifest import ManifestError, RowProblem, Utterance, read_manifest
+from trainable.manifest import ManifestError, RowProblem, Utterance
+from trainable.sources import read_source
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ class ModelLimits:
 
 @dataclass
 class UtteranceSet:
-    """One manifest, ready to use: utterances with their decoded audio (and labels for training)."""
+    """One manifest or dataset, ready to use: utterances with their decoded audio (and labels
+    for training). ``manifest`` is its data spec, ``manifest_sha256`` that of the manifest
+    file or of the dataset's rows (``trainable.sources``)."""
 
     name: str
     manifest: str
@@ -43,6 +45,8 @@ class UtteranceSet:
     audio_hashes: list[str]
     labels: list[list[int]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    layout: str = "manifest"  # or save_to_disk, parquet, audiofolder, common_voice, hub
+    columns: dict[str, str | None] = field(default_factory=dict)  # role -> dataset column used
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -77,20 +81,21 @@ def prepare_set(
     on_bad_row: str = "error",
     tokenize=None,
 ) -> UtteranceSet:
-    """Read, check, decode and (with ``tokenize``) label every row of a manifest.
+    """Read, check, decode and (with ``tokenize``) label every row of a manifest or dataset.
 
     With ``on_bad_row="error"`` every problem in the file is listed in one ManifestError;
     with ``"skip"`` bad rows are dropped and counted by reason in a warning.
     """
-    utterances, problems = read_manifest(manifest)
-    kept = UtteranceSet(name, str(manifest), _file_sha256(manifest), [], [], [])
+    source = read_source(manifest)
+    utterances, problems = source.utterances, source.problems
+    kept = UtteranceSet(name, str(manifest), source.sha256, [], [], [], layout=source.layout, columns=source.columns)
     filtered = 0
     for utterance in utterances:
         if max_duration is not None and utterance.duration is not None and utterance.duration > max_duration:
             filtered += 1
             continue
         try:
-            audio = load_audio(utterance.audio_path, limits.sampling_rate)
+            audio = load_audio(utterance.audio_path, limits.sampling_rate, utterance.audio_bytes)
         except AudioError as error:
             reason = "missing audio" if "not found" in str(error) else "unreadable audio"
             problems.append(RowProblem(utterance.source, reason, str(error)))
@@ -109,7 +114,7 @@ def prepare_set(
         if problem:
             problems.append(problem)
             continue
-        kept.utterances.append(utterance)
+        kept.utterances.append(dataclasses.replace(utterance, audio_bytes=None))  # decoded: the bytes are done with
         kept.audio.append(audio)
         kept.audio_hashes.append(content_hash(audio))
         if labels is not None:
@@ -150,10 +155,6 @@ def _handle_problems(kept: UtteranceSet, problems: list[RowProblem], on_bad_row:
         "%s: skipped %d bad row(s): %s (first: %s)",
         kept.manifest, len(problems), ", ".join(f"{n} {r}" for r, n in counts.items()), problems[0],
     )
-
-
-def _file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class LeakageError(ValueError):

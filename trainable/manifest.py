@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,14 +26,19 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Utterance:
-    """One row of a manifest, its audio path already resolved against the manifest's folder."""
+    """One row of a manifest or dataset, its audio path already resolved against its folder.
+
+    Audio embedded in a dataset (parquet, save_to_disk, the hub) comes as the audio file's
+    bytes; ``audio_path`` then names the row it is in (trainable.sources).
+    """
 
     id: str
     audio_path: str
     text: str
     duration: float | None
     speaker: str
-    source: str  # "manifest.jsonl:12", for error messages and reports
+    source: str  # "manifest.jsonl:12" or "/data/ds:train[11]", for error messages and reports
+    audio_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Callable
 
 from trainable.config import REPO_ROOT, TrialConfig
 from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, prepare_set
+from trainable.data_report import check_labels, format_report, label_text, report_from_sets
 from trainable.evaluate import transcribe, wer_report
 from trainable.files import atomic_write_json
 from trainable.metrics import final_metrics
@@ -36,6 +37,7 @@ class RunData:
     eval_sets: list[UtteranceSet]
     overlap: dict[str, dict]  # per eval set: how many of its utterances are also in training
     tokens_per_second: float  # the fastest token rate of the training transcripts
+    report: dict  # trainable.data_report: sets, shared speakers, unknown label tokens
 
 
 def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume_from: str | None = None) -> dict:
@@ -100,20 +102,27 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
 
 
 def load_run_data(config: TrialConfig, runtime: Runtime) -> RunData:
-    """Every manifest checked and decoded, and the leakage guard applied, before training."""
+    """Every manifest checked and decoded, the leakage guard applied, and the data report
+    logged (and its label check applied) before training."""
     train_set, eval_sets = load_utterance_sets(config, runtime)
     overlap = check_overlap(train_set, eval_sets, config.allow_overlap)
-    return RunData(train_set, eval_sets, overlap, tokens_per_second(train_set, runtime.limits))
+    report = report_from_sets(train_set, eval_sets, runtime.processor.tokenizer, config, runtime.limits.sampling_rate)
+    log.info("%s", format_report(report))
+    warning = check_labels(report, config.strict_text)
+    if warning:
+        log.warning("%s", warning)
+    return RunData(train_set, eval_sets, overlap, tokens_per_second(train_set, runtime.limits), report)
 
 
 def load_utterance_sets(config: TrialConfig, runtime: Runtime) -> tuple[UtteranceSet, list[UtteranceSet]]:
-    """Check and decode every manifest up front: all problems surface before training."""
-    model, tokenizer, limits = runtime.model, runtime.processor.tokenizer, runtime.limits
+    """Check and decode every manifest up front: all problems surface before training.
+    Training labels are tokenised from ``label_text(config)`` (normalised with text_normalize)."""
+    model, tokenizer, limits, to_label = runtime.model, runtime.processor.tokenizer, runtime.limits, label_text(config)
     start_id = model.config.decoder_start_token_id
     eos_id = model.generation_config.eos_token_id or tokenizer.eos_token_id
     eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id
     common = {"max_duration": config.max_duration, "on_bad_row": config.on_bad_row}
-    train_set = prepare_set("train", config.train_manifest, limits, tokenize=lambda text: label_ids(tokenizer, text, start_id, eos_id), **common)
+    train_set = prepare_set("train", config.train_manifest, limits, tokenize=lambda text: label_ids(tokenizer, to_label(text), start_id, eos_id), **common)
     eval_sets = [prepare_set(name, path, limits, **common) for name, path in config.eval_manifests]
     return train_set, eval_sets
 
@@ -214,6 +223,7 @@ def run_summary(config: TrialConfig, device: str, data: RunData, state, reports:
         "overlap": data.overlap,
         "history": figures["history"],
         "manifest_sha256": {s.name: s.manifest_sha256 for s in all_sets},
+        "data_report": data.report,
         "versions": _versions(),
         "git_commit": _git_commit(),
     }

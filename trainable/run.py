@@ -19,7 +19,7 @@ from trainable.config import TrialConfig, parse_eval_manifest
 from trainable.config_io import ConfigError
 
 # Fields whose CLI form differs from "--field-name VALUE".
-SPECIAL_FLAGS = {"eval_manifests", "allow_overlap", "target_modules", "train_manifest"}
+SPECIAL_FLAGS = {"eval_manifests", "allow_overlap", "target_modules", "train_manifest", "strict_text", "text_normalize"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
         "With no arguments it runs on the bundled demo model and data.",
     )
     parser.add_argument("--config", help="start from a recipe file (JSON, a run's summary.json, a sweep's best.json, a YAML with a trial: section)")
-    parser.add_argument("--train-manifest", "--manifest-path", dest="train_manifest", help="training manifest (JSONL, JSON list or TSV/CSV)")
     parser.add_argument(
-        "--eval-manifest", dest="eval_manifests", action="append", metavar="NAME=PATH",
-        help="held-out manifest to score baseline and tuned on; repeatable; the first is the primary one",
+        "--train-manifest", "--train-dataset", "--manifest-path", dest="train_manifest", metavar="SPEC",
+        help="training data: a manifest (JSONL, JSON list or TSV/CSV) or a dataset: a save_to_disk folder[:split], "
+        "parquet files (folder[:split] or glob), an audiofolder[:split], a Common Voice folder:split, a hub id:split; "
+        "?text=COLUMN (audio, speaker, id, duration) names a column",
     )
+    parser.add_argument(
+        "--eval-manifest", "--eval-dataset", dest="eval_manifests", action="append", metavar="NAME=SPEC",
+        help="held-out manifest or dataset to score baseline and tuned on; repeatable; the first is the primary one",
+    )
+    parser.add_argument("--strict-text", action="store_true", default=None,
+                        help="stop if training transcripts hold characters the tokenizer maps to unknown (default: warn)")
+    parser.add_argument("--text-normalize", action="store_true", default=None,
+                        help="lower-case training labels and drop punctuation as the eval normaliser does, "
+                        "for tokenizers without capitals or punctuation")
     parser.add_argument(
         "--target-modules", help="LoRA target modules: comma list or a set name (qv, qkv, qkvo, qkvo+fc, fc); "
         "default from $LORA_TARGETS, else fc1,fc2",

@@ -8,6 +8,8 @@ shows which one happened.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
@@ -23,6 +25,31 @@ def _normaliser():
 def normalise(text: str) -> str:
     """Whisper's English normaliser: spelling, numbers, punctuation, case."""
     return " ".join(_normaliser()(text).split())
+
+
+def normalise_casing_and_punctuation(text: str) -> str:
+    """The eval normaliser's casing and punctuation rules alone, for training labels
+    (``--text-normalize``): lower case; bracketed and parenthesised annotations dropped;
+    punctuation and symbols become spaces, except an apostrophe inside a word ("don't"),
+    a decimal point and currency or percent signs attached to digits. Words, spellings,
+    numbers and diacritics stay as spoken: the full normaliser would turn "don't" into
+    "do not", which the audio does not say.
+    """
+    s = text.lower()
+    s = re.sub(r"[<\[][^>\]]*[>\]]", "", s)  # [noise], <unk>
+    s = re.sub(r"\(([^)]+?)\)", "", s)  # (laughs)
+    s = re.sub(r"[\u2018\u2019\u02bc`]", "'", s)  # typographic apostrophes
+    s = re.sub(r"\s+'", "'", s)
+    s = re.sub(r"(\d),(\d)", r"\1\2", s)  # 1,000
+    s = re.sub(r"\.([^0-9]|$)", r" \1", s)  # periods, not decimal points
+    s = "".join(c if c in _KEPT_SYMBOLS or unicodedata.category(c)[0] not in "SP" else " " for c in s)
+    s = re.sub(r"[.$\u00a2\u20ac\u00a3]([^0-9])", r" \1", s)  # currency signs not before a digit
+    s = re.sub(r"([^0-9])%", r"\1 ", s)
+    s = re.sub(r"(?<![^\W_])'|'(?![^\W_])", " ", s)  # apostrophes not between letters or digits
+    return " ".join(s.split())
+
+
+_KEPT_SYMBOLS = ".%$\u00a2\u20ac\u00a3'"
 
 
 def orthographic(text: str) -> str:

@@ -65,9 +65,16 @@ def check_inputs_exist(sweep: SweepConfig) -> None:
         if param.name == "train_manifest":
             paths += [("search.train_manifest.choices", choice) for choice in param.choices]
     for key, path in paths:
-        if "://" not in path and not Path(path).exists():
+        if "://" not in path and not _input_exists(key, path):
             hint = " (build the bundled demo model with: python -m demo.pretrain --corpus data/demo/source --out data/demo/model)" if sweep.trial.model == DEMO_MODEL else ""
             raise ConfigError(f"{key}: {path} does not exist{hint}")
+
+
+def _input_exists(key: str, path: str) -> bool:
+    """The model directory, or a manifest or dataset (a hub dataset is fetched where it is read)."""
+    from trainable.sources import is_hub_spec, source_exists
+
+    return Path(path).exists() if key == "trial.model" else is_hub_spec(path) or source_exists(path)
 
 
 def _looks_like_local_path(model: str) -> bool:

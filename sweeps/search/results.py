@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.budget import over_budget
+from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError
@@ -50,7 +51,7 @@ def write_results(experiment_path: str, results_dir: str | Path, sweep: SweepCon
     results_dir.mkdir(parents=True, exist_ok=True)
     trials = trials_table(experiment_path, sweep)
     best = best_trial(trials, sweep)
-    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds)
+    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds) + summary_section(results_dir)
     with atomic_output(results_dir / "trials.parquet") as tmp:
         trials.to_parquet(tmp, index=False)
     best_path = results_dir / "best.json"

@@ -145,3 +145,20 @@ def test_long_lists_are_cut(tiny_config, tmp_path):
     )
     with pytest.raises(DataNotOnNode, match=r"8 path\(s\) missing: .*; and 3 more"):
         check_data_on_node(config)
+
+
+def test_datasets_are_checked_like_manifests(tiny_config, tiny_manifests, tmp_path):
+    """A local dataset's audio files must be on the node; embedded audio and hub ids need nothing."""
+    import shutil
+
+    folder = tmp_path / "af"
+    rows = [json.loads(line) for line in tiny_manifests["heldout"].read_text().splitlines()]
+    (folder / "clips").mkdir(parents=True)
+    for row in rows[1:]:
+        shutil.copyfile(tiny_manifests["heldout"].parent / row["audio_filepath"], folder / "clips" / f"{row['id']}.wav")
+    (folder / "metadata.csv").write_text("file_name,text\n" + "".join(f"clips/{r['id']}.wav,{r['text']}\n" for r in rows))
+    with pytest.raises(DataNotOnNode, match=rf"clips/{rows[0]['id']}.wav \(audio of {folder}\[0\]\)"):
+        check_data_on_node(tiny_config.replace(eval_manifests=(("heldout", str(folder)),)))
+    check_data_on_node(tiny_config.replace(eval_manifests=(("heldout", "someone/speech:test"),)))
+    with pytest.raises(DataNotOnNode, match=rf"{tmp_path}/gone:test \(heldout manifest\)"):
+        check_data_on_node(tiny_config.replace(eval_manifests=(("heldout", f"{tmp_path}/gone:test"),)))

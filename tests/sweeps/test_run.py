@@ -97,3 +97,18 @@ def test_asha_counts_eval_reports():
     assert asha._time_attr == "training_iteration" and asha._max_t == sweep.max_reports == 4
     assert asha._reduction_factor == 3 and asha._brackets[0]._rungs[-1][0] == 2  # first rung at the grace period
     assert build_scheduler(SweepConfig.from_dict(sweep_dict(scheduler="none"))) is None
+
+
+def test_inputs_check_accepts_dataset_specs(tiny_config, tmp_path):
+    """Dataset specs (folder:split, a hub id) pass the pre-Ray input check; a missing folder is named."""
+    from sweeps.search.experiment import check_inputs_exist
+
+    folder = tmp_path / "af" / "test"
+    folder.mkdir(parents=True)
+    (folder / "metadata.csv").write_text("file_name,text\n")
+    trial = tiny_config.to_dict() | {"eval_manifests": {"dev": "someone/speech:dev", "test": f"{tmp_path / 'af'}:test"}}
+    trial.pop("output_dir"), trial.pop("num_threads")
+    check_inputs_exist(SweepConfig.from_dict({"name": "d", "trial": trial, "scheduler": "none"}))
+    trial["eval_manifests"]["test"] = f"{tmp_path / 'nowhere'}:test"
+    with pytest.raises(ConfigError, match="trial.eval_manifests.test: .*nowhere:test does not exist"):
+        check_inputs_exist(SweepConfig.from_dict({"name": "d", "trial": trial, "scheduler": "none"}))

@@ -131,6 +131,10 @@ def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, t
     assert best["baseline_wer"] == winner["baseline_wer"]
     summary = (results_dir / "summary.md").read_text()
     assert "2 completed, 0 stopped early, 1 errored" in summary and "corrupt.wav" in summary
+    # The data report was made once, on the driver, from the fixed recipe's data.
+    report = json.loads((results_dir / "data_report.json").read_text())
+    assert report["durations_from"] == "audio headers" and report["sets"]["train"]["utterances"] == 8
+    assert "## Data" in summary
 
     # Tune's usual CSV / TensorBoard output is there for existing tools.
     trial_dir = Path(first["trial_dir"])

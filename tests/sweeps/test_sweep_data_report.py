@@ -1,0 +1,38 @@
+"""The sweep's data report: once, on the driver, before Ray; strict_text stops the sweep there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_rows, write_manifest
+from sweeps.data_report import REPORT_FILE, report_sweep_data, summary_section
+from trainable.config_io import ConfigError
+
+
+def test_report_is_written_printed_and_enforced(tiny_config, tmp_path, capsys):
+    rows = make_rows(tmp_path, "train", 3, seed=7)
+    rows[0]["text"] = "Hello, World!"
+    config = tiny_config.replace(train_manifest=str(write_manifest(tmp_path / "train.jsonl", rows))).resolved()
+
+    report = report_sweep_data(config, tmp_path / "results")
+    saved = json.loads((tmp_path / "results" / REPORT_FILE).read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["durations_from"] == "audio headers" and saved["sets"]["train"]["utterances"] == 3
+    assert set(saved["sets"]) == {"train", "heldout", "canary"}
+    out = capsys.readouterr().out
+    assert "Data report" in out and "warning: 2 of" in out
+    section = summary_section(tmp_path / "results")
+    assert section.startswith("\n## Data\n") and "unknown tokens in training labels: 2 of" in section
+    assert summary_section(tmp_path / "no-report") == ""
+
+    with pytest.raises(ConfigError, match=r"trial.strict_text: 2 of \d+ training label tokens"):
+        report_sweep_data(config.replace(strict_text=True), tmp_path / "strict")
+    report_sweep_data(config.replace(strict_text=True, text_normalize=True), tmp_path / "normalised")
+
+
+def test_a_dataset_that_cannot_be_read_stops_the_sweep_with_its_name(tiny_config, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=f"trial data: {tmp_path}/empty: not a dataset folder"):
+        report_sweep_data(tiny_config.replace(train_manifest=str(tmp_path / "empty")).resolved(), tmp_path / "results")
