@@ -223,7 +223,8 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     choice = read_sweep_choice(source, recipe)
     confirm = parse_confirm_flag(args.confirm_on) if args.confirm_on else choice.confirm_on
     config = confirmation_config(recipe, choice, confirm)
-    budgets = budgets_to_check(args, choice.budgets, [n for n, _ in config.eval_manifests], args.eval_set or config.primary_eval, source)
+    tested = args.eval_set or config.primary_eval
+    budgets = budgets_to_check(args, choice.budgets, [n for n, _ in config.eval_manifests], tested, source)
     seeds = choose_seeds(args, config.seed, choice.selection_seeds)
     repro_dir = Path(args.output_dir or default_dir).absolute()
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
@@ -239,13 +240,14 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     atomic_write_json(repro_dir / "determinism.json", {"reruns": record.reruns})
     atomic_write_json(repro_dir / "config.json", config.replace(output_dir=str(repro_dir)).to_dict())
     atomic_write_json(repro_dir / "run.json", record.run)
-    verdict = analyse_and_report(table, record, args, repro_dir, args.eval_set or config.primary_eval, str(repro_dir / SCORES_FILE))
+    verdict = analyse_and_report(table, record, args, repro_dir, tested, str(repro_dir / SCORES_FILE))
     return verdict, bool(failed)
 
 
 def budgets_to_check(args: argparse.Namespace, stored: dict[str, float], eval_sets: Sequence[str], tested: str, source: Any) -> dict[str, float]:
     """The budgets a source carries (best.json's, or run.json's for --from-scores) with
-    --max-wer-increase on top, each checked against the eval sets that are scored."""
+    --max-wer-increase on top, each checked against the eval sets that are scored, before
+    any seed trains."""
     check_budgets(stored, eval_sets, tested, f"{source}: max_wer_increase")
     flags = parse_budget_flags(args.max_wer_increase)
     check_budgets(flags, eval_sets, tested, "--max-wer-increase")
@@ -285,7 +287,7 @@ def seed_runs_record(finished: list[dict], failed: list[dict], wall: float) -> d
 def from_scores(args: argparse.Namespace) -> dict[str, Any]:
     """Statistics and report from a stored table alone; config.json, run.json and determinism.json
     beside it are used when present (a repro directory has them)."""
-    from sweeps.repro.significance import ScoresError, read_scores
+    from sweeps.repro.significance import ScoresError, eval_sets_in_order, read_scores
 
     if args.confirm_on:
         raise ReproError("--confirm-on chooses what the seed runs score; with --from-scores, pick a stored eval set with --eval-set")
@@ -295,13 +297,17 @@ def from_scores(args: argparse.Namespace) -> dict[str, Any]:
     except ScoresError as error:
         raise ReproError(str(error)) from None
     beside = path.parent
+    eval_sets = eval_sets_in_order(table)
+    tested = args.eval_set or eval_sets[0]
+    run = _read_json(beside / "run.json") or {"name": beside.name}
+    budgets = budgets_to_check(args, run.get("max_wer_increase") or {}, eval_sets, tested, beside / "run.json")
     record = ReproRecord(
-        run=_read_json(beside / "run.json") or {"name": beside.name},
+        run={**run, "max_wer_increase": budgets},
         config=_read_json(beside / "config.json") or None,
         reruns=_read_json(beside / "determinism.json").get("reruns", []),
     )
     output_dir = Path(args.output_dir) if args.output_dir else beside
-    return analyse_and_report(table, record, args, output_dir, args.eval_set, str(path))
+    return analyse_and_report(table, record, args, output_dir, tested, str(path))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -314,16 +320,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def analyse_and_report(
-    table: Any, record: ReproRecord, args: argparse.Namespace, output_dir: Path, eval_set: str | None, source: str,
+    table: Any, record: ReproRecord, args: argparse.Namespace, output_dir: Path, primary: str, source: str,
 ) -> dict[str, Any]:
-    """The gain's statistics on the tested eval set, a non-inferiority decision on each budgeted
-    one, plain WERs on the rest, and every output file."""
+    """The gain's statistics on the tested eval set (``primary``), a non-inferiority decision on
+    each budgeted one (run.json's ``max_wer_increase``, checked by the caller), plain WERs on the
+    rest, and every output file."""
     from sweeps.repro import significance
     from sweeps.repro.report import write_outputs
 
-    order = significance.eval_sets_in_order(table)
-    primary = eval_set or order[0]
-    limits = budgets_to_check(args, record.run.get("max_wer_increase") or {}, order, primary, source)
+    limits = record.run.get("max_wer_increase") or {}
     try:
         analysis = significance.analyse(
             significance.paired_scores(table, primary),

@@ -95,7 +95,8 @@ def test_sclite_on_the_export_gives_our_totals(tmp_path, sclite_totals):
     paths = write_eval_set_trn(tmp_path, "heldout", reports)
     assert sorted(p.name for p in paths.values()) == ["heldout_baseline.trn", "heldout_reference.trn", "heldout_tuned.trn"]
     for system, scored in reports.items():
+        # Totals, not the S/D/I split: sclite weighs a substitution 4 and an insertion or deletion 3,
+        # so among equally short alignments it may pick another split than jiwer does.
         totals = sclite_totals(paths["reference"], paths[system])
-        ours = (scored["num_utterances"], scored["ref_words"], scored["substitutions"], scored["deletions"], scored["insertions"], scored["errors"])
-        assert (totals["sentences"], totals["words"], totals["substitutions"], totals["deletions"], totals["insertions"], totals["errors"]) == ours
+        assert (totals["sentences"], totals["words"], totals["errors"]) == (scored["num_utterances"], scored["ref_words"], scored["errors"])
     assert reports["tuned"]["errors"] > 0 and reports["tuned"]["insertions"] > 0
