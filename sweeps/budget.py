@@ -1,15 +1,26 @@
 """A WER budget on an eval set: how much its WER may rise over the base model's.
 
-Shared by the sweep (which chooses its winner within the budget) and repro (which checks
-the budget on every seed), so both call the same rule.
+Shared by the sweep (which chooses its winner within the budget) and repro (which decides
+the budget with a non-inferiority test over seeds and utterances), so both read limits and
+compare against them with the same rule.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from trainable.config_io import ConfigError, coerce_number
+
 
 def over_budget(increase: Any, limit: float) -> Any:
     """Whether a WER increase (a float, or a pandas Series of them) breaks ``limit``. A hair of
     slack: WERs are ratios of word counts, and 0.0344 - 0.0166 must pass a 0.02 budget."""
     return increase > limit + 1e-9
+
+
+def budget_limit(value: Any, where: str) -> float:
+    """A budget's allowed WER increase, from 0 to 1 (0.02 = 2 points); ``where`` names it on error."""
+    limit = coerce_number(value, float, where)
+    if not 0.0 <= limit < 1.0:
+        raise ConfigError(f"{where}: a WER increase between 0 and 1 (0.02 = 2 points), got {value!r}")
+    return limit

@@ -88,3 +88,37 @@ def tiny_config(tiny_model_dir, tiny_manifests, tmp_path):
         num_threads=1,
         output_dir=str(tmp_path / "run"),
     )
+
+
+def _sclite_command() -> list[str] | None:
+    """sclite from NIST SCTK: on PATH, or through Debian's ``sctk`` dispatcher."""
+    import shutil
+
+    if shutil.which("sclite"):
+        return ["sclite"]
+    if shutil.which("sctk"):
+        return ["sctk", "sclite"]
+    return None
+
+
+@pytest.fixture(scope="session")
+def sclite_totals():
+    """A function (reference trn, hypothesis trn) -> sclite's corpus totals {sentences, words,
+    substitutions, deletions, insertions, errors}; skips where SCTK is not installed."""
+    import re
+    import subprocess
+
+    command = _sclite_command()
+    if command is None:
+        pytest.skip("NIST SCTK (sclite) is not installed: apt-get install sctk")
+
+    def totals(reference: Path, hypothesis: Path) -> dict[str, int]:
+        out = subprocess.run(command + ["-e", "utf-8", "-i", "rm", "-r", str(reference), "trn", "-h", str(hypothesis), "trn",
+                                        "-o", "rsum", "stdout"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        row = next(line for line in out.stdout.splitlines() if re.match(r"\s*\|\s*Sum\s*\|", line))
+        numbers = [int(n) for n in re.findall(r"\d+", row)]
+        keys = ("sentences", "words", "correct", "substitutions", "deletions", "insertions", "errors", "sentence_errors")
+        return dict(zip(keys, numbers))
+
+    return totals

@@ -10,6 +10,7 @@ import math
 from typing import Callable
 
 from trainable.data import ModelLimits, UtteranceSet, audio_inputs
+from trainable.error_analysis import compare_systems, confusion_pairs, speaker_wers
 from trainable.runtime import Runtime
 from trainable.wer import score_as_dict, score_corpus
 
@@ -123,9 +124,11 @@ def _own_budgets(budgets: list[int], eos_token_id):
     return LogitsProcessorList([OwnBudget()])
 
 
-def wer_report(utterances: UtteranceSet, hypotheses: list[str], system: str) -> dict:
-    """The per-eval-set report: corpus WER both ways and every utterance's reference,
-    hypothesis and edit counts, so nothing needs re-decoding to be re-scored."""
+def wer_report(utterances: UtteranceSet, hypotheses: list[str], system: str, baseline: dict | None = None) -> dict:
+    """The per-eval-set report: corpus WER both ways and CER, WER per speaker, the most
+    frequent substitutions, and every utterance's reference, hypothesis and edit counts, so
+    nothing needs re-decoding to be re-scored. Given the ``baseline`` report of the same set,
+    a tuned report also says which words the adapter fixed and broke, speaker by speaker."""
     references = [u.text for u in utterances.utterances]
     corpus, scores = score_corpus(references, hypotheses)
     rows = [
@@ -139,12 +142,17 @@ def wer_report(utterances: UtteranceSet, hypotheses: list[str], system: str) -> 
         }
         for u, hypothesis, score in zip(utterances.utterances, hypotheses, scores)
     ]
-    return {
+    report = {
         "eval_set": utterances.name,
         "system": system,
         "manifest": utterances.manifest,
         "manifest_sha256": utterances.manifest_sha256,
         **corpus,
         "skipped_rows": utterances.skipped,
+        "speakers": speaker_wers(rows),
+        "confusion_pairs": confusion_pairs(zip(references, hypotheses)),
         "utterances": rows,
     }
+    if baseline is not None:
+        report["compared_with_baseline"] = compare_systems(baseline, report)
+    return report

@@ -1,10 +1,11 @@
 """The names of a run's metrics: built and parsed here and nowhere else.
 
 A run scores every eval set with two systems (the base model, and the model with the
-adapter), each in two ways (WER after Whisper's normaliser, orthographic WER). As flat
-scalars (a Tune report, a results row) these are ``<eval set>_<system>_<score>``, e.g.
-``canary_tuned_wer``; ``eval_wer`` and ``baseline_wer`` repeat the primary eval set's tuned
-and baseline WER, because that is what the sweep optimises and ASHA reads at every report.
+adapter), each in three ways (WER after Whisper's normaliser, orthographic WER, CER on
+the normalised text). As flat scalars (a Tune report, a results row) these are
+``<eval set>_<system>_<score>``, e.g. ``canary_tuned_wer``; ``eval_wer`` and ``baseline_wer``
+repeat the primary eval set's tuned and baseline WER, because that is what the sweep
+optimises and ASHA reads at every report.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 SYSTEMS = ("baseline", "tuned")
-SCORES = ("wer", "orthographic_wer")
+SCORES = ("wer", "orthographic_wer", "cer")
 PRIMARY_TUNED = "eval_wer"
 PRIMARY_BASELINE = "baseline_wer"
 RUN_FIELDS = ("steps", "train_seconds", "elapsed_seconds", "steps_per_second", "nonfinite_steps")
@@ -52,7 +53,7 @@ def scores_by_eval_set(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def final_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Flat scalars of a finished run (its summary.json): every eval set's baseline and
-    tuned WER both ways, the primary ones again under their short names, run figures."""
+    tuned WER both ways and CER, the primary ones again under their short names, run figures."""
     metrics = {}
     for eval_set, systems in summary["evals"].items():
         for system, scores in systems.items():

@@ -23,6 +23,7 @@ from trainable.evaluate import transcribe, wer_report
 from trainable.files import atomic_write_json
 from trainable.metrics import final_metrics
 from trainable.runtime import Runtime
+from trainable.trn import FOLDER as TRN_FOLDER, write_eval_set_trn
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,14 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
 
     with _progress(config.max_steps) as progress:
         state = train(runtime, data.train_set, config, on_eval=on_eval, resume_from=resume_from, progress=progress)
-    tuned = {s.name: wer_report(s, decode(s), "tuned") for s in data.eval_sets}
+    tuned = {s.name: wer_report(s, decode(s), "tuned", baseline=baseline[s.name]) for s in data.eval_sets}
 
     adapted.save_pretrained(output_dir / "lora_adapter")
     runtime.processor.save_pretrained(output_dir / "processor")
     _write_reports(output_dir, baseline, name="baseline")
     _write_reports(output_dir, tuned, name="tuned")
+    for name in tuned:  # for sclite and sc_stats
+        write_eval_set_trn(output_dir / TRN_FOLDER, name, {"baseline": baseline[name], "tuned": tuned[name]})
     summary = run_summary(config, runtime.device, data, state, {"baseline": baseline, "tuned": tuned}, history=history,
                           elapsed_seconds=time.perf_counter() - started, trainable_parameters=n_trainable)
     atomic_write_json(output_dir / "summary.json", summary)
@@ -196,8 +199,12 @@ def _step_metrics(state, config: TrialConfig) -> dict:
     }
 
 
+# What an eval set's report holds beyond its corpus scores: summary.json leaves it to the report.
+_REPORT_ONLY = {"utterances", "eval_set", "system", "manifest", "manifest_sha256", "speakers", "confusion_pairs", "compared_with_baseline"}
+
+
 def _corpus_only(report: dict) -> dict:
-    return {k: v for k, v in report.items() if k not in {"utterances", "eval_set", "system", "manifest", "manifest_sha256"}}
+    return {k: v for k, v in report.items() if k not in _REPORT_ONLY}
 
 
 def run_summary(config: TrialConfig, device: str, data: RunData, state, reports: dict[str, dict[str, dict]], **figures) -> dict:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from trainable.config import TrialConfig, parse_eval_manifest
 from trainable.config_io import ConfigError
+from trainable.error_analysis import speakers_to_show
+from trainable.trn import FOLDER as TRN_FOLDER, sclite_command
 
 # Fields whose CLI form differs from "--field-name VALUE".
 SPECIAL_FLAGS = {"eval_manifests", "allow_overlap", "target_modules", "train_manifest", "strict_text", "text_normalize"}
@@ -80,27 +82,55 @@ def config_from_args(args: argparse.Namespace, environ: dict | None = None) -> T
 
 
 def print_summary(summary: dict, output_dir: str, samples: int = 3) -> None:
-    """What a person reads at the end: WER per eval set, speed, and a few predictions."""
+    """What a person reads at the end: WER and CER per eval set, speed, and for the primary
+    set the speakers, the commonest substitutions, the words fixed and broken, a few predictions."""
     print(f"\nRun finished in {summary['elapsed_seconds']:.1f} s on {summary['device']}: "
           f"{summary['steps']} steps at {summary['steps_per_second'] or 0:.2f} steps/s")
     # Relative change and WER points both: a canary going from 1.7 % to 3.4 % is "+108 %"
     # but under 2 points, and points are what a regression budget is written in.
-    print(f"{'eval set':<14}{'utts':>6}{'baseline':>10}{'tuned':>10}{'change':>10}{'points':>9}   orthographic baseline -> tuned")
+    print(f"{'eval set':<14}{'utts':>6}{'baseline':>10}{'tuned':>10}{'change':>10}{'points':>9}"
+          f"   CER baseline -> tuned   orthographic baseline -> tuned")
     for name, systems in summary["evals"].items():
         base, tuned = systems["baseline"], systems["tuned"]
         change = (tuned["wer"] - base["wer"]) / base["wer"] if base["wer"] else float("nan")
         points = 100 * (tuned["wer"] - base["wer"])
         print(f"{name:<14}{base['num_utterances']:>6}{base['wer']:>10.4f}{tuned['wer']:>10.4f}{change:>+10.1%}{points:>+9.2f}"
-              f"   {base['orthographic_wer']:.4f} -> {tuned['orthographic_wer']:.4f}")
+              f"   {base['cer']:.4f} -> {tuned['cer']:.4f}        {base['orthographic_wer']:.4f} -> {tuned['orthographic_wer']:.4f}")
     primary = summary["primary_eval"]
-    baseline = json.loads((Path(output_dir) / f"{primary}_baseline.json").read_text())["utterances"]
-    tuned = json.loads((Path(output_dir) / f"{primary}_tuned.json").read_text())["utterances"]
+    baseline = json.loads((Path(output_dir) / f"{primary}_baseline.json").read_text())
+    tuned = json.loads((Path(output_dir) / f"{primary}_tuned.json").read_text())
+    print_error_analysis(primary, tuned)
+    print_samples(primary, baseline["utterances"], tuned["utterances"], samples)
+    print(f"\nAdapter, processor and reports: {output_dir}")
+    trn = Path(output_dir) / TRN_FOLDER
+    print(f"NIST trn files for sclite and sc_stats: {trn}/, e.g. "
+          f"{sclite_command(trn / f'{primary}_reference.trn', trn / f'{primary}_tuned.trn')}")
+
+
+def print_error_analysis(eval_set: str, tuned: dict, top: int = 5) -> None:
+    """WER per speaker before and after, the commonest substitutions of the tuned model, and the
+    words the adapter fixed and broke (all on normalised text)."""
+    compared = tuned["compared_with_baseline"]
+    shown = speakers_to_show(compared["speakers"])
+    extra = len(compared["speakers"]) - len(shown)
+    print(f"\nBy speaker on {eval_set}: WER baseline -> tuned (points)"
+          + (f"; the {len(shown)} largest changes of {len(compared['speakers'])} speakers" if extra else ""))
+    for row in shown:
+        print(f"  {row['speaker'] or '(unknown)':<24}{row['utterances']:>5} utts  {row['baseline_wer']:.4f} -> {row['tuned_wer']:.4f}"
+              f"  {100 * row['change']:+.2f}")
+    pairs = ", ".join(f"{p['reference']} -> {p['hypothesis']} ({p['count']})" for p in tuned["confusion_pairs"][:top])
+    print(f"Commonest substitutions when tuned (reference -> hypothesis): {pairs or 'none'}")
+    for key, label in (("words_fixed", "Words the adapter fixed"), ("words_broken", "Words the adapter broke")):
+        words = ", ".join(f"{w['word']} ({w['count']})" for w in compared[key][:top])
+        print(f"{label}: {words or 'none'}")
+
+
+def print_samples(eval_set: str, baseline: list[dict], tuned: list[dict], samples: int) -> None:
     changed = [i for i, (b, t) in enumerate(zip(baseline, tuned)) if b["hypothesis"] != t["hypothesis"]]
-    print(f"\nSample predictions ({primary}; {len(changed)} of {len(tuned)} changed):")
+    print(f"\nSample predictions ({eval_set}; {len(changed)} of {len(tuned)} changed):")
     for i in (changed or list(range(len(tuned))))[:samples]:
         print(f"- {tuned[i]['id']}\n  reference: {tuned[i]['reference']!r}\n  baseline:  {baseline[i]['hypothesis']!r}"
               f"\n  tuned:     {tuned[i]['hypothesis']!r}")
-    print(f"\nAdapter, processor and reports: {output_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
-"""Word error rate as the field reports it, per utterance and for a corpus.
+"""Word and character error rates as the field reports them, per utterance and for a corpus.
 
 Two views side by side: WER after Whisper's English normaliser (what a gain should be
 judged on) and an orthographic WER that only lower-cases. A LoRA that learns a corpus's
 casing or punctuation looks like an accuracy gain under weak normalisation; the pair
-shows which one happened.
+shows which one happened. CER is taken on the same normalised text (spaces count as
+characters, as in jiwer's ``cer``): it shows whether wrong words are near misses.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ def _normaliser():
     return EnglishTextNormalizer()
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise(text: str) -> str:
-    """Whisper's English normaliser: spelling, numbers, punctuation, case."""
+    """Whisper's English normaliser: spelling, numbers, punctuation, case. Cached: a report
+    normalises each reference once per system and per seed."""
     return " ".join(_normaliser()(text).split())
 
 
@@ -67,6 +70,8 @@ class UtteranceScore:
     insertions: int
     orthographic_ref_words: int
     orthographic_errors: int
+    ref_chars: int
+    char_errors: int
 
     @property
     def errors(self) -> int:
@@ -84,10 +89,21 @@ def _edit_counts(reference: str, hypothesis: str) -> tuple[int, int, int, int]:
     return ref_words, out.substitutions, out.deletions, out.insertions
 
 
+def _char_counts(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(ref characters, character edits), spaces included as in jiwer's ``cer``."""
+    import jiwer
+
+    if not reference:
+        return 0, len(hypothesis)
+    out = jiwer.process_characters(reference, hypothesis)
+    return len(reference), out.substitutions + out.deletions + out.insertions
+
+
 def score_utterance(reference: str, hypothesis: str) -> UtteranceScore:
-    ref_words, sub, dele, ins = _edit_counts(normalise(reference), normalise(hypothesis))
+    reference_norm, hypothesis_norm = normalise(reference), normalise(hypothesis)
+    ref_words, sub, dele, ins = _edit_counts(reference_norm, hypothesis_norm)
     ortho_words, o_sub, o_del, o_ins = _edit_counts(orthographic(reference), orthographic(hypothesis))
-    return UtteranceScore(ref_words, sub, dele, ins, ortho_words, o_sub + o_del + o_ins)
+    return UtteranceScore(ref_words, sub, dele, ins, ortho_words, o_sub + o_del + o_ins, *_char_counts(reference_norm, hypothesis_norm))
 
 
 def corpus_wer(scores: Iterable[UtteranceScore]) -> dict:
@@ -100,7 +116,8 @@ def corpus_wer(scores: Iterable[UtteranceScore]) -> dict:
     kept = [s for s in scores if s.ref_words > 0]
     totals = {
         key: sum(getattr(s, key) for s in kept)
-        for key in ("ref_words", "substitutions", "deletions", "insertions", "orthographic_ref_words", "orthographic_errors")
+        for key in ("ref_words", "substitutions", "deletions", "insertions", "orthographic_ref_words", "orthographic_errors",
+                    "ref_chars", "char_errors")
     }
     errors = totals["substitutions"] + totals["deletions"] + totals["insertions"]
     return {
@@ -108,6 +125,7 @@ def corpus_wer(scores: Iterable[UtteranceScore]) -> dict:
         "orthographic_wer": (
             totals["orthographic_errors"] / totals["orthographic_ref_words"] if totals["orthographic_ref_words"] else float("nan")
         ),
+        "cer": totals["char_errors"] / totals["ref_chars"] if totals["ref_chars"] else float("nan"),
         "errors": errors,
         **totals,
         "num_utterances": len(kept),

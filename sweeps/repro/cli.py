@@ -4,11 +4,14 @@
     python -m sweeps.repro --sweep demo --trials 2 max_steps=50
     python -m sweeps.repro --config my_config.json --address auto --gpus-per-trial 0.5
     python -m sweeps.repro --from-scores results/demo/repro/scores.parquet --output-dir /tmp/again
+    python -m sweeps.repro --config recipe.json --confirm-on test=data/test.jsonl --max-wer-increase canary=0.02
 
 Each seed trains and scores baseline and tuned as one Ray task (``sweeps.repro.seeds``, in
 parallel as resources allow, on this machine or a cluster); the per-utterance scores land in
 ``scores.parquet``, and the paired and two-level bootstraps of ``sweeps.repro.significance``
-decide the verdict. One seed is also rerun to check determinism, reported apart from the verdict.
+decide the verdict on the confirm set (``sweeps.repro.selection``: an eval set the sweep did not
+select on, when one is named) and a non-inferiority decision on every budgeted eval set. One seed
+is also rerun to check determinism, reported apart from the verdict.
 
 ``--help`` imports neither torch nor ray: they are imported inside the functions that need them.
 """
@@ -25,6 +28,10 @@ from typing import Any, Sequence
 
 from sweeps.repro import ReproError
 from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds, scores_table, seed_configs, write_scores
+from sweeps.repro.selection import (
+    EvalSet, SweepChoice, check_budgets, confirmation_config, default_seeds, parse_budget_flags, parse_confirm_flag,
+    read_sweep_choice, selection_bias,
+)
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
 from trainable.files import atomic_write_json
@@ -35,6 +42,7 @@ SCORES_FILE = "scores.parquet"
 SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+REQUIREMENTS = ("stable-gain", "within-budget")
 
 
 # --------------------------------------------------------------------------- command line
@@ -46,16 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rerun a LoRA config with several seeds (Ray tasks), score baseline and tuned per utterance, "
         "and decide with bootstrap statistics whether the WER gain is real: stable gain, regression, unstable "
         "or no significant change, plus an underpowered flag and a determinism check.",
-        epilog="Exit status: 0 done; 1 a seed failed, or --require stable-gain and the verdict is another; "
+        epilog="Exit status: 0 done; 1 a seed failed, or a --require is not met; "
         "2 bad input (config, overrides, scores table).",
     )
     source = parser.add_argument_group("what to rerun (default: best.json of the newest sweep under results/)")
     source.add_argument("--sweep", metavar="NAME", help="use results/NAME/best.json")
     source.add_argument("--config", metavar="FILE", help="a core config (JSON, a sweep's best.json, or YAML with a trial: section)")
     source.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change, e.g. max_steps=50 (trial.max_steps=50 works too)")
+    source.add_argument("--confirm-on", metavar="NAME=PATH", help="score this eval set first, in place of the set the sweep selected on "
+                        "(default: best.json's confirm_on; without one, repro tests the selection set and says the gain is biased upward)")
     seeds = parser.add_argument_group("seeds and determinism")
     seeds.add_argument("--trials", type=int, default=5, metavar="N", help="number of seeds (default 5, the fewest the verdict trusts)")
-    seeds.add_argument("--seeds", metavar="S1,S2,...", help="explicit seeds (default: config seed + 1 ... + N, never the sweep's own seed)")
+    seeds.add_argument("--seeds", metavar="S1,S2,...", help="explicit seeds (default: config seed + 1 ... + N, skipping the seeds the sweep selected with)")
     seeds.add_argument("--determinism-reruns", type=int, default=1, metavar="K", help="rerun the first K seeds once each and compare hypotheses (default 1; 0 = off)")
     ray_group = parser.add_argument_group("Ray")
     ray_group.add_argument("--address", help="join a Ray cluster (e.g. auto); default: a fresh local instance")
@@ -69,8 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--min-effect", type=float, default=0.10, metavar="FRACTION", help="smallest gain worth detecting, relative to the baseline WER (default 0.10 = 10%%)")
     stats.add_argument("--min-effect-abs", type=float, metavar="WER", help="the same in absolute WER (0.005 = half a point); overrides --min-effect")
     stats.add_argument("--seed", type=int, default=0, help="bootstrap seed, so the report is reproducible (default 0)")
-    stats.add_argument("--require", choices=["stable-gain"], help="exit 1 unless the verdict is this (gate a CI pipeline on it)")
+    stats.add_argument("--max-wer-increase", action="append", default=[], metavar="NAME=INCREASE",
+                       help="budget on another eval set, e.g. canary=0.02 (2 WER points); repeatable; adds to or replaces best.json's")
+    stats.add_argument("--require", type=parse_requirements, default=[], metavar="WHAT[,WHAT]",
+                       help=f"exit 1 unless each holds: {', '.join(REQUIREMENTS)} (gate a CI pipeline on it)")
     return parser
+
+
+def parse_requirements(text: str) -> list[str]:
+    """``--require stable-gain,within-budget``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in REQUIREMENTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one or more of {', '.join(REQUIREMENTS)}, comma-separated")
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,10 +111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(record["sentence"])
     for warning in record.get("warnings", []):  # a canary that got worse must not hide in report.md
         print(f"Warning: {warning}")
-    if args.require == "stable-gain" and record["verdict"] != "stable gain":
-        print(f"--require stable-gain: the verdict is {record['verdict']!r}", file=sys.stderr)
-        return EXIT_GATE_FAILED
-    return EXIT_GATE_FAILED if failed else 0
+    unmet = unmet_requirements(record, args.require)
+    for line in unmet:
+        print(line, file=sys.stderr)
+    return EXIT_GATE_FAILED if failed or unmet else 0
+
+
+def unmet_requirements(record: dict[str, Any], requirements: Sequence[str]) -> list[str]:
+    """One line per ``--require`` the verdict does not meet."""
+    unmet = []
+    if "stable-gain" in requirements and record["verdict"] != "stable gain":
+        unmet.append(f"--require stable-gain: the verdict is {record['verdict']!r}")
+    if "within-budget" in requirements:
+        if not record["budgets"]:
+            unmet.append("--require within-budget: no eval set has a budget (best.json's max_wer_increase, or --max-wer-increase NAME=INCREASE)")
+        unmet += [f"--require within-budget: {name} is {budget['decision']!r}"
+                  for name, budget in record["budgets"].items() if budget["decision"] != "within budget"]
+    return unmet
 
 
 # --------------------------------------------------------------------------- which config
@@ -148,18 +183,21 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def choose_seeds(args: argparse.Namespace, config_seed: int) -> list[int]:
-    """Explicit --seeds, else config seed + 1 ... + N: the sweep picked this config partly because
-    its own seed did well (winner's curse), so reusing that seed would flatter the result."""
+def choose_seeds(args: argparse.Namespace, config_seed: int, selection_seeds: Sequence[int] = ()) -> list[int]:
+    """Explicit --seeds, else config seed + 1 ... + N skipping the sweep's selection seeds: the
+    sweep picked this config partly because those seeds did well (winner's curse)."""
     if args.seeds:
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise ReproError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+        reused = sorted(set(seeds) & set(selection_seeds))
+        if reused:
+            print(f"repro: --seeds reuses seed(s) {reused} the sweep selected this recipe with; their runs flatter it", file=sys.stderr)
     else:
         if args.trials < 1:
             raise ReproError(f"--trials {args.trials}: need at least 1 seed (5 for a verdict that is not underpowered)")
-        seeds = [config_seed + 1 + i for i in range(args.trials)]
+        seeds = default_seeds(config_seed, args.trials, selection_seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ReproError(f"--seeds {args.seeds!r}: need distinct seeds")
     return seeds
@@ -181,8 +219,13 @@ class ReproRecord:
 def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     """Train every seed through Ray, store scores.parquet, then analyse and report."""
     source, name, default_dir = find_config_source(args)
-    config = load_config(source, args.overrides)
-    seeds = choose_seeds(args, config.seed)
+    recipe = load_config(source, args.overrides)
+    choice = read_sweep_choice(source, recipe)
+    confirm = parse_confirm_flag(args.confirm_on) if args.confirm_on else choice.confirm_on
+    config = confirmation_config(recipe, choice, confirm)
+    tested = args.eval_set or config.primary_eval
+    budgets = budgets_to_check(args, choice.budgets, [n for n, _ in config.eval_manifests], tested, source)
+    seeds = choose_seeds(args, config.seed, choice.selection_seeds)
     repro_dir = Path(args.output_dir or default_dir).absolute()
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
     started = time.time()
@@ -191,25 +234,42 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     table = scores_table(finished, [n for n, _ in config.eval_manifests])
     write_scores(table, repro_dir / SCORES_FILE)
     record = ReproRecord(
-        run=run_record(args, source, name, config) | seed_runs_record(finished, failed, wall),
+        run=run_record(args, source, name, config, choice, budgets) | seed_runs_record(finished, failed, wall),
         config=config.to_dict(), reruns=rerun_checks(finished),
     )
     atomic_write_json(repro_dir / "determinism.json", {"reruns": record.reruns})
     atomic_write_json(repro_dir / "config.json", config.replace(output_dir=str(repro_dir)).to_dict())
     atomic_write_json(repro_dir / "run.json", record.run)
-    verdict = analyse_and_report(table, record, args, repro_dir, args.eval_set or config.primary_eval, str(repro_dir / SCORES_FILE))
+    verdict = analyse_and_report(table, record, args, repro_dir, tested, str(repro_dir / SCORES_FILE))
     return verdict, bool(failed)
 
 
-def run_record(args: argparse.Namespace, source: Path, name: str, config: TrialConfig) -> dict[str, Any]:
-    """run.json's what: the command, the recipe's source and model, the sweep's budgets."""
+def budgets_to_check(args: argparse.Namespace, stored: dict[str, float], eval_sets: Sequence[str], tested: str, source: Any) -> dict[str, float]:
+    """The budgets a source carries (best.json's, or run.json's for --from-scores) with
+    --max-wer-increase on top, each checked against the eval sets that are scored, before
+    any seed trains."""
+    check_budgets(stored, eval_sets, tested, f"{source}: max_wer_increase")
+    flags = parse_budget_flags(args.max_wer_increase)
+    check_budgets(flags, eval_sets, tested, "--max-wer-increase")
+    return {**stored, **flags}
+
+
+def run_record(
+    args: argparse.Namespace, source: Path, name: str, config: TrialConfig, choice: SweepChoice, budgets: dict[str, float],
+) -> dict[str, Any]:
+    """run.json's what: the command, the recipe's source and model, the eval sets the seeds
+    scored (absolute paths), the set the sweep selected on, its selection seeds and the budgets."""
+    paths = dict(config.resolved().eval_manifests)
     return {
         "name": name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": "python -m sweeps.repro " + " ".join(shlex.quote(a) for a in args.argv),
         "source": str(source),
         "model": config.model,
-        "max_wer_increase": wer_budgets(source),
+        "eval_manifests": [[eval_set, path] for eval_set, path in paths.items()],
+        "selected_on": choice.selected_on.to_dict() if choice.selected_on else None,
+        "selection_seeds": list(choice.selection_seeds),
+        "max_wer_increase": budgets,
     }
 
 
@@ -224,33 +284,30 @@ def seed_runs_record(finished: list[dict], failed: list[dict], wall: float) -> d
     }
 
 
-def wer_budgets(source: Path) -> dict[str, float]:
-    """The sweep's canary budget (best.json's ``max_wer_increase``): the sweep checked it on
-    one seed; the report checks it on every seed."""
-    if source.suffix != ".json":
-        return {}
-    budgets = _read_json(source).get("max_wer_increase") or {}
-    return {str(name): float(limit) for name, limit in budgets.items()} if isinstance(budgets, dict) else {}
-
-
 def from_scores(args: argparse.Namespace) -> dict[str, Any]:
     """Statistics and report from a stored table alone; config.json, run.json and determinism.json
     beside it are used when present (a repro directory has them)."""
-    from sweeps.repro.significance import ScoresError, read_scores
+    from sweeps.repro.significance import ScoresError, eval_sets_in_order, read_scores
 
+    if args.confirm_on:
+        raise ReproError("--confirm-on chooses what the seed runs score; with --from-scores, pick a stored eval set with --eval-set")
     path = Path(args.from_scores)
     try:
         table = read_scores(str(path))
     except ScoresError as error:
         raise ReproError(str(error)) from None
     beside = path.parent
+    eval_sets = eval_sets_in_order(table)
+    tested = args.eval_set or eval_sets[0]
+    run = _read_json(beside / "run.json") or {"name": beside.name}
+    budgets = budgets_to_check(args, run.get("max_wer_increase") or {}, eval_sets, tested, beside / "run.json")
     record = ReproRecord(
-        run=_read_json(beside / "run.json") or {"name": beside.name},
+        run={**run, "max_wer_increase": budgets},
         config=_read_json(beside / "config.json") or None,
         reruns=_read_json(beside / "determinism.json").get("reruns", []),
     )
     output_dir = Path(args.output_dir) if args.output_dir else beside
-    return analyse_and_report(table, record, args, output_dir, args.eval_set, str(path))
+    return analyse_and_report(table, record, args, output_dir, tested, str(path))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -263,25 +320,41 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def analyse_and_report(
-    table: Any, record: ReproRecord, args: argparse.Namespace, output_dir: Path, eval_set: str | None, source: str,
+    table: Any, record: ReproRecord, args: argparse.Namespace, output_dir: Path, primary: str, source: str,
 ) -> dict[str, Any]:
-    """The statistics on the primary eval set, plain WERs on the others, and every output file."""
+    """The gain's statistics on the tested eval set (``primary``), a non-inferiority decision on
+    each budgeted one (run.json's ``max_wer_increase``, checked by the caller), plain WERs on the
+    rest, and every output file."""
     from sweeps.repro import significance
     from sweeps.repro.report import write_outputs
 
-    order = significance.eval_sets_in_order(table)
-    primary = eval_set or order[0]
+    limits = record.run.get("max_wer_increase") or {}
     try:
-        scores = significance.paired_scores(table, primary)
         analysis = significance.analyse(
-            scores, resamples=args.resamples, seed=args.seed, min_effect=args.min_effect_abs, min_effect_relative=args.min_effect,
+            significance.paired_scores(table, primary),
+            resamples=args.resamples, seed=args.seed, min_effect=args.min_effect_abs, min_effect_relative=args.min_effect,
         )
+        budgets = [significance.assess_budget(significance.paired_scores(table, name), limit, args.resamples, args.seed)
+                   for name, limit in limits.items()]
     except (significance.ScoresError, ValueError) as error:
         raise ReproError(f"{source}: {error}") from None
     determinism = determinism_summary(significance.baselines_identical(table), record.reruns)
-    verdict = write_outputs(output_dir, analysis, table, determinism, record.run, record.config)
-    print(f"repro: wrote {output_dir}/verdict.json, report.md and plots; deterministic: {determinism['deterministic']}")
+    verdict = write_outputs(output_dir, analysis, table, determinism, record.run, record.config, budgets, selection_record(record.run, primary))
+    print(f"repro: wrote {output_dir}/verdict.json, report.md, plots and trn/; deterministic: {determinism['deterministic']}")
     return verdict
+
+
+def selection_record(run: dict[str, Any], tested: str) -> dict[str, Any]:
+    """verdict.json's selection_bias, selected_on and confirmed_on, from what run.json says the
+    seeds scored and the sweep selected on (a run.json without them: not known)."""
+    paths = dict(run.get("eval_manifests") or [])
+    selected = run.get("selected_on")
+    confirmed = EvalSet(tested, paths.get(tested))
+    return {
+        "selection_bias": selection_bias(confirmed, EvalSet(selected["name"], selected.get("path")) if selected else None),
+        "selected_on": selected,
+        "confirmed_on": confirmed.to_dict(),
+    }
 
 
 if __name__ == "__main__":

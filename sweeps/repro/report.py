@@ -1,4 +1,4 @@
-"""What a repro run hands on: verdict.json, report.md and two plots.
+"""What a repro run hands on: verdict.json, report.md, two plots and NIST trn files.
 
 Kept apart from the statistics (``significance``) and from the seed runs (``seeds``)
 so ``--from-scores`` can rebuild every file here from a stored scores table alone. Every file is
@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sweeps.budget import over_budget
-from sweeps.repro.significance import Analysis, SeedResult, eval_sets_in_order, orthographic_wers, plain_wers
+from sweeps.repro.error_report import pooled_error_analysis, render_error_analysis, sclite_hint, write_trn_files
+from sweeps.repro.significance import (
+    Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
+)
 from trainable.files import atomic_output, atomic_write_json, atomic_write_text
 
 SEED_PLOT = "seed_deltas.png"
@@ -23,8 +25,11 @@ BOOTSTRAP_PLOT = "mean_delta_bootstrap.png"
 # --------------------------------------------------------------------------- verdict.json
 
 
-def verdict_record(analysis: Analysis, table: Any, determinism: dict[str, Any]) -> dict[str, Any]:
-    """The headline keys (verdict ... seeds) first, then the extras a reader needs to trust it."""
+def verdict_record(
+    analysis: Analysis, table: Any, determinism: dict[str, Any], budgets: list[BudgetResult], selection: dict[str, Any],
+) -> dict[str, Any]:
+    """The headline keys (verdict ... recommended) first, then the extras a reader needs to trust them.
+    ``selection`` holds ``selection_bias``, ``selected_on`` and ``confirmed_on``."""
     other_eval_sets = {name: plain_wers(table, name) for name in eval_sets_in_order(table) if name != analysis.eval_set}
     return {
         "verdict": analysis.verdict,
@@ -37,8 +42,13 @@ def verdict_record(analysis: Analysis, table: Any, determinism: dict[str, Any]) 
         "tuned_wer_mean": analysis.tuned_wer_mean,
         "tuned_wer_sd": analysis.tuned_wer_sd,
         "seeds": [_seed_record(s) for s in analysis.seeds],
-        "sentence": verdict_sentence(analysis),
+        "selection_bias": selection.get("selection_bias"),
+        "budgets": {b.eval_set: _budget_record(b) for b in budgets},
+        "recommended": recommended(analysis, budgets),
+        "sentence": verdict_sentence(analysis, budgets, selection),
         "eval_set": analysis.eval_set,
+        "selected_on": selection.get("selected_on"),
+        "confirmed_on": selection.get("confirmed_on"),
         "sd_delta": analysis.sd_delta,
         "underpowered_reasons": analysis.power.reasons,
         "needed": analysis.power.needed,
@@ -52,8 +62,24 @@ def verdict_record(analysis: Analysis, table: Any, determinism: dict[str, Any]) 
         "resamples": analysis.resamples,
         "bootstrap_seed": analysis.bootstrap_seed,
         "orthographic": orthographic_wers(table, analysis.eval_set),
+        "cer": character_error_rates(table, analysis.eval_set),
         "determinism": determinism,
         "other_eval_sets": other_eval_sets,
+        "error_analysis": pooled_error_analysis(table, analysis.eval_set),
+    }
+
+
+def recommended(analysis: Analysis, budgets: list[BudgetResult]) -> bool:
+    """A recipe to ship: a stable gain, and every budgeted eval set shown within its budget."""
+    return analysis.verdict == "stable gain" and all(b.decision == "within budget" for b in budgets)
+
+
+def _budget_record(budget: BudgetResult) -> dict[str, Any]:
+    return {
+        "decision": budget.decision, "rise_mean": budget.rise_mean, "upper_95": budget.upper_95, "lower_95": budget.lower_95,
+        "limit": budget.limit, "seed_rises": budget.seed_rises, "seeds_over": budget.seeds_over, "needed": budget.needed,
+        "resampling_unit": budget.unit, "resampling_units": budget.units, "utterances": budget.utterances,
+        "ref_words": budget.ref_words,
     }
 
 
@@ -77,8 +103,9 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def verdict_sentence(analysis: Analysis) -> str:
-    """The verdict with its numbers, in one sentence a reviewer can quote."""
+def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult] = (), selection: dict[str, Any] | None = None) -> str:
+    """The verdict with its numbers, where it was confirmed, and every budget decision, in one
+    sentence a reviewer can quote."""
     a = analysis
     n = len(a.seeds)
     numbers = (
@@ -94,10 +121,36 @@ def verdict_sentence(analysis: Analysis) -> str:
         "unstable": f"seeds disagree ({spread})",
         "no significant change": "the CI includes 0",
     }
-    sentence = f"{a.verdict.capitalize()} on {a.eval_set}: {numbers}; {reasons[a.verdict]}."
+    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection or {})}: {numbers}; {reasons[a.verdict]}."
+    if budgets:
+        sentence += " Budgets: " + "; ".join(budget_clause(b) for b in budgets) + "."
     if a.power.underpowered:
         sentence += f" Underpowered ({'; '.join(a.power.reasons)})."
     return sentence
+
+
+def _where_confirmed(selection: dict[str, Any]) -> str:
+    """Whether the tested set is the one the sweep chose the recipe on: if so the gain is the
+    best of many noisy scores there, and the headline must say it is inflated."""
+    selected = (selection.get("selected_on") or {}).get("name")
+    if selection.get("selection_bias") is True:
+        return (", the set the sweep selected this recipe on, so the gain is biased upward (winner's curse; "
+                "confirm on an untouched set with --confirm-on NAME=PATH)")
+    if selection.get("selection_bias") is False:
+        return f", which the sweep did not select on (it selected on {selected})"
+    return ""
+
+
+def budget_clause(budget: BudgetResult) -> str:
+    """``canary within budget (mean rise +0.50 points, upper 95% bound +1.20 <= +2.00)``."""
+    b = budget
+    rise = f"mean rise {points(b.rise_mean, True)} points"
+    if b.decision == "within budget":
+        return f"{b.eval_set} within budget ({rise}, upper 95% bound {points(b.upper_95, True)} <= {points(b.limit, True)})"
+    if b.decision == "over budget":
+        return f"{b.eval_set} over budget ({rise}, lower 95% bound {points(b.lower_95, True)} > {points(b.limit, True)})"
+    return (f"{b.eval_set} budget inconclusive ({rise}, 95% bounds [{points(b.lower_95, True)}, {points(b.upper_95, True)}] "
+            f"straddle {points(b.limit, True)})")
 
 
 # --------------------------------------------------------------------------- plots
@@ -182,30 +235,33 @@ def changed_predictions(table: Any, eval_set: str, seed: int, limit: int = 6) ->
 
 
 def render_report(
-    analysis: Analysis, record: dict[str, Any], table: Any, run: dict[str, Any], config: dict[str, Any] | None
+    analysis: Analysis, record: dict[str, Any], table: Any, run: dict[str, Any], config: dict[str, Any] | None,
+    budgets: list[BudgetResult],
 ) -> str:
     """report.md: the verdict first, then the run, the recipe, every seed and the evidence behind it."""
     sections = [
         f"# Repro report: {run.get('name') or analysis.eval_set}",
-        _verdict_section(analysis, record),
+        _verdict_section(analysis, record, budgets),
         _summary_section(analysis, record, run),
         _config_section(config),
-        _seed_table(analysis, record["orthographic"]),
+        _seed_table(analysis, record["orthographic"], record["cer"]),
+        _budgets_section(budgets),
         _other_sets_section(record["other_eval_sets"]),
+        render_error_analysis(record["error_analysis"]),
         f"## Plots\n\n![per-seed delta with 95% CIs]({SEED_PLOT})\n\n![bootstrap distribution of the mean delta]({BOOTSTRAP_PLOT})",
         _samples_section(analysis, table),
-        _artifacts_section(run),
+        _artifacts_section(analysis, run),
         _reading_guide(analysis),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def _verdict_section(analysis: Analysis, record: dict[str, Any]) -> str:
+def _verdict_section(analysis: Analysis, record: dict[str, Any], budgets: list[BudgetResult]) -> str:
     determinism = record["determinism"]
     lines = [
         "## Verdict",
         "",
-        f"**{verdict_sentence(analysis)}**",
+        f"**{record['sentence']}**",
         "",
         f"- Verdict: `{analysis.verdict}`",
         f"- Underpowered: {'yes' if analysis.power.underpowered else 'no'}"
@@ -213,36 +269,63 @@ def _verdict_section(analysis: Analysis, record: dict[str, Any]) -> str:
     ]
     if analysis.power.needed:
         lines.append(f"- {analysis.power.needed}")
+    lines.append(f"- Confirmed on: {_selection_line(record)}")
+    for budget in budgets:
+        lines.append(f"- Budget on `{budget.eval_set}`: `{budget.decision}`. {budget_explanation(budget)}")
+    lines.append(f"- Recommended: {_recommendation(analysis, budgets, record)}")
     lines.append(f"- Deterministic: {determinism.get('deterministic', 'unknown')} — {determinism.get('detail', 'not checked')}")
     lines += [f"- Warning: {line}" for line in record.get("warnings", [])]
     return "\n".join(lines)
 
 
-def _budget_breaches(other: dict[str, Any], budgets: dict[str, float]) -> list[str]:
-    """Seeds on which a budgeted set (the sweep's ``max_wer_increase``) rose past its budget.
-    The sweep chose its winner on one seed; a budget kept only by that seed is luck."""
-    lines = []
-    for name, limit in budgets.items():
-        if name not in other:
-            continue
-        changes = _wer_changes(other[name])
-        over = sum(over_budget(change, limit) for change in changes)
-        if over:
-            lines.append(f"`{name}` rose past the sweep's budget of {points(limit, True)} WER points on {over} of "
-                         f"{len(changes)} seeds (worst {points(max(changes), True)}); the sweep checked it on one seed only")
-    return lines
+def _selection_line(record: dict[str, Any]) -> str:
+    confirmed, selected = record.get("confirmed_on") or {}, record.get("selected_on") or {}
+    tested = f"`{record['eval_set']}`" + (f" ({confirmed['path']})" if confirmed.get("path") else "")
+    if record["selection_bias"] is None:
+        return f"{tested}; which set chose this recipe is not known (not a sweep's best.json), so selection bias is not assessed"
+    if record["selection_bias"]:
+        return (f"{tested}, the set the sweep selected on (`{selected.get('name')}`): the gain there is biased upward, "
+                "since the recipe won as the best of many noisy scores on it")
+    return f"{tested}; the sweep selected on `{selected.get('name')}`, so this set is untouched by the selection"
 
 
-def _other_set_regressions(other: dict[str, Any]) -> list[str]:
-    """Secondary sets (a source-domain canary) where most seeds got worse: a gain on the target
-    domain that costs the source domain is what a user must hear before shipping the adapter."""
+def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dict[str, Any]) -> str:
+    """yes only for a stable gain with every budget shown within; the reasons otherwise."""
+    if record["recommended"]:
+        return "yes (a stable gain, and every budget within)" + (
+            ", but only on the selection set: confirm on an untouched set before shipping" if record["selection_bias"] else "")
+    reasons = [] if analysis.verdict == "stable gain" else [f"the verdict is `{analysis.verdict}`"]
+    reasons += [f"`{b.eval_set}` is {b.decision}" for b in budgets if b.decision != "within budget"]
+    return "no (" + "; ".join(reasons) + ")"
+
+
+def budget_explanation(budget: BudgetResult) -> str:
+    """What the decision rests on, the seeds that alone rose past the limit, and what would
+    settle an inconclusive budget."""
+    b = budget
+    unit = "speakers" if b.unit == "speaker" else "utterances"
+    text = (f"Mean rise {points(b.rise_mean, True)} WER points, one-sided 95% bounds [{points(b.lower_95, True)}, "
+            f"{points(b.upper_95, True)}] against a limit of {points(b.limit, True)}, over {len(b.seed_rises)} seeds and "
+            f"{b.units} {unit}.")
+    if b.seeds_over:
+        text += (f" {b.seeds_over} of {len(b.seed_rises)} seeds alone rose past the limit (worst {points(max(b.seed_rises), True)}); "
+                 "the decision weighs every seed and the utterance sampling.")
+    return text + (f" {b.needed}" if b.needed else "")
+
+
+def _other_set_regressions(other: dict[str, Any], budgeted: set[str]) -> list[str]:
+    """Unbudgeted secondary sets (a source-domain canary) where most seeds got worse: a gain on
+    the target domain that costs the source domain is what a user must hear before shipping the
+    adapter. A budgeted set's decision already says how far it rose."""
     lines = []
     for name, wers in other.items():
+        if name in budgeted:
+            continue
         changes = _wer_changes(wers)
         worse = sum(c > 0 for c in changes)
         if worse * 2 > len(changes):
             lines.append(f"`{name}` is worse with the adapter on {worse} of {len(changes)} seeds "
-                         f"(mean {points(sum(changes) / len(changes), True)} WER points)")
+                         f"(mean {points(sum(changes) / len(changes), True)} WER points; no budget set for it)")
     return lines
 
 
@@ -285,39 +368,59 @@ def _config_section(config: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _seed_table(analysis: Analysis, orthographic: dict[str, Any] | None) -> str:
-    """One row per seed and the pooled row; the orthographic WER (lower-case only) sits beside the
-    normalised one so a formatting-only gain is visible."""
-    ortho = {}
-    if orthographic:
-        ortho = {seed: (b, t) for seed, b, t in zip(orthographic["seeds"], orthographic["baseline_wer"], orthographic["tuned_wer"])}
+def _seed_table(analysis: Analysis, orthographic: dict[str, Any] | None, cer: dict[str, Any] | None) -> str:
+    """One row per seed and the pooled row; CER and the orthographic WER (lower-case only) sit
+    beside the normalised WER, so near misses and a formatting-only gain are visible."""
+    ortho, chars = _by_seed(orthographic, "wer"), _by_seed(cer, "cer")
     lines = [
         f"## Per-seed results ({analysis.eval_set})",
         "",
-        "| seed | baseline WER | tuned WER | delta (points) | 95% CI (points) | POI | words fixed / broken | utterances better / worse | orthographic WER baseline -> tuned |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| seed | baseline WER | tuned WER | delta (points) | 95% CI (points) | POI | words fixed / broken | utterances better / worse | "
+        "CER baseline -> tuned | orthographic WER baseline -> tuned |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in analysis.seeds:
-        shown = f"{percent(ortho[s.seed][0])} -> {percent(ortho[s.seed][1])}" if s.seed in ortho else "n/a"
         lines.append(
             f"| {s.seed} | {percent(s.baseline_wer)} | {percent(s.tuned_wer)} | {points(s.delta, True)} | "
             f"[{points(s.ci[0], True)}, {points(s.ci[1], True)}] | {s.poi:.3f} | {s.words_fixed} / {s.words_broken} | "
-            f"{s.utterances_better} / {s.utterances_worse} | {shown} |"
+            f"{s.utterances_better} / {s.utterances_worse} | {chars.get(s.seed, 'n/a')} | {ortho.get(s.seed, 'n/a')} |"
         )
     lines.append(
         f"| **mean** | {percent(analysis.baseline_wer)} | {percent(analysis.tuned_wer_mean)} ± {points(analysis.tuned_wer_sd)} | "
         f"**{points(analysis.mean_delta, True)}** (sd {points(analysis.sd_delta)}) | "
-        f"[{points(analysis.ci[0], True)}, {points(analysis.ci[1], True)}] | {analysis.poi:.3f} | | | |"
+        f"[{points(analysis.ci[0], True)}, {points(analysis.ci[1], True)}] | {analysis.poi:.3f} | | | | |"
     )
+    return "\n".join(lines)
+
+
+def _by_seed(rates: dict[str, Any] | None, score: str) -> dict[int, str]:
+    """``{seed: "12.00% -> 9.50%"}`` from a per-seed rates record; {} where the table had none."""
+    if not rates:
+        return {}
+    return {seed: f"{percent(b)} -> {percent(t)}" for seed, b, t in zip(rates["seeds"], rates[f"baseline_{score}"], rates[f"tuned_{score}"])}
+
+
+def _budgets_section(budgets: list[BudgetResult]) -> str:
+    """Each budgeted eval set's non-inferiority decision and the numbers behind it."""
+    if not budgets:
+        return ""
+    lines = ["## Budgets on other eval sets (non-inferiority)", "",
+             "| eval set | limit (points) | mean rise (points) | one-sided 95% bounds | seeds over the limit alone | decision |",
+             "|---|---:|---:|---:|---:|---|"]
+    for b in budgets:
+        lines.append(f"| {b.eval_set} | {points(b.limit, True)} | {points(b.rise_mean, True)} | "
+                     f"[{points(b.lower_95, True)}, {points(b.upper_95, True)}] | {b.seeds_over} of {len(b.seed_rises)} | {b.decision} |")
+    lines.append("")
+    lines += [f"- `{b.eval_set}`: {budget_explanation(b)}" for b in budgets]
     return "\n".join(lines)
 
 
 def _other_sets_section(other: dict[str, Any]) -> str:
     if not other:
         return ""
-    lines = ["## Other eval sets (plain WER per seed, no statistics)", ""]
+    lines = ["## Other eval sets (WER per seed)", ""]
     for name, wers in other.items():
-        changes = [t - b for b, t in zip(wers["baseline_wer"], wers["tuned_wer"])]
+        changes = _wer_changes(wers)
         worse = sum(c > 0 for c in changes)
         lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {len(changes)} seeds "
                      f"(mean change {points(sum(changes) / len(changes), True)} WER points)")
@@ -345,9 +448,11 @@ def _samples_section(analysis: Analysis, table: Any) -> str:
     return "\n".join(lines)
 
 
-def _artifacts_section(run: dict[str, Any]) -> str:
+def _artifacts_section(analysis: Analysis, run: dict[str, Any]) -> str:
     lines = ["## Artifacts", "", "- `scores.parquet`: one row per (seed, system, eval set, utterance)", "- `verdict.json`, `report.md`, "
-             f"`{SEED_PLOT}`, `{BOOTSTRAP_PLOT}`"]
+             f"`{SEED_PLOT}`, `{BOOTSTRAP_PLOT}`",
+             "- `trn/`: NIST trn transcripts (Whisper-normalised, `(speaker-utterance)` ids) of every eval set, seed and system, "
+             f"for sclite and sc_stats; e.g. `{sclite_hint(analysis.eval_set, analysis.seeds[0].seed)}`"]
     for seed_run in sorted(run.get("seed_runs", []), key=lambda r: (r["seed"], bool(r.get("rerun")))):
         took = f", {seed_run['elapsed_seconds']:.0f} s" if seed_run.get("elapsed_seconds") is not None else ""
         node = f" on {seed_run['node']}" if seed_run.get("node") else ""
@@ -363,8 +468,11 @@ def _reading_guide(analysis: Analysis) -> str:
         f"from a paired bootstrap over held-out {unit}, the same resample for baseline and tuned; the pooled CI also "
         "resamples seeds. POI is the share of resamples with delta > 0. Verdicts, the first rule that holds: regression "
         "(CI < 0); stable gain (CI > 0, POI >= 0.95 and every seed improves); unstable (seeds significantly disagree, or "
-        "the CI excludes 0 while a seed goes the other way); else no significant change. Same seed twice only shows "
-        "determinism, reported separately."
+        "the CI excludes 0 while a seed goes the other way); else no significant change. A budget on another eval set is "
+        "a one-sided non-inferiority test of its rise (tuned - baseline WER) with the same bootstrap: within budget when "
+        "the upper 95% bound is at most the limit, over budget when the lower 95% bound exceeds it, else inconclusive. "
+        "Recommended = a stable gain and every budget within. A gain measured on the set the sweep selected on is biased "
+        "upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately."
     )
 
 
@@ -372,16 +480,17 @@ def _reading_guide(analysis: Analysis) -> str:
 
 
 def write_outputs(
-    output_dir: Path, analysis: Analysis, table: Any, determinism: dict[str, Any], run: dict[str, Any], config: dict[str, Any] | None,
+    output_dir: Path, analysis: Analysis, table: Any, determinism: dict[str, Any], run: dict[str, Any],
+    config: dict[str, Any] | None, budgets: list[BudgetResult], selection: dict[str, Any],
 ) -> dict[str, Any]:
-    """verdict.json, report.md and the plots, each atomically; returns the verdict record."""
+    """verdict.json, report.md, the plots and the trn files, each atomically; returns the verdict record."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = verdict_record(analysis, table, determinism)
-    record["max_wer_increase"] = run.get("max_wer_increase") or {}
-    record["budget_warnings"] = _budget_breaches(record["other_eval_sets"], record["max_wer_increase"])
-    record["warnings"] = _other_set_regressions(record["other_eval_sets"]) + record["budget_warnings"]
+    record = verdict_record(analysis, table, determinism, budgets, selection)
+    record["max_wer_increase"] = {b.eval_set: b.limit for b in budgets}
+    record["warnings"] = _other_set_regressions(record["other_eval_sets"], set(record["budgets"]))
     atomic_write_json(output_dir / "verdict.json", record)
     plot_seed_deltas(analysis, output_dir / SEED_PLOT)
     plot_mean_distribution(analysis, output_dir / BOOTSTRAP_PLOT)
-    atomic_write_text(output_dir / "report.md", render_report(analysis, record, table, run, config))
+    write_trn_files(output_dir, table)
+    atomic_write_text(output_dir / "report.md", render_report(analysis, record, table, run, config, budgets))
     return record

@@ -18,7 +18,7 @@ from trainable.files import atomic_output
 # Columns of scores.parquet in this order: what the statistics read, then the edit counts behind them.
 SCORE_COLUMNS = (
     "seed", "system", "eval_set", "utterance_id", "speaker", "ref_words", "errors", "reference", "hypothesis",
-    "substitutions", "deletions", "insertions", "orthographic_ref_words", "orthographic_errors",
+    "substitutions", "deletions", "insertions", "orthographic_ref_words", "orthographic_errors", "ref_chars", "char_errors",
 )
 
 

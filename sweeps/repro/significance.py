@@ -1,10 +1,12 @@
-"""Is a WER gain real? Paired and two-level bootstrap over seeds and held-out utterances.
+"""Is a WER gain real, and did other eval sets stay within budget? Paired and two-level
+bootstrap over seeds and held-out utterances.
 
 Per seed a paired bootstrap (Bisani & Ney 2004: the same resampled utterances for baseline
 and tuned), speakers resampled as blocks when there are at least 10 of them (Liu & Peng
 2020); across seeds a two-level bootstrap (seeds, then utterances) of the mean delta; the
 first verdict that holds of regression, stable gain, unstable, no significant change; an
-``underpowered`` flag that says what would be needed.
+``underpowered`` flag that says what would be needed. A budgeted eval set (a canary whose WER
+may rise by at most m) gets a one-sided non-inferiority decision from the same bootstrap.
 
 Delta is baseline WER minus tuned WER, in absolute WER (0.01 = one point): positive means the
 tuned adapter makes fewer errors.
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from sweeps.budget import over_budget
 
 SYSTEMS = ("baseline", "tuned")
 # The scores table, one row per (seed, system, eval_set, utterance); extra columns are allowed.
@@ -37,6 +41,11 @@ SCORE_COLUMNS = {
 VERDICTS = ("regression", "stable gain", "unstable", "no significant change")
 MIN_SPEAKERS_FOR_BLOCKS = 10
 MIN_SEEDS = 5
+# Standard normal quantiles: a two-sided 95 % interval is this many standard errors wide, and a
+# one-sided 95 % bound lies this many standard errors from the mean.
+Z_TWO_SIDED_WIDTH = 2 * 1.959964
+Z_ONE_SIDED = 1.644854
+BUDGET_DECISIONS = ("within budget", "over budget", "inconclusive")
 # Elements of one (resamples x units) index chunk: bounds memory to ~100 MB whatever the set size.
 CHUNK_ELEMENTS = 1 << 22
 
@@ -337,12 +346,7 @@ def assess_power(
     n_seeds: int, ci: Sequence[float], min_effect: float, sd_delta: float, n_units: int, unit: str, utterances: int
 ) -> Power:
     """Underpowered when there are fewer than 5 seeds or the pooled CI is wider than the minimum
-    effect of interest.
-
-    What would be needed comes from splitting the pooled CI's variance into a seed part
-    (sd of delta^2 / S, shrinks with more seeds) and a held-out part (the rest, shrinks ~1/n with
-    more held-out units); seeds get at most half of the target variance, units the rest.
-    """
+    effect of interest. What would be needed comes from ``_needed_sizes``."""
     width = float(ci[1] - ci[0])
     reasons = []
     if n_seeds < MIN_SEEDS:
@@ -350,8 +354,18 @@ def assess_power(
     if width > min_effect:
         reasons.append(f"the pooled 95% CI is {_points(width)} points wide, wider than the minimum effect of {_points(min_effect)} points")
     seeds_needed, units_needed = max(MIN_SEEDS, n_seeds), n_units
-    if width > min_effect:
-        seeds_needed, units_needed = _needed_sizes(n_seeds, width, min_effect, sd_delta, n_units)
+    if width > min_effect and min_effect > 0:
+        seeds_needed, units_needed = _needed_sizes(n_seeds, width / Z_TWO_SIDED_WIDTH, min_effect / Z_TWO_SIDED_WIDTH, sd_delta, n_units)
+    needs = _needs(n_seeds, seeds_needed, n_units, units_needed, unit, utterances)
+    if width > min_effect and min_effect <= 0:
+        needs.append("a minimum effect above 0 (--min-effect; the baseline WER is 0)")
+    target = f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect else "the seed count the verdict trusts"
+    needed = (f"Needed for {target}: " + " and ".join(needs) + ".") if needs else ""
+    return Power(bool(reasons), reasons, needed, seeds_needed, units_needed)
+
+
+def _needs(n_seeds: int, seeds_needed: int, n_units: int, units_needed: int, unit: str, utterances: int) -> list[str]:
+    """"at least 7 seeds (--trials 7)", "about 900 held-out utterances (now 240)": what to add."""
     needs = []
     if seeds_needed > n_seeds:
         needs.append(f"at least {seeds_needed} seeds (--trials {seeds_needed})")
@@ -361,18 +375,15 @@ def assess_power(
             needs.append(f"about {units_needed} held-out speakers (~{math.ceil(units_needed * per_unit)} utterances; now {n_units} speakers)")
         else:
             needs.append(f"about {units_needed} held-out utterances (now {n_units})")
-    if width > min_effect and min_effect <= 0:
-        needs.append("a minimum effect above 0 (--min-effect; the baseline WER is 0)")
-    target = f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect else "the seed count the verdict trusts"
-    needed = (f"Needed for {target}: " + " and ".join(needs) + ".") if needs else ""
-    return Power(bool(reasons), reasons, needed, seeds_needed, units_needed)
+    return needs
 
 
-def _needed_sizes(n_seeds: int, width: float, min_effect: float, sd_delta: float, n_units: int) -> tuple[int, int]:
-    if min_effect <= 0:
-        return max(MIN_SEEDS, n_seeds), n_units
-    z = 2 * 1.959964
-    total, target = (width / z) ** 2, (min_effect / z) ** 2
+def _needed_sizes(n_seeds: int, se_now: float, se_target: float, sd_delta: float, n_units: int) -> tuple[int, int]:
+    """Seeds and held-out units that would shrink the standard error of the mean delta from
+    ``se_now`` to ``se_target``. The variance splits into a seed part (sd of delta^2 / S, shrinks
+    with more seeds) and a held-out part (the rest, shrinks ~1/n with more held-out units);
+    seeds get at most half of the target variance, units the rest."""
+    total, target = se_now**2, se_target**2
     seed_part = sd_delta**2 / max(n_seeds, 1)
     held_out_part = max(total - seed_part, 0.0)
     seeds = max(MIN_SEEDS, n_seeds)
@@ -480,6 +491,71 @@ def _seed_result(scores: PairedScores, i: int, draws: np.ndarray) -> SeedResult:
     )
 
 
+# --------------------------------------------------------------------------- budgets: non-inferiority
+
+
+@dataclass
+class BudgetResult:
+    """Whether a budgeted eval set's WER rose by no more than ``limit`` (tuned - baseline),
+    decided over seeds and utterances; ``needed`` says what would settle an inconclusive one."""
+
+    eval_set: str
+    limit: float
+    decision: str
+    rise_mean: float
+    lower_95: float
+    upper_95: float
+    seed_rises: list[float]
+    seeds_over: int
+    needed: str
+    unit: str
+    units: int
+    utterances: int
+    ref_words: int
+
+
+def assess_budget(scores: PairedScores, limit: float, resamples: int = 10_000, seed: int = 0) -> BudgetResult:
+    """A one-sided non-inferiority test of the rise r = tuned - baseline WER: the same
+    two-level bootstrap as the gain (its draws with the sign flipped), bounds at the 5th and
+    95th percentiles of the mean rise."""
+    draws = bootstrap(scores, resamples=resamples, seed=seed)
+    lower, upper = (float(bound) for bound in np.percentile(-draws.mean, [5, 95]))
+    seed_rises = -scores.delta
+    rise_mean = float(seed_rises.mean())
+    decision = decide_budget(lower, upper, limit)
+    sd = float(seed_rises.std(ddof=1)) if len(seed_rises) > 1 else 0.0
+    needed = ""
+    if decision == "inconclusive":
+        needed = _what_settles(rise_mean, lower, upper, limit, sd, len(seed_rises), draws.units, draws.unit, len(scores.ref_words))
+    return BudgetResult(
+        eval_set=scores.eval_set, limit=float(limit), decision=decision, rise_mean=rise_mean, lower_95=lower, upper_95=upper,
+        seed_rises=[float(r) for r in seed_rises], seeds_over=int(sum(over_budget(r, limit) for r in seed_rises)),
+        needed=needed, unit=draws.unit, units=draws.units, utterances=len(scores.ref_words), ref_words=int(scores.ref_words.sum()),
+    )
+
+
+def decide_budget(lower: float, upper: float, limit: float) -> str:
+    """within budget: the upper bound is at most the limit; over budget: the lower bound
+    exceeds it; inconclusive: the bounds straddle it. Compared by the sweep's own rule."""
+    if not over_budget(upper, limit):
+        return "within budget"
+    if over_budget(lower, limit):
+        return "over budget"
+    return "inconclusive"
+
+
+def _what_settles(rise: float, lower: float, upper: float, limit: float, sd: float, n_seeds: int, n_units: int, unit: str, utterances: int) -> str:
+    """Seeds or held-out units that would move the nearer bound past the limit, if the mean rise stays where it is."""
+    gap = limit - rise
+    if abs(gap) < 1e-12:
+        return "The mean rise equals the limit: no amount of data settles it."
+    half_width = upper - rise if gap > 0 else rise - lower
+    seeds, units = _needed_sizes(n_seeds, half_width / Z_ONE_SIDED, abs(gap) / Z_ONE_SIDED, sd, n_units)
+    needs = _needs(n_seeds, seeds, n_units, units, unit, utterances) or ["more seeds or held-out utterances"]
+    toward = "within budget" if gap > 0 else "over budget"
+    return f"To settle it ({toward} if the mean rise stays at {_points(rise)} points): " + " and ".join(needs) + "."
+
+
 def plain_wers(table: Any, eval_set: str) -> dict[str, Any]:
     """Per-seed baseline and tuned WER of a secondary eval set (e.g. a source-domain canary),
     reported without statistics: the question there is only "did it get worse?"."""
@@ -508,13 +584,22 @@ def orthographic_wers(table: Any, eval_set: str) -> dict[str, Any] | None:
     return _per_seed_wers(table, eval_set, "orthographic_errors", "orthographic_ref_words")
 
 
-def _per_seed_wers(table: Any, eval_set: str, errors: str, words: str) -> dict[str, Any]:
-    """Corpus WER per seed and system from the ``errors`` and ``words`` columns."""
+def character_error_rates(table: Any, eval_set: str) -> dict[str, Any] | None:
+    """Per-seed CER on the normalised text, beside the WER: it tells near misses (one letter
+    wrong) from words lost outright. None when the table lacks the optional character columns
+    (a hand-made table, or one written before they existed)."""
+    if not {"char_errors", "ref_chars"} <= set(table.columns):
+        return None
+    return _per_seed_wers(table, eval_set, "char_errors", "ref_chars", score="cer")
+
+
+def _per_seed_wers(table: Any, eval_set: str, errors: str, words: str, score: str = "wer") -> dict[str, Any]:
+    """Corpus error rate per seed and system from the ``errors`` and ``words`` columns."""
     rows = table[(table["eval_set"] == eval_set) & (table["ref_words"] > 0)]
     totals = rows.groupby(["seed", "system"])[[errors, words]].sum()
-    wer = (totals[errors] / totals[words]).unstack("system")
+    rate = (totals[errors] / totals[words]).unstack("system")
     return {
-        "seeds": [int(s) for s in wer.index],
-        "baseline_wer": [float(v) for v in wer["baseline"]],
-        "tuned_wer": [float(v) for v in wer["tuned"]],
+        "seeds": [int(s) for s in rate.index],
+        f"baseline_{score}": [float(v) for v in rate["baseline"]],
+        f"tuned_{score}": [float(v) for v in rate["tuned"]],
     }

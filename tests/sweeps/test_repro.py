@@ -211,10 +211,13 @@ def test_overrides_may_sit_between_options(tmp_path, capsys):
     assert "lora_r: must be >= 1" in capsys.readouterr().err
 
 
-def test_seeds_avoid_the_sweeps_own_seed_unless_given():
+def test_seeds_avoid_the_sweeps_own_seed_unless_given(capsys):
     parse = repro.build_parser().parse_args
     assert repro.choose_seeds(parse(["--trials", "3"]), 42) == [43, 44, 45]
+    assert repro.choose_seeds(parse(["--trials", "3"]), 42, [42, 43, 1042, 45]) == [44, 46, 47]  # the sweep's selection seeds
     assert repro.choose_seeds(parse(["--seeds", "7,1,9"]), 42) == [7, 1, 9]
+    assert repro.choose_seeds(parse(["--seeds", "43,9"]), 42, [42, 43]) == [43, 9]
+    assert "--seeds reuses seed(s) [43] the sweep selected this recipe with" in capsys.readouterr().err
     with pytest.raises(repro.ReproError, match="distinct"):
         repro.choose_seeds(parse(["--seeds", "1,1"]), 42)
     with pytest.raises(repro.ReproError, match="at least 1"):
@@ -291,21 +294,248 @@ def test_changed_predictions_show_fixes_and_breakages():
         ("utt0000", 3, 0), ("utt0003", 1, 0), ("utt0001", 0, 2)]
 
 
-@pytest.mark.parametrize("budget, warned", [(0.05, True), (0.2, False)])
-def test_the_sweeps_canary_budget_is_checked_on_every_seed(tmp_path, capsys, budget, warned):
-    """best.json's max_wer_increase travels in run.json; every seed over it is reported."""
+def planted_tables(canary_shift: float = -0.3, seeds: int = 5) -> pd.DataFrame:
+    """A clear gain on heldout (12 speakers) and a canary whose WER rises by about
+    -canary_shift / 10 (0.03 = 3 points) on every seed, over 600 utterances."""
+    return pd.concat([
+        shifted_table([0.5, 0.45, 0.55, 0.5, 0.48][:seeds], speakers=12),
+        shifted_table([canary_shift] * seeds, seed=1).assign(eval_set="canary"),
+    ])
+
+
+def mean_rise(table: pd.DataFrame, eval_set: str = "canary") -> float:
+    rows = table[table["eval_set"] == eval_set]
+    errors = rows.groupby("system")["errors"].sum()
+    return float((errors["tuned"] - errors["baseline"]) / rows[rows["system"] == "tuned"]["ref_words"].sum())
+
+
+@pytest.mark.parametrize("limit, decision", [(0.05, "within budget"), (0.01, "over budget"), (None, "inconclusive")])
+def test_the_sweeps_budget_gets_a_non_inferiority_decision_in_the_headline(tmp_path, capsys, limit, decision):
+    """best.json's max_wer_increase travels in run.json; the headline states the decision, and no
+    per-seed warning below it says otherwise."""
+    table = planted_tables()
+    limit = round(mean_rise(table), 6) if limit is None else limit  # the mean rise sits on the limit: the bounds straddle it
+    scores = write_table(table, tmp_path / "scores.parquet")
+    (tmp_path / "run.json").write_text(json.dumps({"name": "demo", "max_wer_increase": {"canary": limit}}))
+    assert repro.main(["--from-scores", str(scores), "--resamples", "1000", "--output-dir", str(tmp_path / "out")]) == 0
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    budget = verdict["budgets"]["canary"]
+    assert budget["decision"] == decision and budget["limit"] == limit and verdict["max_wer_increase"] == {"canary": limit}
+    assert budget["rise_mean"] == pytest.approx(mean_rise(table))
+    assert budget["lower_95"] < budget["rise_mean"] < budget["upper_95"]
+    assert {"within budget": budget["upper_95"] <= limit, "over budget": budget["lower_95"] > limit,
+            "inconclusive": budget["lower_95"] <= limit < budget["upper_95"]}[decision]
+    assert (budget["needed"] != "") is (decision == "inconclusive")
+    assert verdict["verdict"] == "stable gain" and verdict["recommended"] is (decision == "within budget")
+    assert f"Stable gain on heldout: " in verdict["sentence"]
+    clause = {"within budget": "canary within budget (", "over budget": "canary over budget (", "inconclusive": "canary budget inconclusive ("}
+    assert f"Budgets: {clause[decision]}mean rise +{100 * budget['rise_mean']:.2f} points" in verdict["sentence"]
+    printed = capsys.readouterr().out
+    assert verdict["sentence"] in printed and "Warning" not in printed and verdict["warnings"] == []
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Budgets on other eval sets (non-inferiority)" in report and f"| {decision} |" in report
+    assert f"- Budget on `canary`: `{decision}`." in report
+    assert ("- Recommended: yes" in report) is (decision == "within budget")
+
+
+def test_seeds_over_the_limit_alone_are_folded_into_the_budget_explanation(tmp_path):
+    """Every seed rises past 5 points, but two utterances cannot show it: the decision is
+    inconclusive, and the per-seed fact is part of its explanation, not a warning beside it."""
     scores = write_table(pd.concat([
         shifted_table([0.5, 0.45, 0.55], speakers=12),
         table_from_errors(np.array([1, 2]), np.array([[2, 2]] * 3), np.array([4, 4]), eval_set="canary"),  # +12.5 points
     ]), tmp_path / "scores.parquet")
-    best = tmp_path / "best.json"
-    best.write_text(json.dumps({"config": {}, "max_wer_increase": {"canary": budget}}))
-    (tmp_path / "run.json").write_text(json.dumps({"name": "demo", "max_wer_increase": repro.wer_budgets(best)}))
-    repro.main(["--from-scores", str(scores), "--resamples", "300", "--output-dir", str(tmp_path / "out")])
+    assert repro.main(["--from-scores", str(scores), "--resamples", "500", "--max-wer-increase", "canary=0.05"]) == 0
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["budgets"]["canary"]["decision"] == "inconclusive" and verdict["budgets"]["canary"]["seeds_over"] == 3
+    report = (tmp_path / "report.md").read_text()
+    assert "3 of 3 seeds alone rose past the limit (worst +12.50)" in report
+    assert "To settle it (over budget if the mean rise stays at 12.50 points): " in verdict["budgets"]["canary"]["needed"]
+    assert "held-out utterances (now 2)" in verdict["budgets"]["canary"]["needed"]
+    assert not any("canary" in warning for warning in verdict["warnings"])
+
+
+def test_an_unbudgeted_canary_that_gets_worse_is_still_a_warning(tmp_path, capsys):
+    scores = write_table(planted_tables(seeds=3), tmp_path / "scores.parquet")
+    assert repro.main(["--from-scores", str(scores), "--resamples", "300"]) == 0
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["budgets"] == {} and verdict["recommended"] is True
+    assert "Warning: `canary` is worse with the adapter on 3 of 3 seeds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("nope=0.02", "--max-wer-increase: no eval set 'nope' is scored (scored: heldout, canary)"),
+    ("heldout=0.02", "--max-wer-increase: 'heldout' is the eval set the gain is tested on"),
+    ("canary=2", "--max-wer-increase.canary: a WER increase between 0 and 1"),
+    ("canary", "--max-wer-increase 'canary': expected NAME=INCREASE"),
+])
+def test_bad_budget_flags_exit_2_naming_the_problem(tmp_path, capsys, flag, message):
+    scores = write_table(planted_tables(seeds=2), tmp_path / "scores.parquet")
+    assert repro.main(["--from-scores", str(scores), "--max-wer-increase", flag]) == repro.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "verdict.json").exists()
+
+
+@pytest.mark.parametrize("require, canary_shift, expected, unmet", [
+    ("stable-gain", -0.3, 0, []),
+    ("stable-gain,within-budget", -0.1, 0, []),
+    ("stable-gain,within-budget", -0.3, 1, ["--require within-budget: canary is 'over budget'"]),
+    ("within-budget", -0.3, 1, ["--require within-budget: canary is 'over budget'"]),
+    ("within-budget,stable-gain", -0.1, 0, []),
+])
+def test_require_takes_a_comma_list_and_fails_on_any_unmet(tmp_path, capsys, require, canary_shift, expected, unmet):
+    scores = write_table(planted_tables(canary_shift), tmp_path / "scores.parquet")
+    code = repro.main(["--from-scores", str(scores), "--resamples", "500", "--max-wer-increase", "canary=0.02", "--require", require])
+    assert code == expected
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("--require")] == unmet
+
+
+def test_require_within_budget_without_a_budget_fails(tmp_path, capsys):
+    scores = write_table(planted_tables(seeds=2), tmp_path / "scores.parquet")
+    assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--require", "within-budget"]) == repro.EXIT_GATE_FAILED
+    assert "--require within-budget: no eval set has a budget" in capsys.readouterr().err
+
+
+def test_require_refuses_an_unknown_requirement():
+    result = run_cli("--from-scores", "x.parquet", "--require", "stable-gain,cheap")
+    assert result.returncode == 2 and "expected one or more of stable-gain, within-budget" in result.stderr
+
+
+# --------------------------------------------------------------------------- confirm set and selection bias
+
+
+def write_run_json(directory: Path, selected: dict | None, eval_manifests: list) -> None:
+    (directory / "run.json").write_text(json.dumps({"name": "demo", "selected_on": selected, "eval_manifests": eval_manifests}))
+
+
+@pytest.mark.parametrize("tested, selected, bias", [
+    ("heldout", {"name": "heldout", "path": "/d/heldout.jsonl"}, True),     # confirmed on the select set
+    ("heldout", {"name": "dev", "path": "/d/heldout.jsonl"}, True),         # the same manifest under another name
+    ("heldout", {"name": "dev", "path": "/d/dev.jsonl"}, False),            # an untouched set
+    ("heldout", None, None),                                                # no sweep: not known
+])
+def test_selection_bias_is_in_the_headline_and_verdict(tmp_path, capsys, tested, selected, bias):
+    scores = write_table(planted_tables(-0.05, seeds=3), tmp_path / "scores.parquet")
+    write_run_json(tmp_path, selected, [["heldout", "/d/heldout.jsonl"], ["canary", "/d/canary.jsonl"]])
+    assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--output-dir", str(tmp_path / "out")]) == 0
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["selection_bias"] is bias
+    assert verdict["selected_on"] == selected and verdict["confirmed_on"] == {"name": "heldout", "path": "/d/heldout.jsonl"}
+    biased = "Stable gain on heldout, the set the sweep selected this recipe on, so the gain is biased upward (winner's curse"
+    assert verdict["sentence"].startswith(biased) is bool(bias)
+    assert verdict["sentence"].startswith("Stable gain on heldout, which the sweep did not select on (it selected on dev): ") is (bias is False)
+    assert verdict["sentence"].startswith("Stable gain on heldout: ") is (bias is None)
     report = (tmp_path / "out" / "report.md").read_text()
-    assert verdict["max_wer_increase"] == {"canary": budget}
-    line = f"`canary` rose past the sweep's budget of +{100 * budget:.2f} WER points on 3 of 3 seeds (worst +12.50)"
-    assert (line in report) is warned and bool(verdict["budget_warnings"]) is warned
-    printed = capsys.readouterr().out
-    assert (f"Warning: {line}" in printed) is warned and "Warning: `canary` is worse with the adapter on 3 of 3 seeds" in printed
+    assert f"**{verdict['sentence']}**" in report
+    assert ("but only on the selection set" in report) is bool(bias)  # the recommendation repeats the headline's caveat
+    assert verdict["sentence"] in capsys.readouterr().out
+
+
+def test_confirm_on_with_from_scores_is_refused(tmp_path, capsys):
+    scores = write_table(planted_tables(seeds=2), tmp_path / "scores.parquet")
+    assert repro.main(["--from-scores", str(scores), "--confirm-on", "test=t.jsonl"]) == repro.EXIT_BAD_INPUT
+    assert "with --from-scores, pick a stored eval set with --eval-set" in capsys.readouterr().err
+
+
+def fake_seed_runs(errors_by_set: dict[str, tuple[int, int]], utterances: int = 60):
+    """A stand-in for run_all_seeds: every seed scores each eval set of its config with the
+    planted (baseline, tuned) errors per 10-word utterance, and records which sets it scored."""
+    scored = []
+
+    def run_all_seeds(runs, address, cpus, gpus):
+        finished = []
+        for seed, rerun, config in runs:
+            scored.append([list(pair) for pair in config.eval_manifests])
+            rows = [{"seed": seed, "system": system, "eval_set": name, "utterance_id": f"{name}{i}", "speaker": "",
+                     "ref_words": 10, "errors": errors_by_set[name][system == "tuned"] if i % 2 else 1,
+                     "reference": "r", "hypothesis": f"{system} {name} {i}"}
+                    for name, _ in config.eval_manifests for system in ("baseline", "tuned") for i in range(utterances)]
+            finished.append({"rows": rows, "seed": seed, "rerun": rerun, "steps": 1, "elapsed_seconds": 0.0, "device": "cpu",
+                             "node": None, "output_dir": config.output_dir})
+        return finished, []
+
+    return run_all_seeds, scored
+
+
+def write_best(path: Path, **keys) -> Path:
+    config = TrialConfig(seed=42, eval_manifests=(("dev", "data/dev.jsonl"), ("canary", "data/canary.jsonl"))).to_dict()
+    path.write_text(json.dumps({"config": config, "sweep": "demo", **keys}))
+    return path
+
+
+def test_repro_of_a_best_json_scores_its_confirm_set_in_place_of_the_select_set(tmp_path, monkeypatch):
+    fake, scored = fake_seed_runs({"test": (3, 1), "canary": (1, 1), "dev": (3, 0)})
+    monkeypatch.setattr(repro, "run_all_seeds", fake)
+    best = write_best(tmp_path / "best.json", select_on="dev", confirm_on={"name": "test", "path": "data/test.jsonl"},
+                      max_wer_increase={"canary": 0.02}, selection_seeds=[42, 43, 1042])
+    out = tmp_path / "repro"
+    assert repro.main(["--config", str(best), "--trials", "3", "--output-dir", str(out), "--resamples", "300"]) == 0
+    assert [[name for name, _ in sets] for sets in scored] == [["test", "canary"]] * 4  # 3 seeds and a rerun; dev is not scored
+    assert scored[0][0][1] == str(Path("data/test.jsonl").absolute())
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert [s["seed"] for s in verdict["seeds"]] == [44, 45, 46]  # 43 was a selection seed
+    assert verdict["eval_set"] == "test" and verdict["selection_bias"] is False
+    assert verdict["selected_on"] == {"name": "dev", "path": str(Path("data/dev.jsonl").absolute())}
+    assert verdict["confirmed_on"]["name"] == "test" and verdict["budgets"]["canary"]["decision"] == "within budget"
+    assert verdict["sentence"].startswith("Stable gain on test, which the sweep did not select on (it selected on dev): ")
+    run = json.loads((out / "run.json").read_text())
+    assert run["selection_seeds"] == [42, 43, 1042] and run["max_wer_increase"] == {"canary": 0.02}
+
+
+def test_a_best_json_without_a_confirm_set_is_confirmed_on_its_select_set_and_says_so(tmp_path, monkeypatch):
+    fake, scored = fake_seed_runs({"dev": (3, 1), "canary": (1, 1)})
+    monkeypatch.setattr(repro, "run_all_seeds", fake)
+    best = write_best(tmp_path / "best.json", eval_wer=0.1)  # an older best.json: no select_on, confirm_on, selection_seeds
+    assert repro.main(["--config", str(best), "--trials", "2", "--output-dir", str(tmp_path / "r"), "--resamples", "300"]) == 0
+    assert [name for name, _ in scored[0]] == ["dev", "canary"]
+    verdict = json.loads((tmp_path / "r" / "verdict.json").read_text())
+    assert verdict["selection_bias"] is True and "so the gain is biased upward (winner's curse" in verdict["sentence"]
+
+
+def test_confirm_on_flag_overrides_best_json_and_works_for_a_plain_recipe(tmp_path, monkeypatch):
+    fake, scored = fake_seed_runs({"test": (3, 1), "other": (3, 1), "canary": (1, 1)})
+    monkeypatch.setattr(repro, "run_all_seeds", fake)
+    best = write_best(tmp_path / "best.json", select_on="dev", confirm_on={"name": "test", "path": "data/test.jsonl"})
+    argv = ["--trials", "1", "--determinism-reruns", "0", "--resamples", "300", "--confirm-on", "other=data/other.jsonl"]
+    assert repro.main(["--config", str(best), "--output-dir", str(tmp_path / "a"), *argv]) == 0
+    assert json.loads((tmp_path / "a" / "verdict.json").read_text())["selection_bias"] is False
+    plain = tmp_path / "recipe.json"
+    TrialConfig(eval_manifests=(("test", "data/test.jsonl"), ("canary", "data/canary.jsonl"))).to_json(plain)
+    assert repro.main(["--config", str(plain), "--output-dir", str(tmp_path / "b"), *argv]) == 0
+    assert [[name for name, _ in sets] for sets in scored] == [["other", "canary"], ["other", "canary"]]
+    assert json.loads((tmp_path / "b" / "verdict.json").read_text())["selection_bias"] is None
+
+
+def test_a_budget_on_a_set_the_seeds_do_not_score_stops_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(repro, "run_all_seeds", lambda *a: pytest.fail("no seed may run"))
+    best = write_best(tmp_path / "best.json", select_on="dev", max_wer_increase={"source": 0.02})
+    assert repro.main(["--config", str(best), "--output-dir", str(tmp_path / "r")]) == repro.EXIT_BAD_INPUT
+    assert f"{best}: max_wer_increase: no eval set 'source' is scored (scored: dev, canary)" in capsys.readouterr().err
+
+
+def test_sclite_on_repros_trn_files_gives_each_seeds_totals(tmp_path, sclite_totals):
+    """scores.parquet rows of two seeds, scored by the project's scorer, exported per seed and system."""
+    from trainable.wer import score_as_dict, score_corpus
+
+    references = ["Mr. Smith paid $5 on Thursday!", "the colour of the sea", "", "go north", "a b c"]
+    hypotheses = {(0, "baseline"): ["mister smith paid five dollars thursday", "the color of the see", "uh", "", "a b c"],
+                  (0, "tuned"): ["mister smith paid $5 on thursday", "the color of a sea", "", "go north", "a b c d"],
+                  (1, "baseline"): ["mister smith paid five dollars thursday", "the color of the see", "uh", "", "a b c"],
+                  (1, "tuned"): ["smith paid on thursday", "the colour of the sea", "", "go", "a b"]}
+    rows = []
+    for (seed, system), texts in hypotheses.items():
+        _, scores = score_corpus(references, texts)
+        rows += [{"seed": seed, "system": system, "eval_set": "test", "utterance_id": f"u-{i}", "speaker": ["a-1", "a-1", "b", None, "b"][i],
+                  "reference": r, "hypothesis": h, **score_as_dict(score)} for i, (r, h, score) in enumerate(zip(references, texts, scores))]
+    table = pd.DataFrame(rows)
+    scores = write_table(table, tmp_path / "scores.parquet")
+    assert repro.main(["--from-scores", str(scores), "--resamples", "200"]) == 0
+    for (seed, system), group in table.groupby(["seed", "system"]):
+        totals = sclite_totals(tmp_path / "trn" / "test_reference.trn", tmp_path / "trn" / f"test_seed{seed}_{system}.trn")
+        assert (totals["words"], totals["errors"]) == (group["ref_words"].sum(), group[group["ref_words"] > 0]["errors"].sum())
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["cer"]["seeds"] == [0, 1]
+    # seed 0 turned "the see" into "a sea", seed 1 lost "mister", "$5" and "c"
+    assert verdict["error_analysis"]["words_broken"] == [{"word": w, "count": 1} for w in ("$5", "c", "mister", "the")]
+    assert verdict["error_analysis"]["words_fixed"] == [{"word": "go", "count": 2}, {"word": "on", "count": 2},
+                                                        {"word": "sea", "count": 2}, {"word": "north", "count": 1}]

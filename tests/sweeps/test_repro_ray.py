@@ -60,8 +60,13 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(local_ray, tiny_c
     assert (out / "seed_43" / "heldout_tuned.json").is_file() and (out / "seed_43_rerun" / "summary.json").is_file()
     assert json.loads((out / "config.json").read_text())["max_steps"] == 3
 
+    assert verdict["selection_bias"] is None and verdict["budgets"] == {}  # a plain recipe: no select set, no budget
+    assert verdict["cer"]["seeds"] == [43, 44] and verdict["error_analysis"]["seeds"] == 2
+    assert {"heldout_reference.trn", "heldout_seed44_tuned.trn", "canary_seed43_baseline.trn"} <= {p.name for p in (out / "trn").iterdir()}
+
     report = (out / "report.md").read_text()
     assert verdict["sentence"] in report and "Deterministic: yes" in report and "| `learning_rate` | 0.05 |" in report
+    assert "## Error analysis (heldout, 2 seeds pooled)" in report
     for plot in ("seed_deltas.png", "mean_delta_bootstrap.png"):
         assert (out / plot).stat().st_size > 1000
     assert verdict["sentence"] in capsys.readouterr().out

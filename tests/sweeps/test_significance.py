@@ -295,3 +295,52 @@ def test_plain_wers_of_a_secondary_eval_set():
     table = pd.concat([_good_table(), table_from_errors(np.array([1, 1]), np.array([[2, 2], [0, 1]]), np.array([4, 4]), eval_set="canary")])
     wers = sig.plain_wers(sig.validate_scores(table), "canary")
     assert wers == {"seeds": [0, 1], "baseline_wer": [0.25, 0.25], "tuned_wer": [0.5, 0.125]}
+
+
+# --------------------------------------------------------------------------- budgets: non-inferiority
+
+
+def budget_of(table: pd.DataFrame, limit: float, resamples: int = 2000, seed: int = 0) -> sig.BudgetResult:
+    return sig.assess_budget(sig.paired_scores(sig.validate_scores(table), "heldout"), limit, resamples=resamples, seed=seed)
+
+
+def test_a_small_rise_on_many_utterances_is_within_budget():
+    result = budget_of(shifted_table([-0.05] * 5), limit=0.02)  # about +0.5 points
+    assert result.decision == "within budget"
+    assert result.rise_mean == pytest.approx(0.005, abs=0.002) and result.upper_95 <= 0.02
+    assert result.seeds_over == 0 and result.needed == ""
+
+
+def test_a_large_rise_on_many_utterances_is_over_budget():
+    result = budget_of(shifted_table([-0.3] * 5), limit=0.02)  # about +3 points
+    assert result.decision == "over budget"
+    assert result.lower_95 > 0.02 and result.seeds_over == 5 and result.needed == ""
+
+
+def test_a_rise_near_the_limit_on_few_utterances_is_inconclusive_and_says_what_would_settle_it():
+    result = budget_of(shifted_table([-0.15] * 3, n=30), limit=0.02)
+    assert result.decision == "inconclusive"
+    assert result.lower_95 <= 0.02 < result.upper_95
+    direction = "within budget" if result.rise_mean < 0.02 else "over budget"
+    assert result.needed.startswith(f"To settle it ({direction} if the mean rise stays at ")
+    assert "--trials 5" in result.needed and "held-out utterances (now 30)" in result.needed
+
+
+def test_the_budget_reuses_the_gains_bootstrap_with_the_sign_flipped():
+    scores = sig.paired_scores(sig.validate_scores(noisy_table(n_seeds=3, n=200)), "heldout")
+    draws = sig.bootstrap(scores, resamples=1000, seed=3)
+    result = sig.assess_budget(scores, 0.01, resamples=1000, seed=3)
+    assert result.upper_95 == pytest.approx(-np.percentile(draws.mean, 5))
+    assert result.lower_95 == pytest.approx(-np.percentile(draws.mean, 95))
+    assert result.rise_mean == pytest.approx(-scores.delta.mean())
+
+
+@pytest.mark.parametrize("lower, upper, limit, expected", [
+    (0.0, 0.01, 0.02, "within budget"),
+    (0.0, 0.0344 - 0.0144, 0.02, "within budget"),  # on the limit, by the sweep's own rule (WERs are word-count ratios)
+    (0.021, 0.03, 0.02, "over budget"),
+    (0.02, 0.03, 0.02, "inconclusive"),  # the lower bound touching the limit does not show it was exceeded
+    (0.01, 0.03, 0.02, "inconclusive"),
+])
+def test_budget_decision_rules(lower, upper, limit, expected):
+    assert sig.decide_budget(lower, upper, limit) == expected

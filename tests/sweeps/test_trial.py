@@ -64,7 +64,8 @@ def test_finished_trial_reports_its_summary_instead_of_training(monkeypatch, tmp
     recipe = TrialConfig(output_dir=str(tmp_path))
     assert not _report_if_finished(recipe, reporter)
 
-    summary = {"evals": {"heldout": {"baseline": {"wer": 0.5, "orthographic_wer": 0.6}, "tuned": {"wer": 0.3, "orthographic_wer": 0.4}}},
+    summary = {"evals": {"heldout": {"baseline": {"wer": 0.5, "orthographic_wer": 0.6, "cer": 0.3},
+                                     "tuned": {"wer": 0.3, "orthographic_wer": 0.4, "cer": 0.2}}},
                "primary_eval": "heldout", "steps": 300, "train_seconds": 10.0, "elapsed_seconds": 12.0,
                "steps_per_second": 30.0, "nonfinite_steps": 0}
     (tmp_path / "summary.json").write_text(json.dumps(summary))

@@ -60,12 +60,7 @@ def test_summary_prints_wer_points_beside_the_relative_change(tmp_path, capsys):
     """A canary from 1.66 % to 3.44 % is +107 % relative but +1.79 points: both are shown."""
     from trainable.run import print_summary
 
-    def scores(wer: float) -> dict:
-        return {"wer": wer, "orthographic_wer": wer, "num_utterances": 100}
-
-    utterance = {"id": "u1", "reference": "a cat", "hypothesis": "a cat"}
-    for system in ("baseline", "tuned"):
-        (tmp_path / f"heldout_{system}.json").write_text(json.dumps({"utterances": [utterance]}))
+    write_primary_reports(tmp_path)
     summary = {"elapsed_seconds": 70.0, "device": "cpu", "steps": 300, "steps_per_second": 6.0, "primary_eval": "heldout",
                "evals": {"heldout": {"baseline": scores(0.2827), "tuned": scores(0.1808)},
                          "canary": {"baseline": scores(0.0166), "tuned": scores(0.0344)}}}
@@ -73,3 +68,40 @@ def test_summary_prints_wer_points_beside_the_relative_change(tmp_path, capsys):
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("heldout ", "canary "))}
     assert rows["heldout"][4:6] == ["-36.0%", "-10.19"]
     assert rows["canary"][4:6] == ["+107.2%", "+1.78"]
+
+
+def test_summary_prints_cer_speakers_substitutions_and_words_fixed_and_broken(tmp_path, capsys):
+    from trainable.run import print_summary
+
+    write_primary_reports(tmp_path)
+    summary = {"elapsed_seconds": 1.0, "device": "cpu", "steps": 1, "steps_per_second": 1.0, "primary_eval": "heldout",
+               "evals": {"heldout": {"baseline": scores(0.5, cer=0.25), "tuned": scores(0.25, cer=0.125)}}}
+    print_summary(summary, str(tmp_path))
+    out = capsys.readouterr().out
+    heldout = next(line.split() for line in out.splitlines() if line.startswith("heldout "))
+    assert heldout[6:9] == ["0.2500", "->", "0.1250"]  # CER beside WER
+    assert "  a-b+c                       1 utts  0.5000 -> 0.0000  -50.00" in out
+    assert "  (unknown)                   1 utts  0.5000 -> 0.5000  +0.00" in out
+    assert "Commonest substitutions when tuned (reference -> hypothesis): dog -> dot (1)" in out
+    assert "Words the adapter fixed: cat (1)\nWords the adapter broke: none" in out
+    assert f"sclite -e utf-8 -i rm -r {tmp_path}/trn/heldout_reference.trn trn -h {tmp_path}/trn/heldout_tuned.trn trn" in out
+
+
+def scores(wer: float, cer: float = 0.1) -> dict:
+    return {"wer": wer, "orthographic_wer": wer, "cer": cer, "num_utterances": 100}
+
+
+def write_primary_reports(directory) -> None:
+    """heldout reports as a run writes them: speaker a-b+c gets "cat" right once tuned."""
+    from trainable.error_analysis import compare_systems, confusion_pairs
+
+    def report(hypotheses: list[str]) -> dict:
+        rows = [{"id": f"u{i}", "speaker": speaker, "reference": reference, "hypothesis": hypothesis, "ref_words": 2,
+                 "errors": sum(r != h for r, h in zip(reference.split(), hypothesis.split()))}
+                for i, (speaker, reference, hypothesis) in enumerate(zip(["a-b+c", None], ["a cat", "a dog"], hypotheses))]
+        return {"utterances": rows, "confusion_pairs": confusion_pairs((r["reference"], r["hypothesis"]) for r in rows)}
+
+    baseline, tuned = report(["a bat", "a dot"]), report(["a cat", "a dot"])
+    tuned["compared_with_baseline"] = compare_systems(baseline, tuned)
+    for system, content in (("baseline", baseline), ("tuned", tuned)):
+        (directory / f"heldout_{system}.json").write_text(json.dumps(content))

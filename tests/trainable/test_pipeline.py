@@ -14,7 +14,8 @@ from trainable.pipeline import train_and_evaluate
 OUTPUT_FILES = ["lora_adapter/adapter_config.json", "lora_adapter/adapter_model.safetensors",
                 "processor/tokenizer.json", "processor/processor_config.json",
                 "heldout_baseline.json", "heldout_tuned.json", "canary_baseline.json", "canary_tuned.json",
-                "summary.json"]
+                "summary.json", "trn/heldout_reference.trn", "trn/heldout_baseline.trn", "trn/heldout_tuned.trn",
+                "trn/canary_reference.trn"]
 
 
 def adapter_weights(output_dir) -> dict[str, torch.Tensor]:
@@ -47,6 +48,21 @@ def test_two_step_run_writes_every_output(tiny_config):
     metrics = final_metrics(summary)
     assert metrics["eval_wer"] == summary["evals"]["heldout"]["tuned"]["wer"]
     assert metrics["canary_baseline_wer"] == summary["evals"]["canary"]["baseline"]["wer"]
+    assert metrics["heldout_tuned_cer"] == report["char_errors"] / report["ref_chars"] == summary["evals"]["heldout"]["tuned"]["cer"]
+    assert set(report["speakers"]) == {"spk0", "spk1", "spk2"} and "confusion_pairs" in report
+    assert {"words_fixed", "words_broken", "speakers"} <= set(report["compared_with_baseline"])
+    assert "speakers" not in summary["evals"]["heldout"]["tuned"]  # summary.json keeps corpus scores only
+
+
+def test_sclite_scores_a_runs_trn_files_as_we_do(tiny_config, sclite_totals):
+    """The random tiny model's hypotheses are odd strings: a hard case for the export."""
+    train_and_evaluate(tiny_config.replace(learning_rate=0.05))
+    out = Path(tiny_config.output_dir)
+    for name in ("heldout", "canary"):
+        for system in ("baseline", "tuned"):
+            report = json.loads((out / f"{name}_{system}.json").read_text())
+            totals = sclite_totals(out / "trn" / f"{name}_reference.trn", out / "trn" / f"{name}_{system}.trn")
+            assert (totals["words"], totals["errors"]) == (report["ref_words"], report["errors"]), (name, system)
 
 
 def test_saved_adapter_reloads_to_the_same_model(tiny_config, tiny_model_dir):

@@ -45,3 +45,11 @@ def test_empty_hypothesis_is_all_deletions():
 
 def test_no_words_at_all_gives_nan_not_zero():
     assert math.isnan(corpus_wer([])["wer"])
+
+
+def test_cer_counts_character_edits_on_the_normalised_text_spaces_included():
+    score = score_utterance("The cat.", "the bat")  # normalised "the cat" vs "the bat": 1 edit in 7 characters
+    assert (score.ref_chars, score.char_errors) == (7, 1)
+    corpus, _ = score_corpus(["The cat.", "dog"], ["the bat", "dogs"])
+    assert corpus["cer"] == pytest.approx(2 / 10) and corpus["char_errors"] == 2 and corpus["ref_chars"] == 10
+    assert score_utterance("", "noise").ref_chars == 0  # dropped with the empty reference, like its words
