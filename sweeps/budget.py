@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainable.config_io import ConfigError, coerce_number
+from trainable.metrics import metric_name
 
 
 def over_budget(increase: Any, limit: float) -> Any:
@@ -24,3 +25,18 @@ def budget_limit(value: Any, where: str) -> float:
     if not 0.0 <= limit < 1.0:
         raise ConfigError(f"{where}: a WER increase between 0 and 1 (0.02 = 2 points), got {value!r}")
     return limit
+
+
+def within_budget(trials: Any, budgets: tuple[tuple[str, float], ...]) -> Any:
+    """Per row of a results table: does every budgeted eval set stay within its allowed WER
+    increase? A trial without that eval set's scores (errored) is not within it."""
+    import pandas as pd
+
+    keep = pd.Series(True, index=trials.index)
+    for name, limit in budgets:
+        tuned, baseline = (trials.get(metric_name(name, system)) for system in ("tuned", "baseline"))
+        if tuned is None or baseline is None:
+            return pd.Series(False, index=trials.index)
+        increase = tuned - baseline
+        keep &= increase.notna() & ~over_budget(increase, limit)
+    return keep

@@ -111,6 +111,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
         started = time.monotonic()
         tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
         tuner.fit()  # the results are read back from Ray's saved state, as --analyze does
+        race_if_searched(sweep, paths)
         wall_seconds = time.monotonic() - started
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
         # A resumed sweep's trial time spans both runs, so no overhead ratio for it.
@@ -120,8 +121,23 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
             ray.shutdown()
 
 
+def race_if_searched(sweep: SweepConfig, paths: SweepPaths) -> None:
+    """Race the finalists once every search trial has ended (not after an interrupted search)."""
+    if not sweep.racing.enabled:
+        return
+    from sweeps.search.experiment import run_racing
+    from sweeps.search.results import trials_table
+    from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
+
+    trials = trials_table(paths.experiment_path, sweep)
+    if len(trials) < sweep.num_samples or not trials["status"].isin([COMPLETED, STOPPED_EARLY, ERROR]).all():
+        return
+    run_racing(sweep, paths, trials)
+
+
 def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None) -> int:
-    from sweeps.search.results import describe_best, write_results
+    from sweeps.search.results import write_results
+    from sweeps.search.summary import describe_best
 
     results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds)
     print()

@@ -137,7 +137,7 @@ class TrialConfig:
     num_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
     # Evaluation.
-    eval_every: int = field(default=0, metadata={"help": "score the first eval set every N steps (0 = only at the end)"})
+    eval_every: int = field(default=0, metadata={"help": "score every eval set every N steps (0 = only at the end); a sweep stops trials early on these scores"})
     eval_batch_size: int = field(default=16, metadata={"help": "utterances per decoding batch"})
 
     output_dir: str = field(default="outputs/run", metadata={"help": "where adapter, processor and reports go"})

@@ -51,17 +51,36 @@ def scores_by_eval_set(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return scores
 
 
+def wer_increase_name(eval_set: str) -> str:
+    """How much an eval set's WER rose with the adapter (tuned - baseline): what a budget limits."""
+    return f"{eval_set}_wer_increase"
+
+
+def wer_metrics(primary: str, wers: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """From ``{eval set: {"baseline": wer, "tuned": wer}}``: each set's two WERs, the primary
+    set's again under the short names, and every other set's WER increase."""
+    metrics = {}
+    for eval_set, systems in wers.items():
+        for system in SYSTEMS:
+            metrics[metric_name(eval_set, system)] = systems[system]
+        if eval_set != primary:
+            metrics[wer_increase_name(eval_set)] = systems["tuned"] - systems["baseline"]
+    metrics[PRIMARY_TUNED] = wers[primary]["tuned"]
+    metrics[PRIMARY_BASELINE] = wers[primary]["baseline"]
+    return metrics
+
+
 def final_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Flat scalars of a finished run (its summary.json): every eval set's baseline and
-    tuned WER both ways and CER, the primary ones again under their short names, run figures."""
+    tuned WER both ways and CER, WER increases, the primary WERs under their short names,
+    and run figures."""
     metrics = {}
     for eval_set, systems in summary["evals"].items():
         for system, scores in systems.items():
             for score in SCORES:
                 metrics[metric_name(eval_set, system, score)] = scores[score]
-    primary = summary["primary_eval"]
-    metrics[PRIMARY_TUNED] = metrics[metric_name(primary, "tuned")]
-    metrics[PRIMARY_BASELINE] = metrics[metric_name(primary, "baseline")]
+    wers = {eval_set: {system: scores["wer"] for system, scores in systems.items()} for eval_set, systems in summary["evals"].items()}
+    metrics.update(wer_metrics(summary["primary_eval"], wers))
     for key in RUN_FIELDS:
         metrics[key] = summary[key]
     return metrics

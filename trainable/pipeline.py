@@ -21,7 +21,7 @@ from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, 
 from trainable.data_report import check_labels, format_report, label_text, report_from_sets
 from trainable.evaluate import transcribe, wer_report
 from trainable.files import atomic_write_json
-from trainable.metrics import final_metrics
+from trainable.metrics import final_metrics, wer_metrics
 from trainable.runtime import Runtime
 from trainable.trn import FOLDER as TRN_FOLDER, write_eval_set_trn
 
@@ -76,10 +76,11 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
     history: list[dict] = []
 
     def on_eval(state, save_checkpoint) -> None:
-        tuned = wer_report(primary, decode(primary), "tuned")
-        metrics = _step_metrics(state, config) | {"eval_wer": tuned["wer"], "baseline_wer": baseline[primary.name]["wer"]}
+        # Every eval set, not only the primary: a sweep's budgets and its console read the others.
+        wers = {s.name: {"baseline": baseline[s.name]["wer"], "tuned": wer_report(s, decode(s), "tuned")["wer"]} for s in data.eval_sets}
+        metrics = _step_metrics(state, config) | wer_metrics(primary.name, wers)
         history.append(metrics)
-        log.info("step %d: %s tuned WER %.4f (baseline %.4f)", state.step, primary.name, tuned["wer"], metrics["baseline_wer"])
+        log.info("step %d: %s tuned WER %.4f (baseline %.4f)", state.step, primary.name, metrics["eval_wer"], metrics["baseline_wer"])
         if report:
             with tempfile.TemporaryDirectory(prefix="checkpoint-") as directory:
                 save_checkpoint(Path(directory))

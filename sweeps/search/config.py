@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from sweeps.budget import budget_limit
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError, apply_override, coerce_bool, coerce_number, parse_override, read_yaml, reject_unknown
 
@@ -81,6 +82,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class RacingConfig:
+    """After the search, the best ``finalists`` feasible recipes are retrained with ``seeds``
+    new seeds each, and the winner is the finalist with the best mean over all its seeds:
+    one seed per trial makes the search's winner partly the luckiest seed."""
+
+    finalists: int = 3
+    seeds: int = 2
+
+    @property
+    def enabled(self) -> bool:
+        return self.finalists > 0 and self.seeds > 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"finalists": self.finalists, "seeds": self.seeds}
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """A whole sweep: the fixed part of the recipe, the searched part, and how to run trials."""
 
@@ -98,9 +116,16 @@ class SweepConfig:
     mode: Literal["min", "max"] = "min"
     checkpoints_to_keep: int = 2
     # (eval set, most its tuned WER may exceed its baseline WER) pairs: a trial over any of
-    # them cannot be the best config, however good its held-out WER. The search itself still
-    # optimises the metric alone; the budget applies when the winner is chosen.
+    # them is infeasible to the sampler (an Optuna constraint) and cannot win.
     max_wer_increase: tuple[tuple[str, float], ...] = ()
+    # The eval set trials are scored and chosen on (dev; the first of trial.eval_manifests),
+    # and the untouched (name, path) set repro confirms the winner on, which no trial scores.
+    select_on: str = ""
+    confirm_on: tuple[tuple[str, str], ...] = ()
+    # Eval sets whose objectives a multi-objective study minimises: the select set's WER,
+    # then each other set's WER increase. Empty: one objective, the select set's WER.
+    objectives: tuple[str, ...] = ()
+    racing: RacingConfig = field(default_factory=RacingConfig)
 
     @property
     def searched_names(self) -> tuple[str, ...]:
@@ -133,6 +158,10 @@ class SweepConfig:
             "mode": self.mode,
             "checkpoints_to_keep": self.checkpoints_to_keep,
             "max_wer_increase": dict(self.max_wer_increase),
+            "select_on": self.select_on,
+            "confirm_on": dict(self.confirm_on),
+            "objectives": list(self.objectives),
+            "racing": self.racing.to_dict(),
         }
 
     @classmethod
@@ -141,7 +170,8 @@ class SweepConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"a sweep config is a mapping of keys, got {type(raw).__name__}")
         reject_unknown(raw, (f.name for f in fields(cls)))
-        trial = _trial_config(raw.get("trial") or {})
+        select_on = str(raw.get("select_on") or "")
+        trial = _selecting_on(_trial_config(raw.get("trial") or {}), select_on)
         search = _search_params(raw.get("search") or {}, trial)
         config = cls(
             name=_name(raw.get("name")),
@@ -158,6 +188,10 @@ class SweepConfig:
             mode=_choice(raw, "mode", "min", ("min", "max")),
             checkpoints_to_keep=_integer(raw, "checkpoints_to_keep", 2, minimum=1),
             max_wer_increase=_wer_budgets(raw.get("max_wer_increase") or {}, trial),
+            select_on=trial.primary_eval,
+            confirm_on=_confirm_on(raw.get("confirm_on") or {}, trial),
+            objectives=_objectives(raw.get("objectives") or [], trial),
+            racing=_racing(raw.get("racing", {})),
         )
         _check_consistent(config)
         return config
@@ -328,6 +362,58 @@ def _resources(raw: Any) -> Resources:
     return Resources(cpu=cpu, gpu=gpu)
 
 
+def _selecting_on(trial: TrialConfig, select_on: str) -> TrialConfig:
+    """The trial recipe with the select set first: the first eval set is the one each trial
+    reports as ``eval_wer``, which the searcher and ASHA read."""
+    if not select_on:
+        return trial
+    names = [name for name, _ in trial.eval_manifests]
+    if select_on not in names:
+        raise ConfigError(f"select_on: {select_on!r} is not an eval set of trial.eval_manifests ({', '.join(names)})")
+    chosen = [pair for pair in trial.eval_manifests if pair[0] == select_on]
+    return trial.replace(eval_manifests=tuple(chosen + [pair for pair in trial.eval_manifests if pair[0] != select_on]))
+
+
+def _confirm_on(raw: Any, trial: TrialConfig) -> tuple[tuple[str, str], ...]:
+    """``{test: path}``: one set, untouched by the sweep (no trial scores it), for repro."""
+    if not isinstance(raw, dict) or len(raw) > 1:
+        raise ConfigError(f"confirm_on: one {{name: manifest}} pair, the set repro confirms on, got {raw!r}")
+    pairs = tuple((str(name), str(path)) for name, path in raw.items())
+    for name, path in pairs:
+        for other, other_path in trial.eval_manifests:
+            if name == other or Path(path).absolute() == Path(other_path).absolute():
+                raise ConfigError(f"confirm_on.{name}: the sweep scores {other} ({other_path}) itself; "
+                                  "the confirm set must be one no trial scores")
+    return pairs
+
+
+def _objectives(raw: Any, trial: TrialConfig) -> tuple[str, ...]:
+    """``[dev, canary]``: minimise dev's WER and canary's WER increase together."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"objectives: a list of eval sets, the select set first (e.g. [dev, canary]), got {raw!r}")
+    names = [name for name, _ in trial.eval_manifests]
+    for index, name in enumerate(raw):
+        if name not in names:
+            raise ConfigError(f"objectives[{index}]: {name!r} is not an eval set of trial.eval_manifests ({', '.join(names)})")
+    if raw and raw[0] != trial.primary_eval:
+        raise ConfigError(f"objectives[0]: must be the select set {trial.primary_eval!r}, whose WER is minimised")
+    if len(raw) == 1 or len(set(raw)) != len(raw):
+        raise ConfigError(f"objectives: the select set and at least one other, each once, got {raw}")
+    return tuple(str(name) for name in raw)
+
+
+def _racing(raw: Any) -> RacingConfig:
+    if raw in ("none", None, False):
+        return RacingConfig(finalists=0)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"racing: {{finalists: K, seeds: N}} or none, got {raw!r}")
+    reject_unknown(raw, ("finalists", "seeds"), "racing")
+    return RacingConfig(
+        finalists=_integer(raw, "finalists", 3, minimum=0, where="racing.finalists"),
+        seeds=_integer(raw, "seeds", 2, minimum=0, where="racing.seeds"),
+    )
+
+
 def _wer_budgets(raw: Any, trial: TrialConfig) -> tuple[tuple[str, float], ...]:
     """``{canary: 0.02}``: each key an eval set of the trial other than the optimised one."""
     if not isinstance(raw, dict):
@@ -340,10 +426,7 @@ def _wer_budgets(raw: Any, trial: TrialConfig) -> tuple[tuple[str, float], ...]:
             raise ConfigError(f"{where}: {name} is the eval set the sweep optimises; budget the others ({', '.join(others) or 'none given'})")
         if name not in others:
             raise ConfigError(f"{where}: no such eval set in trial.eval_manifests; known: {', '.join(others) or 'none besides ' + trial.primary_eval}")
-        limit = coerce_number(value, float, where)
-        if not 0.0 <= limit < 1.0:
-            raise ConfigError(f"{where}: a WER increase between 0 and 1 (0.02 = 2 points), got {value!r}")
-        budgets.append((str(name), limit))
+        budgets.append((str(name), budget_limit(value, where)))
     return tuple(budgets)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.search.config import SweepConfig
+from sweeps.search.racing import RACING_SUFFIX
 from trainable.config import DEMO_MODEL
 from trainable.config_io import ConfigError
 from trainable.files import atomic_write_json, atomic_write_text
@@ -33,6 +34,16 @@ class SweepPaths:
         results_dir = (results_root / name).absolute()
         storage_path = storage if storage and "://" in storage else str(Path(storage or results_dir / "ray").absolute())
         return cls(results_dir=results_dir, storage_path=storage_path, experiment_path=f"{storage_path.rstrip('/')}/{name}")
+
+    @property
+    def racing_path(self) -> str:
+        """The racing experiment, beside the search's in the same storage."""
+        return self.experiment_path + RACING_SUFFIX
+
+    @property
+    def study_db(self) -> Path:
+        """The Optuna study (SQLite), which optuna-dashboard opens."""
+        return self.results_dir / "optuna.db"
 
 
 def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> bool:
@@ -102,10 +113,11 @@ def build_tuner(sweep: SweepConfig, paths: SweepPaths):
 
     searched = with_absolute_paths(sweep)
     space = build_search_space(searched, sweep.trial.resolved())
+    forget_stale_study(paths.study_db, sweep.name)
     tune_config = tune.TuneConfig(
         metric=sweep.metric,
         mode=sweep.mode,
-        search_alg=build_searcher(searched, space),
+        search_alg=build_searcher(searched, space, paths.study_db),
         scheduler=build_scheduler(sweep),
         num_samples=sweep.num_samples,
         max_concurrent_trials=sweep.max_concurrent_trials,
@@ -124,6 +136,60 @@ def restore_tuner(sweep: SweepConfig, paths: SweepPaths):
         paths.experiment_path, trial_trainable(sweep),
         resume_unfinished=True, resume_errored=False, restart_errored=False,
     )
+
+
+def forget_stale_study(study_db: Path, name: str) -> None:
+    """A new sweep of a name whose Ray state is gone may find that name's study still in
+    optuna.db; its trials would mix with the new ones, so it is deleted first."""
+    if not study_db.is_file():
+        return
+    import optuna
+
+    from sweeps.search.space import study_storage
+
+    storage = study_storage(study_db)
+    if name in {summary.study_name for summary in optuna.get_all_study_summaries(storage)}:
+        print(f"note: {study_db} held an earlier study {name!r} with no Ray state left; starting it afresh")
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+def run_racing(sweep: SweepConfig, paths: SweepPaths, search_trials) -> None:
+    """Race the finalists (``sweeps.search.racing``) as a second Tune experiment, or resume
+    that race where it stopped."""
+    from ray import tune
+
+    from sweeps.search.racing import choose_finalists, race_recipes
+    from sweeps.search.trial import COMPLETED
+
+    if tune.Tuner.can_restore(paths.racing_path):
+        print(f"Resuming the race of sweep {sweep.name!r} from {paths.racing_path}")
+        tuner = tune.Tuner.restore(paths.racing_path, trial_trainable(sweep), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        finalists = choose_finalists(search_trials, sweep, COMPLETED)
+        if not finalists:
+            print("Racing: no fully trained trial keeps the budgets, so there is nothing to race")
+            return
+        recipes = race_recipes(finalists, sweep)
+        print(f"Racing {len(finalists)} finalists with {sweep.racing.seeds} new seeds each ({len(recipes)} trials)")
+        tuner = build_racing_tuner(sweep, paths, recipes)
+    tuner.fit()
+
+
+def build_racing_tuner(sweep: SweepConfig, paths: SweepPaths, recipes: list[dict]):
+    from ray import tune
+
+    from sweeps.search.searcher import FixedRecipes
+
+    tune_config = tune.TuneConfig(
+        search_alg=FixedRecipes(recipes, metric=sweep.metric, mode=sweep.mode),
+        num_samples=len(recipes),
+        max_concurrent_trials=sweep.max_concurrent_trials,
+        trial_dirname_creator=trial_dirname,
+    )
+    run_config = build_run_config(sweep, paths)
+    run_config.name = sweep.name + RACING_SUFFIX
+    return tune.Tuner(trial_trainable(sweep), tune_config=tune_config, run_config=run_config)
 
 
 def build_scheduler(sweep: SweepConfig):

@@ -7,23 +7,23 @@ at any time (also mid-sweep, or after the Ray cluster is gone).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeps.budget import over_budget
+from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig
+from sweeps.search.racing import RACING_SUFFIX, choose_finalists, race_table, race_winner
+from sweeps.search.summary import summary_markdown
+from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError
 from trainable.files import atomic_output, atomic_write_json, atomic_write_text
-from trainable.metrics import PRIMARY_BASELINE, PRIMARY_TUNED, RUN_FIELDS, eval_set_names, metric_name, parse_metric_name, scores_by_eval_set
+from trainable.metrics import PRIMARY_BASELINE, PRIMARY_TUNED, RUN_FIELDS, parse_metric_name, scores_by_eval_set
 
-# Tune statuses, plus STOPPED_EARLY: terminated by ASHA before its final report.
-COMPLETED, STOPPED_EARLY, ERROR = "TERMINATED", "STOPPED_EARLY", "ERROR"
 _NODE_KEYS = ("node", "node_id", "node_ip")
 _COUNT_COLUMNS = ("steps", "nonfinite_steps", "num_threads")
 
@@ -32,9 +32,10 @@ _COUNT_COLUMNS = ("steps", "nonfinite_steps", "num_threads")
 class SweepResults:
     """What a finished (or interrupted) sweep produced, for printing and tests."""
 
-    trials: Any  # pandas.DataFrame, one row per trial
+    trials: Any  # pandas.DataFrame, one row per search trial
     best: dict[str, Any] | None
     summary_markdown: str
+    race: list[dict[str, Any]] | None = None  # the raced finalists (sweeps.search.racing.race_table)
 
     def count(self, status: str) -> int:
         return int((self.trials["status"] == status).sum()) if len(self.trials) else 0
@@ -46,21 +47,26 @@ class SweepResults:
 
 
 def write_results(experiment_path: str, results_dir: str | Path, sweep: SweepConfig, wall_seconds: float | None = None) -> SweepResults:
-    """Read the experiment, then write the three result files atomically."""
+    """Read the search (and the race of its finalists, when there was one), choose the
+    winner, then write trials.parquet, racing.parquet, best.json and summary.md atomically."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     trials = trials_table(experiment_path, sweep)
-    best = best_trial(trials, sweep)
-    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds) + summary_section(results_dir)
-    with atomic_output(results_dir / "trials.parquet") as tmp:
-        trials.to_parquet(tmp, index=False)
+    race_trials = _race_trials(experiment_path + RACING_SUFFIX, sweep)
+    race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED) if race_trials is not None else None
+    best = best_trial(trials, sweep, race)
+    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds, race, results_dir) + summary_section(results_dir)
+    for name, table in (("trials.parquet", trials), ("racing.parquet", race_trials)):
+        if table is not None:
+            with atomic_output(results_dir / name) as tmp:
+                table.to_parquet(tmp, index=False)
     best_path = results_dir / "best.json"
     if best is not None:
         atomic_write_json(best_path, best)
     elif best_path.exists():
         best_path.unlink()  # a stale winner from an earlier run of the same name would mislead
     atomic_write_text(results_dir / "summary.md", summary)
-    return SweepResults(trials=trials, best=best, summary_markdown=summary)
+    return SweepResults(trials=trials, best=best, summary_markdown=summary, race=race)
 
 
 def trials_table(experiment_path: str, sweep: SweepConfig):
@@ -83,7 +89,7 @@ def trial_row(trial: Any, history: Any, sweep: SweepConfig) -> dict[str, Any]:
     """Flatten one Tune trial into a results row (works without a running Ray)."""
     last = dict(trial.last_result or {})
     trial_dir = Path(trial.path) if trial.path and "://" not in str(trial.path) else None
-    row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_number": _trial_float_or_nan(trial)}
+    row: dict[str, Any] = {"trial_id": trial.trial_id, "trial_number": _trial_number(trial)}
     row["status"] = _status(trial.status, last)
     row.update(_recipe_columns(trial.config, trial_dir, last))
     row.update(_metric_columns(last, history, sweep))
@@ -95,21 +101,34 @@ def trial_row(trial: Any, history: Any, sweep: SweepConfig) -> dict[str, Any]:
     return row
 
 
-def best_trial(trials: Any, sweep: SweepConfig) -> dict[str, Any] | None:
-    """The completed trial with the best final metric, as ``best.json`` holds it.
+def best_trial(trials: Any, sweep: SweepConfig, race: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The winner, as ``best.json`` holds it: with a race, the finalist with the best mean
+    over its seeds whose mean WER increases keep the budgets; without one, the fully trained
+    trial within the budgets with the best final metric.
 
     Only trials that trained to the end count: a trial ASHA stopped has a WER from partial
     training, and its recipe (``max_steps``) would not reproduce that number.
     """
+    if race:
+        entry = race_winner(race, sweep)
+        return None if entry is None else _best_record(entry["recipe"], sweep, entry["mean_wer"], race) | {
+            "chosen_by": "racing", "selection_seeds": entry["seeds"]}
     if not len(trials):
         return None
-    done = trials[(trials["status"] == COMPLETED) & trials[sweep.metric].notna() & within_budget(trials, sweep)]
+    done = trials[(trials["status"] == COMPLETED) & trials[sweep.metric].notna() & within_budget(trials, sweep.max_wer_increase)]
     if not len(done):
         return None
     row = done.sort_values(sweep.metric, ascending=sweep.mode == "min", kind="stable").iloc[0]
-    return {
+    return _best_record(row, sweep, float(row[sweep.metric])) | {"chosen_by": "single seed", "selection_seeds": [int(row.get("seed", sweep.trial.seed))]}
+
+
+def _best_record(row: Any, sweep: SweepConfig, metric: float, race: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """best.json: the recipe, its scores on the search trial's seed, how it was chosen, the
+    budgets, and the eval-set roles repro reads (select_on, confirm_on, selection_seeds)."""
+    confirm = {"name": sweep.confirm_on[0][0], "path": sweep.confirm_on[0][1]} if sweep.confirm_on else None
+    record = {
         "config": best_recipe(row, sweep).to_dict(),
-        "metric": float(row[sweep.metric]),
+        "metric": metric,
         "metric_name": sweep.metric,
         "mode": sweep.mode,
         "trial_id": row["trial_id"],
@@ -117,28 +136,26 @@ def best_trial(trials: Any, sweep: SweepConfig) -> dict[str, Any] | None:
         "tuned_wer": _float_or_nan(row.get(PRIMARY_TUNED)),
         "eval_sets": _per_eval_set(row),
         "max_wer_increase": dict(sweep.max_wer_increase),
+        "select_on": sweep.select_on,
+        "confirm_on": confirm,
         "sweep": sweep.name,
         "trial_dir": row["trial_dir"],
     }
+    if race:
+        record["race"] = {"seeds_per_finalist": sweep.racing.seeds + 1, "finalists": [_race_record(entry, sweep) for entry in race]}
+    return record
 
 
-def within_budget(trials: Any, sweep: SweepConfig) -> Any:
-    """Per trial: does every budgeted eval set stay within its allowed WER increase?
-    A trial without that eval set's scores (stopped early, errored) is not within it."""
-    import pandas as pd
-
-    keep = pd.Series(True, index=trials.index)
-    for name, limit in sweep.max_wer_increase:
-        tuned, baseline = (trials.get(metric_name(name, system)) for system in ("tuned", "baseline"))
-        if tuned is None or baseline is None:
-            return pd.Series(False, index=trials.index)
-        increase = tuned - baseline
-        keep &= increase.notna() & ~over_budget(increase, limit)
-    return keep
+def _race_record(entry: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
+    searched = {name: _plain(entry["recipe"]["target_module_set" if name == "target_modules" else name]) for name in sweep.searched_names}
+    return {key: value for key, value in entry.items() if key != "recipe"} | {"searched": searched}
 
 
-def budget_text(sweep: SweepConfig) -> str:
-    return ", ".join(f"{name} within +{100 * limit:g} points of its baseline" for name, limit in sweep.max_wer_increase)
+def _race_trials(racing_path: str, sweep: SweepConfig) -> Any:
+    """The race's trials table, or None when no race was run (or it has no saved state)."""
+    from ray.tune import Tuner
+
+    return trials_table(racing_path, sweep) if Tuner.can_restore(racing_path) else None
 
 
 def best_recipe(row: Any, sweep: SweepConfig) -> TrialConfig:
@@ -149,51 +166,7 @@ def best_recipe(row: Any, sweep: SweepConfig) -> TrialConfig:
     return TrialConfig.from_dict({**sweep.trial.to_dict(), **searched, "output_dir": f"outputs/{sweep.name}-best"})
 
 
-def summary_markdown(trials: Any, best: dict | None, sweep: SweepConfig, experiment_path: str, wall_seconds: float | None) -> str:
-    """A short human report: counts, the winner next to the baseline, a leaderboard, errors."""
-    out = io.StringIO()
-    counts = {status: int((trials["status"] == status).sum()) if len(trials) else 0 for status in (COMPLETED, STOPPED_EARLY, ERROR)}
-    out.write(f"# Sweep `{sweep.name}`\n\n")
-    out.write(f"{len(trials)} trials: {counts[COMPLETED]} completed, {counts[STOPPED_EARLY]} stopped early, {counts[ERROR]} errored")
-    other = len(trials) - sum(counts.values())
-    out.write(f", {other} unfinished.\n\n" if other else ".\n\n")
-    out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
-    _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials)
-    _write_best(out, best, trials, sweep)
-    _write_leaderboard(out, trials, sweep)
-    _write_errors(out, trials)
-    return out.getvalue()
-
-
-def describe_best(results: SweepResults, sweep: SweepConfig) -> str:
-    """What the command line prints at the end: the winner and its WER beside the baseline."""
-    trials, best = results.trials, results.best
-    head = (
-        f"Sweep {sweep.name}: {len(trials)} trials, {results.count(COMPLETED)} completed, "
-        f"{results.count(STOPPED_EARLY)} stopped early, {results.count(ERROR)} errored."
-    )
-    if best is None:
-        return head + "\n" + _no_best_reason(trials, sweep) + "; see summary.md."
-    searched = ", ".join(f"{name}={value}" for name, value in searched_values(best, sweep).items())
-    lines = [head, f"Best trial {best['trial_id']}: {searched}"]
-    if sweep.max_wer_increase:
-        within = _count_within_budget(trials, sweep)
-        lines[-1] += f" (best of {within} completed trial{'' if within == 1 else 's'} with {budget_text(sweep)})"
-    for name, scores in best["eval_sets"].items():
-        lines.append(f"  {name:>10} WER: tuned {_pct(scores.get('tuned_wer'))} vs baseline {_pct(scores.get('baseline_wer'))}")
-    return "\n".join(lines)
-
-
-def searched_values(best: dict[str, Any], sweep: SweepConfig) -> dict[str, str]:
-    """The winner's searched fields for display, target modules by set name ("qkvo")."""
-    values = {}
-    for name in sweep.searched_names:
-        value = best["config"][name]
-        values[name] = target_module_set_name(tuple(value)) if name == "target_modules" else _format(value)
-    return values
-
-
-def _trial_float_or_nan(trial: Any) -> int:
+def _trial_number(trial: Any) -> int:
     """1-based order in which the searcher proposed the trial: Tune's search generator
     starts each experiment tag with its counter ("1_learning_rate=...")."""
     head = str(getattr(trial, "experiment_tag", "") or "").split("_", 1)[0]
@@ -201,7 +174,7 @@ def _trial_float_or_nan(trial: Any) -> int:
 
 
 def _status(status: str, last: dict[str, Any]) -> str:
-    if status == COMPLETED and not last.get("completed", False):
+    if status == COMPLETED and not last.get(COMPLETED_KEY, False):
         return STOPPED_EARLY
     return status
 
@@ -231,7 +204,7 @@ def _metric_columns(last: dict[str, Any], history: Any, sweep: SweepConfig) -> d
     for key in RUN_FIELDS:
         metrics[key] = _float_or_nan(last.get(key))
     metrics["steps"] = _float_or_nan(last.get("steps", last.get("step")))
-    metrics["completed"] = bool(last.get("completed", False))
+    metrics[COMPLETED_KEY] = bool(last.get(COMPLETED_KEY, False))
     metrics.update(_best_of_history(history, sweep))
     return metrics
 
@@ -281,74 +254,6 @@ def _per_eval_set(row: Any) -> dict[str, dict[str, float]]:
     return {name: {key: _float_or_nan(value) for key, value in scores.items()} for name, scores in scores_by_eval_set(row).items()}
 
 
-def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: int) -> None:
-    if not len(trials):
-        return
-    trial_seconds = float(trials["wall_seconds"].fillna(0).sum())
-    out.write(f"Trial time: {trial_seconds:.0f} s summed over trials")
-    if wall_seconds:
-        ideal = trial_seconds / concurrency
-        out.write(f"; sweep wall time {wall_seconds:.0f} s; overhead ratio {wall_seconds / ideal:.2f}" if ideal else "")
-        out.write(f" (wall / (trial time / {concurrency} concurrent))")
-    out.write(".\n\n")
-
-
-def _no_best_reason(trials: Any, sweep: SweepConfig) -> str:
-    completed = int((trials["status"] == COMPLETED).sum()) if len(trials) else 0
-    if completed and sweep.max_wer_increase:
-        return f"No completed trial kept {budget_text(sweep)} ({completed} completed), so there is no best config"
-    return "No trial completed, so there is no best config"
-
-
-def _count_within_budget(trials: Any, sweep: SweepConfig) -> int:
-    return int(((trials["status"] == COMPLETED) & within_budget(trials, sweep)).sum())
-
-
-def _write_best(out: io.StringIO, best: dict | None, trials: Any, sweep: SweepConfig) -> None:
-    if best is None:
-        out.write(f"**{_no_best_reason(trials, sweep)}.**\n\n")
-        return
-    out.write(f"## Best: trial `{best['trial_id']}`\n\n")
-    if sweep.max_wer_increase:
-        completed = int((trials["status"] == COMPLETED).sum())
-        out.write(f"Chosen among the {_count_within_budget(trials, sweep)} of {completed} completed trials "
-                  f"with {budget_text(sweep)} (`max_wer_increase`).\n\n")
-    for name, value in searched_values(best, sweep).items():
-        out.write(f"- `{name}` = `{value}`\n")
-    out.write("\n| eval set | baseline WER | tuned WER | baseline orth. | tuned orth. |\n|---|---|---|---|---|\n")
-    for name, s in best["eval_sets"].items():
-        out.write(f"| {name} | {_pct(s.get('baseline_wer'))} | {_pct(s.get('tuned_wer'))} | "
-                  f"{_pct(s.get('baseline_orthographic_wer'))} | {_pct(s.get('tuned_orthographic_wer'))} |\n")
-    out.write("\n`best.json` holds the whole recipe: `python -m trainable.run --config results/"
-              f"{sweep.name}/best.json` trains it again.\n\n")
-
-
-def _write_leaderboard(out: io.StringIO, trials: Any, sweep: SweepConfig) -> None:
-    if not len(trials):
-        return
-    # Beside the optimised WER, every other eval set's tuned WER (e.g. a canary): the best
-    # held-out trial may be the one that forgets most, and the reader should see it here.
-    others = [name for name in eval_set_names(trials.columns) if name != sweep.trial.primary_eval]
-    columns = ["trial_number", "trial_id", "status", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names],
-               sweep.metric, f"best_{sweep.metric}", PRIMARY_BASELINE, *[metric_name(name, "tuned") for name in others],
-               "steps", "wall_seconds", "node"]
-    board = trials.sort_values([sweep.metric], ascending=sweep.mode == "min", na_position="last", kind="stable")
-    out.write("## Trials\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
-    for _, row in board.iterrows():
-        out.write("| " + " | ".join(_format(row.get(column)) for column in columns) + " |\n")
-    out.write("\n")
-
-
-def _write_errors(out: io.StringIO, trials: Any) -> None:
-    failed = trials[trials["status"] == ERROR] if len(trials) else trials
-    if not len(failed):
-        return
-    out.write("## Errors\n\n")
-    for _, row in failed.iterrows():
-        out.write(f"- `{row['trial_id']}`: {row['error']}\n")
-    out.write("\n")
-
-
 def _float_or_nan(value: Any) -> float:
     try:
         return float(value) if value is not None else math.nan
@@ -363,16 +268,3 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _format(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def _pct(value: Any) -> str:
-    number = _float_or_nan(value)
-    return "-" if math.isnan(number) else f"{100 * number:.2f}%"

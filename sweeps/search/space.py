@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sweeps.search.config import PER_TRIAL_FIELDS, SearchParam, SweepConfig
@@ -56,21 +57,33 @@ def with_absolute_paths(sweep: SweepConfig) -> SweepConfig:
     return dataclasses.replace(sweep, search=tuple(params), points_to_evaluate=points)
 
 
-def build_searcher(sweep: SweepConfig, space: SearchSpace):
-    """OptunaSearch with a seeded TPE sampler, the given points first, one study per sweep."""
+def build_searcher(sweep: SweepConfig, space: SearchSpace, study_db: str | Path | None = None):
+    """The sweep's searcher (``SweepSearch``): a seeded TPE sampler, the given points first,
+    budgets as constraints, one study per sweep, stored in ``study_db`` (SQLite) when given."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps.search.searcher import SweepSearch, objective_metrics
 
     # TPE's first n_startup_trials are random; the points_to_evaluate come before them.
     sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=_startup_trials(sweep))
-    return OptunaSearch(
+    metric = objective_metrics(sweep.select_on, sweep.objectives) if sweep.objectives else sweep.metric
+    return SweepSearch(
         space=space,
-        metric=sweep.metric,
-        mode=sweep.mode,
+        metric=metric,
+        mode=[sweep.mode] * len(metric) if sweep.objectives else sweep.mode,
         points_to_evaluate=[dict(point) for point in sweep.points_to_evaluate] or None,
         sampler=sampler,
         study_name=sweep.name,
+        storage=study_storage(study_db) if study_db else None,
+        budgets=sweep.max_wer_increase,
     )
+
+
+def study_storage(path: str | Path):
+    """Optuna's SQLite storage of a sweep's study, which optuna-dashboard reads too."""
+    import optuna
+
+    return optuna.storages.RDBStorage(f"sqlite:///{Path(path).absolute()}")
 
 
 def _startup_trials(sweep: SweepConfig) -> int:

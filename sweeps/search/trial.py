@@ -18,6 +18,10 @@ from sweeps.cluster import check_data_on_node, trial_location
 from trainable.config import TrialConfig
 from trainable.metrics import final_metrics
 
+# Trial statuses in the results: Tune's, plus STOPPED_EARLY, a trial ended (by ASHA) before
+# its final report, which alone carries COMPLETED_KEY = True.
+COMPLETED, STOPPED_EARLY, ERROR = "TERMINATED", "STOPPED_EARLY", "ERROR"
+COMPLETED_KEY = "completed"
 # Field names shown in a failed trial's message, so it says which recipe failed.
 _RECIPE_IN_ERRORS = ("learning_rate", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "max_steps", "seed")
 
@@ -96,8 +100,8 @@ class TuneReporter:
 
         self.last_step = int(metrics.get("step", self.last_step))
         row = {key: value for key, value in metrics.items() if key != "done"}
-        # Tune reserves "done"; "completed" marks the final report (a trial ASHA stopped has none).
-        row["completed"] = bool(metrics.get("done", False))
+        # Tune reserves "done"; COMPLETED_KEY marks the final report (a trial ASHA stopped has none).
+        row[COMPLETED_KEY] = bool(metrics.get("done", False))
         row.update(self.extra)
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)

@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from sweeps.search.results import SweepResults, _status, best_trial, describe_best, summary_markdown
+from sweeps.search.results import SweepResults, _status, best_trial
+from sweeps.search.summary import describe_best, summary_markdown
 from sweeps.search.config import SweepConfig
 from trainable.config import TrialConfig
 

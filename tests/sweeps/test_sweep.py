@@ -50,6 +50,7 @@ def tiny_sweep(name: str, model: Path, manifests: dict[str, Path], corrupt: Path
         "scheduler": "none",
         "max_failures": 0,
         "seed": 0,
+        "racing": "none",  # the single-seed choice; test_racing_sweep.py covers the race
     }
     raw.update(changes)
     return raw
@@ -254,3 +255,60 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir,
     assert first["trial_number"] == 1 and first["status"] == "TERMINATED"
     assert summary.stat().st_mtime_ns == first_written, "the finished trial was trained again"
     assert first["eval_wer"] == json.loads(summary.read_text())["evals"]["heldout"]["tuned"]["wer"]
+
+
+def finished_race_dirs(results: Path, name: str) -> list[Path]:
+    return sorted(p.parent.parent for p in (results / name / "ray" / f"{name}-racing").glob("trial_*/run/summary.json"))
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_while_racing_resumes_and_its_study_is_stored(tiny_model_dir, tiny_manifests, tmp_path):
+    """Search (ASHA), then race 2 finalists with 2 new seeds each; kill -9 of the driver once
+    the first racing trial has finished, then --resume: the race ends without training that
+    trial again, the winner is chosen on its mean over 3 seeds, and the Optuna study in
+    optuna.db holds every search trial once, ASHA-stopped ones as PRUNED, with constraints."""
+    import optuna
+
+    raw = tiny_sweep("raced", tiny_model_dir, tiny_manifests, max_concurrent_trials=1,
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                     racing={"finalists": 2, "seeds": 2}, max_wer_increase={"canary": 0.99})
+    config, log, results = write_sweep(tmp_path, raw), tmp_path / "driver.log", tmp_path / "results"
+    common = ["--config", str(config), "--num-cpus", "1", "--dashboard-port", str(free_port())]
+
+    driver = start_driver(common, tmp_path, log)
+    try:
+        first_dir = wait_for(lambda: finished_race_dirs(results, "raced"), 600, "the first racing trial", driver, log)[0]
+        first_written = (first_dir / "run" / "summary.json").stat().st_mtime_ns
+    finally:
+        kill_tree(driver)
+    assert len(finished_race_dirs(results, "raced")) < 4, "kill came too late to test the resume"
+
+    resumed = start_driver([*common, "--resume"], tmp_path, log)
+    try:
+        assert resumed.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        if resumed.poll() is None:
+            kill_tree(resumed)
+
+    assert (first_dir / "run" / "summary.json").stat().st_mtime_ns == first_written, "a finished racing trial was trained again"
+    race = pd_read(results / "raced" / "racing.parquet")
+    assert len(race) == 4 and set(race["status"]) == {"TERMINATED"} and sorted(race["seed"]) == [1042, 1042, 2042, 2042]
+    best = json.loads((results / "raced" / "best.json").read_text())
+    assert best["chosen_by"] == "racing" and best["selection_seeds"] == [42, 1042, 2042]
+    winner = next(f for f in best["race"]["finalists"] if f["trial_id"] == best["trial_id"])
+    assert best["metric"] == pytest.approx(sum(winner["wers"]) / 3)
+    assert all(best["metric"] <= f["mean_wer"] for f in best["race"]["finalists"])
+    assert "## Finalists raced across seeds" in (results / "raced" / "summary.md").read_text()
+
+    trials = read_trials(results / "raced")
+    study = optuna.load_study(study_name="raced", storage=f"sqlite:///{results / 'raced' / 'optuna.db'}")
+    assert len(study.trials) == len(trials) == 3
+    states = {"TERMINATED": "COMPLETE", "STOPPED_EARLY": "PRUNED", "ERROR": "FAIL"}
+    assert sorted(states[s] for s in trials["status"]) == sorted(t.state.name for t in study.trials)
+    assert all("canary" in t.constraints for t in study.trials if t.state.name != "FAIL")
+
+
+def pd_read(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path)

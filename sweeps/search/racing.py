@@ -1,0 +1,150 @@
+"""Racing the finalists: the search's best feasible recipes, retrained with new seeds.
+
+Every search trial trains with one seed, so the search's best trial is partly the luckiest
+seed (the winner's curse). The ``racing.finalists`` best distinct recipes that keep every
+budget are trained again with ``racing.seeds`` new seeds each, as trials of a second Tune
+experiment beside the search's (``<sweep>-racing``: the same trainable, resources,
+storage and resume); the winner is the finalist with the best mean select-set WER over all
+its seeds whose mean WER increase keeps every budget.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sweeps.budget import over_budget, within_budget
+from sweeps.search.config import SweepConfig
+from trainable.config import TrialConfig, target_module_set_name
+from trainable.metrics import PRIMARY_TUNED, metric_name
+
+RACING_SUFFIX = "-racing"
+# Racing seeds are the trial seed + 1000, + 2000, ...: never a seed repro would pick by
+# default (seed + 1 ... + N), so repro's seeds stay new to the recipe.
+SEED_STRIDE = 1000
+
+
+def racing_seeds(seed: int, count: int) -> list[int]:
+    return [seed + SEED_STRIDE * k for k in range(1, count + 1)]
+
+
+def recipe_key(values: dict[str, Any], sweep: SweepConfig) -> tuple:
+    """What tells recipes apart: their searched values (target modules by set name)."""
+    key = []
+    for name in sweep.searched_names:
+        value = values[name]
+        if name == "target_modules":
+            value = target_module_set_name(tuple(value) if not isinstance(value, str) else TrialConfig(target_modules=value).target_modules)
+        elif hasattr(value, "item"):
+            value = value.item()
+        key.append((name, round(value, 12) if isinstance(value, float) else value))
+    return tuple(key)
+
+
+def wer_increases(row: Any, sweep: SweepConfig) -> dict[str, float]:
+    """Each budgeted eval set's WER increase (tuned - baseline) in a results row."""
+    return {name: _float(row.get(metric_name(name, "tuned"))) - _float(row.get(metric_name(name, "baseline")))
+            for name, _ in sweep.max_wer_increase}
+
+
+def keeps_budgets(increases: dict[str, float], sweep: SweepConfig) -> bool:
+    limits = dict(sweep.max_wer_increase)
+    return all(math.isfinite(value) and not over_budget(value, limits[name]) for name, value in increases.items())
+
+
+def choose_finalists(trials: Any, sweep: SweepConfig, completed: str) -> list[dict[str, Any]]:
+    """The best ``racing.finalists`` distinct recipes among fully trained trials that keep
+    every budget on their own seed, best select-set WER first."""
+    if not len(trials):
+        return []
+    done = trials[(trials["status"] == completed) & trials[sweep.metric].notna() & within_budget(trials, sweep.max_wer_increase)]
+    done = done.sort_values(sweep.metric, ascending=sweep.mode == "min", kind="stable")
+    finalists, seen = [], set()
+    for _, row in done.iterrows():
+        key = recipe_key(row, sweep)
+        if key in seen:
+            continue
+        seen.add(key)
+        finalists.append(row.to_dict())
+        if len(finalists) == sweep.racing.finalists:
+            break
+    return finalists
+
+
+def race_recipes(finalists: list[dict[str, Any]], sweep: SweepConfig) -> list[dict[str, Any]]:
+    """One Tune config per (finalist, new seed): the finalist's whole recipe with the seed
+    changed. Mid-run evaluations are off: racing needs final WERs only, and no ASHA reads them."""
+    fixed = sweep.trial.resolved().to_dict()
+    recipes = []
+    for finalist in finalists:
+        searched = {name: _plain(finalist[name]) for name in sweep.searched_names}
+        recipe = TrialConfig.from_dict({**fixed, **searched, "seed": int(finalist.get("seed", fixed["seed"]))}).to_dict()
+        for seed in racing_seeds(recipe["seed"], sweep.racing.seeds):
+            recipes.append({key: value for key, value in recipe.items() if key not in ("output_dir", "num_threads")}
+                           | {"seed": seed, "eval_every": 0})
+    return recipes
+
+
+def race_table(finalists: list[dict[str, Any]], race_trials: Any, sweep: SweepConfig, completed: str) -> list[dict[str, Any]]:
+    """Per finalist: its seeds, select-set WER and budgeted WER increases per seed (the
+    search trial's seed first), their means and sds, and whether the means keep the budgets."""
+    by_key: dict[tuple, list[dict]] = {recipe_key(f, sweep): [f] for f in finalists}
+    if race_trials is not None and len(race_trials):
+        for _, row in race_trials[race_trials["status"] == completed].iterrows():
+            runs = by_key.get(recipe_key(row, sweep))
+            if runs is not None:
+                runs.append(row.to_dict())
+    return [_race_entry(runs, sweep) for runs in by_key.values()]
+
+
+def race_winner(entries: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any] | None:
+    """The finalist with the best mean select-set WER among those whose mean increases keep
+    every budget; None when none does."""
+    feasible = [entry for entry in entries if entry["keeps_budgets"]]
+    if not feasible:
+        return None
+    sign = 1 if sweep.mode == "min" else -1
+    return min(feasible, key=lambda entry: sign * entry["mean_wer"])
+
+
+def _race_entry(runs: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any]:
+    wers = [_float(run[PRIMARY_TUNED]) for run in runs]
+    increases = {name: [wer_increases(run, sweep)[name] for run in runs] for name, _ in sweep.max_wer_increase}
+    mean_increases = {name: _mean(values) for name, values in increases.items()}
+    return {
+        "trial_id": runs[0]["trial_id"],
+        "recipe": runs[0],
+        "seeds": [int(run["seed"]) for run in runs],
+        "wers": wers,
+        "mean_wer": _mean(wers),
+        "sd_wer": _sd(wers),
+        "wer_increases": increases,
+        "mean_wer_increases": mean_increases,
+        "sd_wer_increases": {name: _sd(values) for name, values in increases.items()},
+        "keeps_budgets": keeps_budgets(mean_increases, sweep),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy values from a results row back to Python ones."""
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def _sd(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return math.nan
+    mean = sum(finite) / len(finite)
+    return math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))

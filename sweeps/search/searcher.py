@@ -1,0 +1,108 @@
+"""The sweep's searchers: Ray Tune's ``OptunaSearch`` telling the study what it misses, and
+``FixedRecipes`` for racing the finalists.
+
+Ray 2.60's ``OptunaSearch`` tells a trial that ASHA stopped as COMPLETE with its partial
+WER, so TPE learns from truncated runs as if they were final, and it never calls Optuna's
+constraint API. ``SweepSearch`` keeps everything else and changes what reaches the study
+when a trial ends:
+
+- a trial stopped before its final report is PRUNED, with its last WER as an intermediate
+  value at its last report (TPE ranks pruned trials after complete ones, by how far they got);
+- every budgeted eval set (``max_wer_increase``) becomes a constraint, WER increase minus
+  budget (> 0: infeasible), so TPE moves toward recipes that keep the budgets;
+- with ``objectives``, the study is multi-objective: the select set's WER and each other
+  objective set's WER increase.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from sweeps.search.trial import COMPLETED_KEY
+from trainable.metrics import PRIMARY_TUNED, wer_increase_name
+
+ITERATION_KEY = "training_iteration"
+
+
+class SweepSearch(OptunaSearch):
+    def __init__(self, *, budgets: tuple[tuple[str, float], ...] = (), **kwargs: Any):
+        super().__init__(**kwargs)
+        self._budgets = tuple(budgets)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials or error or not result:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        ot_trial = self._ot_trials[trial_id]
+        for name, limit in self._budgets:
+            increase = result.get(wer_increase_name(name))
+            if _finite(increase):
+                ot_trial.set_constraint(name, increase - limit)
+        if result.get(COMPLETED_KEY):
+            return super().on_trial_complete(trial_id, result=result, error=False)
+        if not isinstance(self.metric, list):
+            self._report_last(ot_trial, result)
+        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _report_last(self, ot_trial: Any, result: dict) -> None:
+        """The result that made ASHA stop the trial never reaches ``on_trial_result``; record
+        it, so TPE ranks the pruned trial by how it stood when it was stopped."""
+        value, step = result.get(self.metric), result.get(ITERATION_KEY)
+        if _finite(value) and step is not None:
+            with warnings.catch_warnings():  # a step already reported is kept as it was
+                warnings.simplefilter("ignore")
+                ot_trial.report(value, step)
+
+
+def objective_metrics(select_on: str, objectives: tuple[str, ...]) -> list[str]:
+    """Metric names of a multi-objective study: the select set's WER, the others' increases."""
+    return [PRIMARY_TUNED, *(wer_increase_name(name) for name in objectives if name != select_on)]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class FixedRecipes(Searcher):
+    """A Tune searcher that proposes given recipes, each once, then says it is finished.
+    Its state (what it has proposed) is saved with the experiment, so a resumed race does
+    not propose a recipe twice."""
+
+    def __init__(self, recipes: list[dict[str, Any]], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.recipes = list(recipes)
+        self.proposed = 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str:
+        if self.proposed >= len(self.recipes):
+            return Searcher.FINISHED
+        self.proposed += 1
+        return dict(self.recipes[self.proposed - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def get_state(self) -> dict:
+        return {"recipes": self.recipes, "proposed": self.proposed}
+
+    def set_state(self, state: dict) -> None:
+        self.recipes, self.proposed = state["recipes"], state["proposed"]
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.get_state(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as handle:
+            self.set_state(pickle.load(handle))

@@ -1,0 +1,287 @@
+"""What a person reads about a sweep: ``summary.md`` and the lines the command prints at the end.
+
+Rendered from the results tables and the chosen winner (``sweeps.search.results``), never
+from live trials, so ``--analyze`` writes the same text.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from sweeps.budget import within_budget
+from sweeps.search import analysis
+from sweeps.search.config import SweepConfig
+from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
+from trainable.config import target_module_set_name
+from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name
+
+LEAST_VIOLATING_SHOWN = 5
+
+
+def budget_text(sweep: SweepConfig) -> str:
+    return ", ".join(f"{name} within +{100 * limit:g} points of its baseline" for name, limit in sweep.max_wer_increase)
+
+
+def summary_markdown(
+    trials: Any, best: dict | None, sweep: SweepConfig, experiment_path: str, wall_seconds: float | None,
+    race: list[dict] | None = None, results_dir: Path | None = None,
+) -> str:
+    """Counts, the winner beside the baseline, the race, the trade-off, parameter importance,
+    a leaderboard and errors. ``results_dir`` is where the trade-off plot and the Optuna
+    study are (without it those sections are left out)."""
+    out = io.StringIO()
+    counts = {status: _count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR)}
+    out.write(f"# Sweep `{sweep.name}`\n\n")
+    out.write(f"{len(trials)} trials: {counts[COMPLETED]} completed, {counts[STOPPED_EARLY]} stopped early, {counts[ERROR]} errored")
+    other = len(trials) - sum(counts.values())
+    out.write(f", {other} unfinished.\n\n" if other else ".\n\n")
+    out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
+    _write_roles(out, sweep)
+    _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials)
+    _write_best(out, best, trials, sweep, race)
+    _write_race(out, race, best, sweep)
+    if results_dir is not None:
+        _write_tradeoff(out, trials, best, sweep, results_dir)
+        _write_importance(out, sweep, results_dir)
+    _write_leaderboard(out, trials, sweep)
+    _write_errors(out, trials)
+    return out.getvalue()
+
+
+def describe_best(results: Any, sweep: SweepConfig) -> str:
+    """What the command line prints at the end: the winner, how it was chosen, its WERs."""
+    trials, best = results.trials, results.best
+    head = (
+        f"Sweep {sweep.name}: {len(trials)} trials, {results.count(COMPLETED)} completed, "
+        f"{results.count(STOPPED_EARLY)} stopped early, {results.count(ERROR)} errored."
+    )
+    if best is None:
+        return head + "\n" + no_best_reason(trials, sweep, getattr(results, "race", None)) + "; see summary.md."
+    searched = ", ".join(f"{name}={value}" for name, value in searched_values(best, sweep).items())
+    lines = [head, f"Best trial {best['trial_id']}: {searched}"]
+    if best.get("chosen_by") == "racing":
+        race = best["race"]
+        lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {len(race['finalists'])} "
+                      f"raced finalist{'s' if len(race['finalists']) != 1 else ''}" + (f" with {budget_text(sweep)})" if sweep.max_wer_increase else ")"))
+        lines += _race_lines(best)
+    elif sweep.max_wer_increase:
+        within = _count_within_budget(trials, sweep)
+        lines[-1] += f" (best of {within} completed trial{'' if within == 1 else 's'} with {budget_text(sweep)})"
+    for name, scores in best["eval_sets"].items():
+        lines.append(f"  {name:>10} WER: tuned {_pct(scores.get('tuned_wer'))} vs baseline {_pct(scores.get('baseline_wer'))}"
+                     + (" (the search trial's seed)" if best.get("chosen_by") == "racing" else ""))
+    if best.get("confirm_on"):
+        lines.append(f"Confirm it on {best['confirm_on']['name']}, which no trial scored: python -m sweeps.repro --sweep {sweep.name} --trials 5")
+    return "\n".join(lines)
+
+
+def searched_values(best: dict[str, Any], sweep: SweepConfig) -> dict[str, str]:
+    """The winner's searched fields for display, target modules by set name ("qkvo")."""
+    values = {}
+    for name in sweep.searched_names:
+        value = best["config"][name]
+        values[name] = target_module_set_name(tuple(value)) if name == "target_modules" else _format(value)
+    return values
+
+
+def no_best_reason(trials: Any, sweep: SweepConfig, race: list[dict] | None = None) -> str:
+    completed = _count(trials, COMPLETED)
+    if race:
+        return (f"No raced finalist kept {budget_text(sweep)} on the mean over its seeds ({len(race)} finalists, each within "
+                "on the search's own seed), so there is no best config")
+    if completed and sweep.max_wer_increase:
+        return f"No completed trial kept {budget_text(sweep)} ({completed} completed), so there is no best config"
+    return "No trial completed, so there is no best config"
+
+
+def _race_lines(best: dict[str, Any]) -> list[str]:
+    winner = next(f for f in best["race"]["finalists"] if f["trial_id"] == best["trial_id"])
+    seeds = ", ".join(map(str, winner["seeds"]))
+    lines = [f"  mean {best['select_on']} WER {_pct(winner['mean_wer'])} ± {_points(winner['sd_wer'])} points over seeds {seeds}"]
+    for name, mean in winner["mean_wer_increases"].items():
+        per_seed = ", ".join(_points(v, sign=True) for v in winner["wer_increases"][name])
+        lines.append(f"  mean {name} WER increase {_points(mean, sign=True)} points (per seed {per_seed})")
+    return lines
+
+
+def _count(trials: Any, status: str) -> int:
+    return int((trials["status"] == status).sum()) if len(trials) else 0
+
+
+def _count_within_budget(trials: Any, sweep: SweepConfig) -> int:
+    return int(((trials["status"] == COMPLETED) & within_budget(trials, sweep.max_wer_increase)).sum())
+
+
+def _write_roles(out: io.StringIO, sweep: SweepConfig) -> None:
+    if sweep.confirm_on:
+        name, path = sweep.confirm_on[0]
+        out.write(f"Selected on `{sweep.select_on}`; `{name}` (`{path}`) is kept for repro's confirmation: no trial scored it.\n\n")
+    else:
+        out.write(f"Selected on `{sweep.select_on}`. No `confirm_on` set is named, so repro can only confirm on the "
+                  "set the winner was chosen on, and its gain there is biased upward.\n\n")
+
+
+def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: int) -> None:
+    if not len(trials):
+        return
+    trial_seconds = float(trials["wall_seconds"].fillna(0).sum())
+    out.write(f"Trial time: {trial_seconds:.0f} s summed over trials")
+    if wall_seconds:
+        ideal = trial_seconds / concurrency
+        out.write(f"; sweep wall time {wall_seconds:.0f} s; overhead ratio {wall_seconds / ideal:.2f}" if ideal else "")
+        out.write(f" (wall / (trial time / {concurrency} concurrent))")
+    out.write(".\n\n")
+
+
+def _write_best(out: io.StringIO, best: dict | None, trials: Any, sweep: SweepConfig, race: list[dict] | None) -> None:
+    if best is None:
+        out.write(f"**{no_best_reason(trials, sweep, race)}.**\n\n")
+        return
+    out.write(f"## Best: trial `{best['trial_id']}`\n\n")
+    if best.get("chosen_by") == "racing":
+        out.write(f"Chosen by racing: the finalist with the best mean `{sweep.select_on}` WER over its "
+                  f"{len(best['selection_seeds'])} seeds whose mean WER increases keep the budgets (table below).\n\n")
+    elif sweep.max_wer_increase:
+        completed = _count(trials, COMPLETED)
+        out.write(f"Chosen among the {_count_within_budget(trials, sweep)} of {completed} completed trials "
+                  f"with {budget_text(sweep)} (`max_wer_increase`).\n\n")
+    for name, value in searched_values(best, sweep).items():
+        out.write(f"- `{name}` = `{value}`\n")
+    seed_note = " (the search trial's own seed)" if best.get("chosen_by") == "racing" else ""
+    out.write(f"\n| eval set{seed_note} | baseline WER | tuned WER | baseline orth. | tuned orth. |\n|---|---|---|---|---|\n")
+    for name, s in best["eval_sets"].items():
+        out.write(f"| {name} | {_pct(s.get('baseline_wer'))} | {_pct(s.get('tuned_wer'))} | "
+                  f"{_pct(s.get('baseline_orthographic_wer'))} | {_pct(s.get('tuned_orthographic_wer'))} |\n")
+    out.write("\n`best.json` holds the whole recipe: `python -m trainable.run --config results/"
+              f"{sweep.name}/best.json` trains it again.\n\n")
+
+
+def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sweep: SweepConfig) -> None:
+    if not race:
+        return
+    budgets = [name for name, _ in sweep.max_wer_increase]
+    out.write(f"## Finalists raced across seeds\n\nThe {len(race)} best fully trained recipes within the budgets, "
+              f"retrained with {sweep.racing.seeds} new seeds each; mean ± sd over all their seeds.\n\n")
+    columns = ["trial", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names], "seeds",
+               f"{sweep.select_on} WER (mean ± sd)", *[f"{name} WER increase, points (mean ± sd)" for name in budgets], "keeps budgets", "chosen"]
+    out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+    for entry in race:
+        recipe = entry["recipe"]
+        cells = [f"`{entry['trial_id']}`", *[_format(recipe.get("target_module_set" if n == "target_modules" else n)) for n in sweep.searched_names],
+                 ", ".join(map(str, entry["seeds"])), f"{_pct(entry['mean_wer'])} ± {_points(entry['sd_wer'])}"]
+        for name in budgets:
+            cells.append(f"{_points(entry['mean_wer_increases'][name], sign=True)} ± {_points(entry['sd_wer_increases'][name])}")
+        cells += ["yes" if entry["keeps_budgets"] else "no", "**yes**" if best and best["trial_id"] == entry["trial_id"] else ""]
+        out.write("| " + " | ".join(cells) + " |\n")
+    out.write("\n")
+
+
+def _write_tradeoff(out: io.StringIO, trials: Any, best: dict | None, sweep: SweepConfig, results_dir: Path) -> None:
+    """The trade-off plot and Pareto front; with no feasible trial, the least-violating
+    trials and which parameter to move."""
+    points = analysis.tradeoff_points(trials, sweep, COMPLETED)
+    sets = analysis.tradeoff_sets(sweep)
+    if not sets or not len(points):
+        return
+    winner = best["trial_id"] if best else None
+    if analysis.plot_tradeoff(points, sweep, Path(results_dir) / analysis.TRADEOFF_PLOT, winner):
+        out.write(f"## Trade-off: `{sweep.select_on}` WER against WER increases\n\n![trade-off]({analysis.TRADEOFF_PLOT})\n\n")
+    feasible = points["violation"] <= 1e-9
+    if sweep.objectives or not feasible.any():
+        out.write("Pareto front (no other fully trained trial is better on every column):\n\n")
+        _write_points(out, points[points["pareto"]], sweep, sets)
+    if sweep.max_wer_increase and not feasible.any():
+        out.write(f"**No fully trained trial keeps {budget_text(sweep)}.** The least-violating ones:\n\n")
+        _write_points(out, points.sort_values("violation", kind="stable").head(LEAST_VIOLATING_SHOWN), sweep, sets)
+        _write_separation(out, points, sweep, results_dir)
+
+
+def _write_separation(out: io.StringIO, points: Any, sweep: SweepConfig, results_dir: Path) -> None:
+    importances = analysis.parameter_importances(Path(results_dir) / "optuna.db", sweep, target="violation")
+    if not importances:
+        out.write("Too few trials to say which searched parameter decides the violation.\n\n")
+        return
+    parameter = next(iter(importances))
+    out.write(f"The searched parameter that most decides the budget violation is `{parameter}` (Optuna fANOVA importance "
+              f"{importances[parameter]:.2f}); moving toward {analysis.move_hint(points, parameter)} lowered it in these trials. "
+              "Narrow the search space that way, or relax the budget.\n\n")
+
+
+def _write_importance(out: io.StringIO, sweep: SweepConfig, results_dir: Path) -> None:
+    importances = analysis.parameter_importances(Path(results_dir) / "optuna.db", sweep, target="wer")
+    if not importances:
+        return
+    out.write(f"## Parameter importance for `{sweep.select_on}` WER\n\nOptuna's fANOVA evaluator on the stored study "
+              "(`optuna.db`), fully trained trials only; with few trials, a rough guide.\n\n| parameter | importance |\n|---|---|\n")
+    for name, value in importances.items():
+        out.write(f"| `{name}` | {value:.2f} |\n")
+    out.write("\n")
+
+
+def _write_points(out: io.StringIO, points: Any, sweep: SweepConfig, sets: list[str]) -> None:
+    columns = ["trial_id", *sweep.searched_names, sweep.metric, *[f"{name}_increase" for name in sets], "violation"]
+    out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+    for _, row in points.iterrows():
+        cells = []
+        for column in columns:
+            value = row[column]
+            cells.append(_pct(value) if column == sweep.metric else _points(value, sign=True) if column.endswith("_increase")
+                         else _points(value) if column == "violation" else _format(value))
+        out.write("| " + " | ".join(cells) + " |\n")
+    out.write("\n")
+
+
+def _write_leaderboard(out: io.StringIO, trials: Any, sweep: SweepConfig) -> None:
+    if not len(trials):
+        return
+    # Beside the optimised WER, every other eval set's tuned WER (e.g. a canary): the best
+    # held-out trial may be the one that forgets most, and the reader should see it here.
+    others = [name for name in eval_set_names(trials.columns) if name != sweep.trial.primary_eval]
+    columns = ["trial_number", "trial_id", "status", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names],
+               sweep.metric, f"best_{sweep.metric}", PRIMARY_BASELINE, *[metric_name(name, "tuned") for name in others],
+               "steps", "wall_seconds", "node"]
+    board = trials.sort_values([sweep.metric], ascending=sweep.mode == "min", na_position="last", kind="stable")
+    out.write("## Trials\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+    for _, row in board.iterrows():
+        out.write("| " + " | ".join(_format(row.get(column)) for column in columns) + " |\n")
+    out.write("\n")
+
+
+def _write_errors(out: io.StringIO, trials: Any) -> None:
+    failed = trials[trials["status"] == ERROR] if len(trials) else trials
+    if not len(failed):
+        return
+    out.write("## Errors\n\n")
+    for _, row in failed.iterrows():
+        out.write(f"- `{row['trial_id']}`: {row['error']}\n")
+    out.write("\n")
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _pct(value: Any) -> str:
+    number = _number(value)
+    return "-" if math.isnan(number) else f"{100 * number:.2f}%"
+
+
+def _points(value: Any, sign: bool = False) -> str:
+    number = _number(value)
+    return "-" if math.isnan(number) else (f"{100 * number:+.2f}" if sign else f"{100 * number:.2f}")

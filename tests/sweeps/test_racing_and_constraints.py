@@ -1,0 +1,186 @@
+"""The search's Optuna study and the race of finalists, on planted results (no training).
+
+- An ASHA-stopped trial reaches the study as PRUNED, with the WER it was stopped at.
+- A trial over a budget is infeasible to Optuna (a constraint > 0), one within it feasible.
+- Racing picks the finalist with the better mean over seeds, not the luckier single seed,
+  and never one whose mean WER increase breaks the budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from sweeps.search.config import SweepConfig
+from sweeps.search.racing import choose_finalists, race_recipes, race_table, race_winner, racing_seeds
+from sweeps.search.results import best_trial
+from sweeps.search.summary import describe_best, summary_markdown
+from sweeps.search.trial import COMPLETED, STOPPED_EARLY
+
+SWEEP = SweepConfig.from_dict({
+    "name": "race",
+    "trial": {"eval_every": 50, "max_steps": 200, "model": "some/model",
+              "eval_manifests": {"dev": "dev.jsonl", "canary": "canary.jsonl"}},
+    "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "target_modules": ["qv", "fc"]},
+    "num_samples": 6,
+    "max_wer_increase": {"canary": 0.02},
+    "confirm_on": {"test": "test.jsonl"},
+    "racing": {"finalists": 2, "seeds": 2},
+})
+
+
+def result_row(trial_id: str, lr: float, dev: float, canary_rise: float, seed: int = 42, status: str = COMPLETED) -> dict:
+    return {
+        "trial_id": trial_id, "trial_number": int(trial_id[1:]) if trial_id[1:].isdigit() else 0, "status": status,
+        "learning_rate": lr, "target_modules": ["fc1", "fc2"], "target_module_set": "fc", "seed": seed,
+        "eval_wer": dev, "baseline_wer": 0.3, "dev_tuned_wer": dev, "dev_baseline_wer": 0.3,
+        "canary_baseline_wer": 0.02, "canary_tuned_wer": 0.02 + canary_rise, "steps": 200, "wall_seconds": 10.0,
+        "node": "host", "error": None, "trial_dir": f"/x/trial_{trial_id}", "eval_manifests": ["dev=dev.jsonl", "canary=canary.jsonl"],
+        "model": "some/model", "max_steps": 200, "eval_every": 50,
+    }
+
+
+def search_table() -> pd.DataFrame:
+    return pd.DataFrame([
+        result_row("t1", 1e-3, 0.20, 0.010),   # the luckier single seed
+        result_row("t2", 2e-3, 0.21, 0.012),   # better on average
+        result_row("t3", 3e-3, 0.15, 0.050),   # best WER, far over the budget: never a finalist
+        result_row("t4", 4e-3, 0.10, 0.000, status=STOPPED_EARLY),  # partial training: never a finalist
+        result_row("t5", 5e-3, 0.30, 0.000),   # third: not among 2 finalists
+    ])
+
+
+def race_rows(recipe_lr: float, devs: list[float], rises: list[float]) -> list[dict]:
+    return [result_row(f"r{recipe_lr}{seed}", recipe_lr, dev, rise, seed=seed)
+            for seed, dev, rise in zip(racing_seeds(42, 2), devs, rises)]
+
+
+def test_finalists_are_the_best_fully_trained_recipes_within_the_budget():
+    finalists = choose_finalists(search_table(), SWEEP, COMPLETED)
+    assert [f["trial_id"] for f in finalists] == ["t1", "t2"]
+    recipes = race_recipes(finalists, SWEEP)
+    assert [(r["learning_rate"], r["seed"]) for r in recipes] == [(1e-3, 1042), (1e-3, 2042), (2e-3, 1042), (2e-3, 2042)]
+    assert all(r["eval_every"] == 0 and "output_dir" not in r for r in recipes)
+
+
+def test_racing_picks_the_better_mean_not_the_luckier_seed():
+    finalists = choose_finalists(search_table(), SWEEP, COMPLETED)
+    race = pd.DataFrame(race_rows(1e-3, [0.26, 0.25], [0.01, 0.01]) + race_rows(2e-3, [0.21, 0.22], [0.01, 0.012]))
+    entries = race_table(finalists, race, SWEEP, COMPLETED)
+    by_id = {entry["trial_id"]: entry for entry in entries}
+    assert by_id["t1"]["seeds"] == [42, 1042, 2042] and by_id["t1"]["mean_wer"] == pytest.approx(0.2366, abs=1e-3)
+    assert by_id["t2"]["mean_wer"] == pytest.approx(0.2133, abs=1e-3)
+    assert race_winner(entries, SWEEP)["trial_id"] == "t2"
+
+    best = best_trial(search_table(), SWEEP, entries)
+    assert best["trial_id"] == "t2" and best["chosen_by"] == "racing" and best["selection_seeds"] == [42, 1042, 2042]
+    assert best["metric"] == pytest.approx(0.2133, abs=1e-3) and best["config"]["learning_rate"] == 2e-3
+    assert best["select_on"] == "dev" and best["confirm_on"] == {"name": "test", "path": "test.jsonl"}
+    assert [f["trial_id"] for f in best["race"]["finalists"]] == ["t1", "t2"]
+
+
+def test_a_finalist_whose_mean_breaks_the_budget_cannot_win():
+    finalists = choose_finalists(search_table(), SWEEP, COMPLETED)
+    # t2 is better on dev, but its canary rise on the new seeds takes its mean over +2 points.
+    race = pd.DataFrame(race_rows(1e-3, [0.22, 0.22], [0.01, 0.01]) + race_rows(2e-3, [0.20, 0.20], [0.03, 0.04]))
+    entries = race_table(finalists, race, SWEEP, COMPLETED)
+    assert [e["keeps_budgets"] for e in entries] == [True, False]
+    assert race_winner(entries, SWEEP)["trial_id"] == "t1"
+
+    everyone_over = pd.DataFrame(race_rows(1e-3, [0.2, 0.2], [0.05, 0.05]) + race_rows(2e-3, [0.2, 0.2], [0.05, 0.05]))
+    entries = race_table(finalists, everyone_over, SWEEP, COMPLETED)
+    assert best_trial(search_table(), SWEEP, entries) is None
+    summary = summary_markdown(search_table(), None, SWEEP, "/x", None, entries)
+    assert "No raced finalist kept canary within +2 points of its baseline on the mean over its seeds" in summary
+
+
+def test_the_summary_and_console_say_how_the_winner_was_chosen():
+    from sweeps.search.results import SweepResults
+
+    finalists = choose_finalists(search_table(), SWEEP, COMPLETED)
+    race = pd.DataFrame(race_rows(1e-3, [0.26, 0.25], [0.01, 0.01]) + race_rows(2e-3, [0.21, 0.22], [0.01, 0.012]))
+    entries = race_table(finalists, race, SWEEP, COMPLETED)
+    best = best_trial(search_table(), SWEEP, entries)
+    summary = summary_markdown(search_table(), best, SWEEP, "/x", None, entries)
+    assert "## Finalists raced across seeds" in summary and "21.33% ± 0.58" in summary
+    assert "`test` (`test.jsonl`) is kept for repro's confirmation" in summary
+    printed = describe_best(SweepResults(trials=search_table(), best=best, summary_markdown=summary, race=entries), SWEEP)
+    assert "Best trial t2" in printed and "mean dev WER 21.33%" in printed and "seeds 42, 1042, 2042" in printed
+    assert "Confirm it on test, which no trial scored" in printed
+
+
+def searcher(budgets=(("canary", 0.02),), objectives=()):
+    pytest.importorskip("ray")
+    import optuna
+
+    from sweeps.search.searcher import SweepSearch, objective_metrics
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metric = objective_metrics("dev", objectives) if objectives else "eval_wer"
+    return SweepSearch(
+        space=lambda trial: {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)},
+        metric=metric, mode=["min"] * len(metric) if objectives else "min",
+        sampler=optuna.samplers.TPESampler(seed=0), budgets=budgets,
+    )
+
+
+def report(wer: float, rise: float, iteration: int, completed: bool) -> dict:
+    return {"eval_wer": wer, "canary_wer_increase": rise, "training_iteration": iteration, "completed": completed}
+
+
+def test_an_asha_stopped_trial_is_pruned_in_the_study_at_the_wer_it_was_stopped_at():
+    import optuna
+
+    search = searcher()
+    search.suggest("stopped")
+    search.on_trial_result("stopped", report(0.5, 0.01, 1, False))
+    # ASHA stopped it on its second report, which Tune passes only to on_trial_complete.
+    search.on_trial_complete("stopped", result=report(0.45, 0.01, 2, False))
+    search.suggest("done")
+    search.on_trial_result("done", report(0.4, 0.01, 1, False))
+    search.on_trial_complete("done", result=report(0.3, 0.01, 2, True))
+    stopped, done = search._ot_study.trials
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.5, 2: 0.45}
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == 0.3
+
+
+def test_a_trial_over_the_budget_is_infeasible_to_optuna():
+    search = searcher()
+    search.suggest("over")
+    search.on_trial_complete("over", result=report(0.1, 0.05, 2, True))
+    search.suggest("within")
+    search.on_trial_complete("within", result=report(0.2, 0.01, 2, True))
+    over, within = search._ot_study.trials
+    assert over.constraints == {"canary": pytest.approx(0.03)} and within.constraints == {"canary": pytest.approx(-0.01)}
+
+
+def test_objectives_make_a_multi_objective_study():
+    import optuna
+
+    search = searcher(objectives=("dev", "canary"))
+    search.suggest("a")
+    search.on_trial_complete("a", result=report(0.2, 0.01, 2, True))
+    search.suggest("b")
+    search.on_trial_complete("b", result=report(0.1, 0.03, 1, False))
+    a, b = search._ot_study.trials
+    assert a.values == [0.2, 0.01] and len(search._ot_study.directions) == 2
+    assert b.state == optuna.trial.TrialState.PRUNED and b.constraints == {"canary": pytest.approx(0.01)}
+
+
+def test_the_pareto_front_and_the_least_violating_trials_are_reported(tmp_path):
+    from sweeps.search import analysis
+
+    points = analysis.tradeoff_points(search_table(), SWEEP, COMPLETED)
+    assert dict(zip(points["trial_id"], points["pareto"])) == {"t1": True, "t2": False, "t3": True, "t5": True}
+    assert points.set_index("trial_id").loc["t3", "violation"] == pytest.approx(0.03)
+    assert analysis.plot_tradeoff(points, SWEEP, tmp_path / "tradeoff.png", "t1") and (tmp_path / "tradeoff.png").stat().st_size > 1000
+
+    over = search_table()
+    over["canary_tuned_wer"] = over["canary_baseline_wer"] + over["learning_rate"] * 30  # violation grows with lr
+    summary = summary_markdown(over, None, SWEEP, "/x", None, None, tmp_path)
+    assert "No fully trained trial keeps canary within +2 points" in summary and "Pareto front" in summary
+    hint = analysis.move_hint(analysis.tradeoff_points(over, SWEEP, COMPLETED), "learning_rate")
+    assert hint.startswith("lower learning_rate")
+    assert math.isclose(analysis.pareto_front([[1, 1], [2, 2], [0, 3]]).count(True), 2)
