@@ -16,6 +16,7 @@ import sys
 import time
 
 from sweeps.cluster import StorageError, check_storage
+from sweeps.ray_init import check_local_options
 from sweeps.search.config import SweepConfig, load_sweep_config
 from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, saved_storage
 from trainable.config import REPO_ROOT
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.analyze:
             return analyze(args.analyze, args.overrides)
         sweep = resolve_sweep(args)
+        if not args.address:
+            check_local_options(args.dashboard_host, args.dashboard_port, args.num_cpus)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -62,10 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_inputs_exist(sweep)
         resume = check_experiment(sweep, paths, args.resume)
+        check_before_ray(sweep, args)
         return run_sweep(sweep, paths, args, resume)
     except (ConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def check_before_ray(sweep: SweepConfig, args: argparse.Namespace) -> None:
+    """What would fail every trial, found before Ray starts: target modules the model lacks
+    and, for a local sweep, a device or trial resources this machine does not have."""
+    from sweeps.ray_init import local_resources
+    from sweeps.search.experiment import check_device_here, check_local_resources, check_target_modules_exist
+
+    check_target_modules_exist(sweep)
+    if args.address:
+        return  # a cluster's nodes, not this machine, run the trials
+    check_device_here(sweep)
+    available = local_resources(args.num_cpus)
+    if available:
+        check_local_resources(sweep, available)
 
 
 def resolve_sweep(args: argparse.Namespace) -> SweepConfig:
