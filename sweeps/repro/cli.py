@@ -16,6 +16,7 @@ decide the verdict. One seed is also rerun to check determinism, reported apart 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -28,6 +29,7 @@ from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds,
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
 from trainable.files import atomic_write_json
+from trainable.preflight import check_inputs, check_writable_folder
 
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
@@ -35,6 +37,7 @@ SCORES_FILE = "scores.parquet"
 SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+MIN_RESAMPLES = 100  # the fewest sweeps.repro.significance.analyse takes for a 95% interval
 
 
 # --------------------------------------------------------------------------- command line
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # key=value may sit between options
     args.argv = argv
     try:
+        check_args(args)
         if args.from_scores:
             record = from_scores(args)
             failed = False
@@ -93,6 +97,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--require stable-gain: the verdict is {record['verdict']!r}", file=sys.stderr)
         return EXIT_GATE_FAILED
     return EXIT_GATE_FAILED if failed else 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag, checked before a recipe is read, a model loads or Ray starts; the
+    message names the flag. (argparse has already refused what is no number at all.)"""
+    _check_number("--cpus-per-trial", args.cpus_per_trial, above=0)
+    _check_number("--gpus-per-trial", args.gpus_per_trial, at_least=0)
+    if args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
+        raise ReproError(f"--gpus-per-trial: a fraction of one GPU or a whole number of GPUs, got {args.gpus_per_trial:g}")
+    _check_number("--trials", args.trials, at_least=1)
+    _check_number("--determinism-reruns", args.determinism_reruns, at_least=0)
+    _check_number("--resamples", args.resamples, at_least=MIN_RESAMPLES)
+    _check_number("--seed", args.seed, at_least=0)
+    _check_number("--min-effect", args.min_effect, above=0, at_most=1)
+    if args.min_effect_abs is not None:
+        _check_number("--min-effect-abs", args.min_effect_abs, above=0, at_most=1)
+    if args.seeds:
+        parse_seeds(args.seeds)
+    if args.from_scores and not Path(args.from_scores).is_file():
+        raise ReproError(f"--from-scores {args.from_scores}: no such file")
+    if args.output_dir:
+        try:
+            check_writable_folder(args.output_dir, "--output-dir")
+        except ConfigError as error:
+            raise ReproError(str(error)) from None
+    if not args.address and not args.from_scores:
+        check_fits_here(args.cpus_per_trial, args.gpus_per_trial)
+
+
+def _check_number(flag: str, value: float, above: float | None = None, at_least: float | None = None, at_most: float | None = None) -> None:
+    if not math.isfinite(value):
+        raise ReproError(f"{flag}: expected a finite number, got {value}")
+    if above is not None and not value > above:
+        raise ReproError(f"{flag}: must be > {above:g}, got {value:g}")
+    if at_least is not None and value < at_least:
+        raise ReproError(f"{flag}: must be >= {at_least:g}, got {value:g}")
+    if at_most is not None and value > at_most:
+        raise ReproError(f"{flag}: must be <= {at_most:g}, got {value:g}")
+
+
+def check_fits_here(cpus: float, gpus: float) -> None:
+    """A seed run asking for more than this machine has would wait forever in a local Ray."""
+    from sweeps.ray_init import local_resources
+
+    available = local_resources()
+    for flag, resource, wanted in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", gpus)):
+        if available and wanted > available.get(resource, 0.0):
+            raise ReproError(
+                f"{flag}: each seed run asks for {wanted:g} {resource} but this machine has {available.get(resource, 0.0):g}"
+            )
 
 
 # --------------------------------------------------------------------------- which config
@@ -152,16 +206,24 @@ def choose_seeds(args: argparse.Namespace, config_seed: int) -> list[int]:
     """Explicit --seeds, else config seed + 1 ... + N: the sweep picked this config partly because
     its own seed did well (winner's curse), so reusing that seed would flatter the result."""
     if args.seeds:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ReproError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+        seeds = parse_seeds(args.seeds)
     else:
         if args.trials < 1:
             raise ReproError(f"--trials {args.trials}: need at least 1 seed (5 for a verdict that is not underpowered)")
         seeds = [config_seed + 1 + i for i in range(args.trials)]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ReproError(f"--seeds {args.seeds!r}: need distinct seeds")
+    return seeds
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 7,1,9``: training seeds, each a whole number >= 0."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ReproError(f"--seeds {text!r}: expected integers separated by commas") from None
+    if any(seed < 0 for seed in seeds):
+        raise ReproError(f"--seeds {text!r}: seeds must be >= 0")
     return seeds
 
 
@@ -184,6 +246,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     config = load_config(source, args.overrides)
     seeds = choose_seeds(args, config.seed)
     repro_dir = Path(args.output_dir or default_dir).absolute()
+    check_recipe_here(config, source, repro_dir, local=not args.address)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
     started = time.time()
     finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial)
@@ -199,6 +262,27 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     atomic_write_json(repro_dir / "run.json", record.run)
     verdict = analyse_and_report(table, record, args, repro_dir, args.eval_set or config.primary_eval, str(repro_dir / SCORES_FILE))
     return verdict, bool(failed)
+
+
+def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, local: bool) -> None:
+    """Before Ray starts: the recipe's files exist, the repro folder can be written, and a
+    local run's device is on this machine (each seed would fail the same way otherwise)."""
+    from trainable.model import DeviceError, select_device
+
+    try:
+        check_inputs(config.resolved())
+    except ConfigError as error:
+        raise ReproError(f"{source}: {error}") from None
+    try:
+        check_writable_folder(repro_dir, "--output-dir")
+    except ConfigError as error:
+        raise ReproError(str(error)) from None
+    if local:
+        try:
+            select_device(config.device)
+        except DeviceError as error:
+            raise ReproError(f"{source}: device {config.device!r} is not available on this machine ({error}); "
+                             "override it, e.g. device=cpu") from None
 
 
 def run_record(args: argparse.Namespace, source: Path, name: str, config: TrialConfig) -> dict[str, Any]:
