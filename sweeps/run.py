@@ -73,18 +73,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_before_ray(sweep: SweepConfig, args: argparse.Namespace) -> None:
-    """What would fail every trial, found before Ray starts: target modules the model lacks
-    and, for a local sweep, a device or trial resources this machine does not have."""
+    """What would fail every trial, found before Ray starts: for a local sweep, trial
+    resources or a device this machine does not have; then target modules the model lacks."""
     from sweeps.ray_init import local_resources
     from sweeps.search.experiment import check_device_here, check_local_resources, check_target_modules_exist
 
+    if not args.address:  # on a cluster, its nodes run the trials, not this machine
+        available = local_resources(args.num_cpus)
+        if available:
+            check_local_resources(sweep, available)
+        check_device_here(sweep)
     check_target_modules_exist(sweep)
-    if args.address:
-        return  # a cluster's nodes, not this machine, run the trials
-    check_device_here(sweep)
-    available = local_resources(args.num_cpus)
-    if available:
-        check_local_resources(sweep, available)
 
 
 def resolve_sweep(args: argparse.Namespace) -> SweepConfig:
