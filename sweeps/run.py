@@ -21,6 +21,7 @@ from sweeps.search.config import SweepConfig, load_sweep_config
 from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, saved_storage
 from trainable.config import REPO_ROOT
 from trainable.config_io import ConfigError, parse_override, read_json, read_yaml
+from trainable.preflight import check_writable_folder
 
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
 
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = SweepPaths.for_sweep(sweep.name, args.storage or saved_storage(sweep.name, args.resume))
     try:
+        check_writable_folder(paths.results_dir, "results folder")
+        if "://" not in paths.storage_path:
+            check_writable_folder(paths.storage_path, "--storage")
         check_inputs_exist(sweep)
         resume = check_experiment(sweep, paths, args.resume)
         check_before_ray(sweep, args)

@@ -118,6 +118,8 @@ CASES = {
     "sweep: --resume a misspelt name": Case("sweep", "--resume --name demoo", ("--resume: no sweep 'demoo'", "demo"),
                                             files={"results/demo/run.json": "{}"}),
     "sweep: --analyze unknown sweep": Case("sweep", "--analyze nothing", ("--analyze nothing",)),
+    "sweep: --config is a folder": Case("sweep", "--config {tmp}", ("a folder, not a file",)),
+    "sweep: --storage is a file": Case("sweep", "--storage {afile}", ("--storage:", "is a file")),
     # ---------------------------------------------------------------- python -m sweeps.repro
     "repro: --config missing": Case("repro", "--config {tmp}/nope.json", ("--config", "nope.json: no such file")),
     "repro: --sweep unknown": Case("repro", "--sweep nothing", ("--sweep nothing",)),
@@ -139,6 +141,7 @@ CASES = {
     "repro: --from-scores missing": Case("repro", "--from-scores {tmp}/nope.parquet", ("--from-scores", "no such file")),
     "repro: override seed": Case("repro", REPRO + " seed=5", ("override seed: set per seed by repro",)),
     "repro: override lora_r=4.9": Case("repro", REPRO + " lora_r=4.9", ("recipe.json: lora_r: expected int",)),
+    "repro: --eval-set unknown": Case("repro", REPRO + " --eval-set nope", ("--eval-set nope", "heldout")),
     "repro: recipe's manifest missing": Case("repro", REPRO + " train_manifest={tmp}/nope.jsonl", ("recipe.json: train_manifest:", "does not exist")),
 }
 

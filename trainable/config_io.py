@@ -41,7 +41,7 @@ def _parse_file(path: str | Path, parse, parse_error: type[Exception], describe)
     """``parse`` of a text file; a missing, binary or malformed file is a ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+        raise ConfigError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     try:
         return parse(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -246,7 +246,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     config = load_config(source, args.overrides)
     seeds = choose_seeds(args, config.seed)
     repro_dir = Path(args.output_dir or default_dir).absolute()
-    check_recipe_here(config, source, repro_dir, local=not args.address)
+    check_recipe_here(config, source, repro_dir, args)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
     started = time.time()
     finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial)
@@ -264,20 +264,24 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     return verdict, bool(failed)
 
 
-def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, local: bool) -> None:
-    """Before Ray starts: the recipe's files exist, the repro folder can be written, and a
-    local run's device is on this machine (each seed would fail the same way otherwise)."""
+def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: argparse.Namespace) -> None:
+    """Before Ray starts: the recipe's files exist, --eval-set is one of its eval sets, the
+    repro folder can be written, and a local run's device is on this machine (each seed
+    would fail the same way otherwise)."""
     from trainable.model import DeviceError, select_device
 
     try:
         check_inputs(config.resolved())
     except ConfigError as error:
         raise ReproError(f"{source}: {error}") from None
+    names = [name for name, _ in config.eval_manifests]
+    if args.eval_set and args.eval_set not in names:
+        raise ReproError(f"--eval-set {args.eval_set}: the recipe's eval sets are {', '.join(names)}")
     try:
         check_writable_folder(repro_dir, "--output-dir")
     except ConfigError as error:
         raise ReproError(str(error)) from None
-    if local:
+    if not args.address:
         try:
             select_device(config.device)
         except DeviceError as error:
