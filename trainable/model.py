@@ -69,7 +69,7 @@ def load_model_and_processor(name_or_path: str, device: str = "cpu"):
     try:
         processor = AutoProcessor.from_pretrained(name_or_path)
         model = AutoModelForSpeechSeq2Seq.from_pretrained(name_or_path, dtype=torch.float32)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a folder without a model's config or processor files
         where = "local directory" if local else "hub id (no local directory of that name exists)"
         raise OSError(f"cannot load model '{name_or_path}' as a {where}: {error}") from error
     model.to(device)

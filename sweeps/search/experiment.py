@@ -66,18 +66,16 @@ def check_inputs_exist(sweep: SweepConfig) -> None:
     (A hub id such as UsefulSensors/moonshine-tiny is no local path and is not checked.)"""
     from sweeps.search.space import with_absolute_paths
 
-    try:
-        check_inputs(sweep.trial.resolved(), prefix="trial.")
-    except ConfigError as error:
-        missing_demo = str(error).startswith("trial.model:") and sweep.trial.model == DEMO_MODEL
-        hint = " (build the bundled demo model with: python -m demo.pretrain --corpus data/demo/source --out data/demo/model)"
-        raise ConfigError(f"{error}{hint if missing_demo else ''}") from None
+    trial = sweep.trial.resolved()
+    if sweep.trial.model == DEMO_MODEL and not Path(trial.model).exists():
+        raise ConfigError(f"trial.model: {trial.model} does not exist (build the bundled demo model with: "
+                          "python -m demo.pretrain --corpus data/demo/source --out data/demo/model)")
+    check_inputs(trial, prefix="trial.")
     for param in with_absolute_paths(sweep).search:
-        if param.name in ("train_manifest", "model"):
-            for choice in param.choices:
-                if param.name == "train_manifest" or looks_like_local_path(choice):
-                    if "://" not in choice and not Path(choice).exists():
-                        raise ConfigError(f"search.{param.name}.choices: {choice} does not exist")
+        for choice in param.choices if param.name in ("train_manifest", "model") else ():
+            local = param.name == "train_manifest" or looks_like_local_path(choice)
+            if local and "://" not in choice and not Path(choice).exists():
+                raise ConfigError(f"search.{param.name}.choices: {choice} does not exist")
 
 
 def searched_or_fixed(sweep: SweepConfig, name: str) -> tuple:
@@ -99,12 +97,13 @@ def check_target_modules_exist(sweep: SweepConfig) -> None:
     from trainable.model import check_target_modules, module_tree
 
     where = "search.target_modules.choices" if "target_modules" in sweep.searched_names else "trial.target_modules"
+    model_key = "search.model.choices" if "model" in sweep.searched_names else "trial.model"
     for model in searched_or_fixed(sweep, "model"):
         try:
             tree = module_tree(model)
         except OSError as error:
             if looks_like_local_path(model):
-                raise ConfigError(f"trial.model: {error}") from None
+                raise ConfigError(f"{model_key}: {error}") from None
             print(f"note: target modules not checked before the trials start: {error}", file=sys.stderr)
             continue
         for modules in searched_or_fixed(sweep, "target_modules"):
