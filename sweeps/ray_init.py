@@ -85,10 +85,12 @@ def check_local_options(dashboard_host: str, dashboard_port: int | None, num_cpu
         raise ConfigError(f"--num-cpus: must be >= 1, got {num_cpus}")
     if dashboard_port is not None and not 1 <= dashboard_port <= 65535:
         raise ConfigError(f"--dashboard-port: must be a port number from 1 to 65535, got {dashboard_port}")
-    try:
-        socket.getaddrinfo(dashboard_host, None)
-    except (socket.gaierror, UnicodeError):
-        raise ConfigError(f"--dashboard-host: {dashboard_host!r} is no address or host name of this machine") from None
+    try:  # the dashboard can listen there only if a socket can be bound to it
+        family, _, _, _, address = socket.getaddrinfo(dashboard_host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind(address)
+    except (OSError, UnicodeError):  # socket.gaierror is an OSError
+        raise ConfigError(f"--dashboard-host: {dashboard_host!r} is not an address of this machine") from None
 
 
 def local_resources(num_cpus: int | None = None) -> dict[str, float]:
@@ -104,8 +106,6 @@ def local_resources(num_cpus: int | None = None) -> dict[str, float]:
 
 def free_dashboard_port(host: str, first: int = DEFAULT_DASHBOARD_PORT, tries: int = 50) -> int:
     """8265, or the next free port: a second sweep on the same machine gets its own dashboard."""
-    import socket
-
     for port in range(first, first + tries):
         with socket.socket() as probe:
             try:

@@ -118,6 +118,7 @@ CASES = {
     "sweep: --num-cpus -1": Case("sweep", "--num-cpus -1", ("--num-cpus: must be >= 1",)),
     "sweep: --dashboard-port 99999": Case("sweep", "--dashboard-port 99999", ("--dashboard-port",)),
     "sweep: --dashboard-host unknown": Case("sweep", "--dashboard-host nowhere.invalid", ("--dashboard-host",)),
+    "sweep: --dashboard-host elsewhere": Case("sweep", "--dashboard-host 203.0.113.7", ("--dashboard-host: '203.0.113.7' is not an address of this machine",)),
     "sweep: --resume a misspelt name": Case("sweep", "--resume --name demoo", ("--resume: no sweep 'demoo'", "demo"),
                                             files={"results/demo/run.json": "{}"}),
     "sweep: --analyze unknown sweep": Case("sweep", "--analyze nothing", ("--analyze nothing",)),
