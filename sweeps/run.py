@@ -17,10 +17,12 @@ import time
 
 from sweeps.cluster import StorageError, check_storage
 from sweeps.data_report import report_sweep_data
+from sweeps.ray_init import check_local_options
 from sweeps.search.config import SweepConfig, load_sweep_config
 from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, saved_storage
 from trainable.config import REPO_ROOT
 from trainable.config_io import ConfigError, parse_override, read_json, read_yaml
+from trainable.preflight import check_writable_folder
 
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
 
@@ -56,18 +58,38 @@ def main(argv: list[str] | None = None) -> int:
         if args.analyze:
             return analyze(args.analyze, args.overrides)
         sweep = resolve_sweep(args)
+        if not args.address:
+            check_local_options(args.dashboard_host, args.dashboard_port, args.num_cpus)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     paths = SweepPaths.for_sweep(sweep.name, args.storage or saved_storage(sweep.name, args.resume))
     try:
+        check_writable_folder(paths.results_dir, "results folder")
+        if "://" not in paths.storage_path:
+            check_writable_folder(paths.storage_path, "--storage")
         check_inputs_exist(sweep)
         resume = check_experiment(sweep, paths, args.resume)
+        check_before_ray(sweep, args)
         report_sweep_data(sweep.trial.resolved(), paths.results_dir)
         return run_sweep(sweep, paths, args, resume)
     except (ConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def check_before_ray(sweep: SweepConfig, args: argparse.Namespace) -> None:
+    """What would fail every trial, found before Ray starts: for a local sweep, trial
+    resources or a device this machine does not have; then target modules the model lacks."""
+    from sweeps.ray_init import local_resources
+    from sweeps.search.experiment import check_device_here, check_local_resources, check_target_modules_exist
+
+    if not args.address:  # on a cluster, its nodes run the trials, not this machine
+        available = local_resources(args.num_cpus)
+        if available:
+            check_local_resources(sweep, available)
+        check_device_here(sweep)
+    check_target_modules_exist(sweep)
 
 
 def resolve_sweep(args: argparse.Namespace) -> SweepConfig:

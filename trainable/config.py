@@ -145,6 +145,11 @@ class TrialConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", parse_target_modules(self.target_modules))
         object.__setattr__(self, "eval_manifests", tuple((str(n), str(p)) for n, p in self.eval_manifests))
+        # Numbers are checked here, not only in from_dict, so a config built in code, by
+        # ``replace`` or from Tune obeys the same rules: whole ints, finite floats.
+        for name, kind in _FIELD_KINDS.items():
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _coerce(name, kind, getattr(self, name)))
         self._check_choices()
         self._check_ranges()
         self._check_data_specs()
@@ -155,18 +160,21 @@ class TrialConfig:
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
     def _check_ranges(self) -> None:
-        positive = ("lora_r", "lora_alpha", "max_steps", "batch_size", "gradient_accumulation_steps", "eval_batch_size")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)!r}")
+        for name, low in _LOWEST.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name}: must be >= {low:g}, got {value!r}")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed: must be at most {MAX_SEED} (results tables store it as a 64-bit integer), got {self.seed}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout!r}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate: must be > 0, got {self.learning_rate!r}")
-        if self.warmup_steps < 0 or self.eval_every < 0 or self.max_grad_norm < 0:
-            raise ConfigError("warmup_steps, eval_every and max_grad_norm must be >= 0")
         if self.max_duration is not None and self.max_duration <= 0:
             raise ConfigError(f"max_duration: must be > 0 seconds, got {self.max_duration!r}")
+        for name in ("model", "train_manifest", "output_dir"):
+            if not str(getattr(self, name)).strip():
+                raise ConfigError(f"{name}: empty; give a path" + (" or a hub id" if name == "model" else ""))
         if not self.eval_manifests:
             raise ConfigError("eval_manifests: at least one NAME=PATH is needed to score baseline and tuned")
         names = [name for name, _ in self.eval_manifests]
@@ -220,10 +228,7 @@ class TrialConfig:
         reject_unknown(values, (f.name for f in fields(cls)), noun="config field")
         if "eval_manifests" in values:
             values["eval_manifests"] = _coerce_eval_manifests(values["eval_manifests"])
-        for f in fields(cls):
-            if f.name in values and values[f.name] is not None:
-                values[f.name] = _coerce(f.name, _FIELD_KINDS.get(f.name), values[f.name])
-        return cls(**values)
+        return cls(**values)  # __post_init__ coerces and checks every value
 
     def to_json(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_dict())
@@ -237,6 +242,13 @@ class TrialConfig:
 
 _LITERALS = {"device": get_args(Device), "lr_scheduler": get_args(Scheduler), "on_bad_row": get_args(OnBadRow),
              "adapter_scope": get_args(AdapterScope)}
+# The smallest value each numeric field may take (num_threads: when given).
+_LOWEST = {
+    "lora_r": 1, "lora_alpha": 1, "max_steps": 1, "batch_size": 1, "gradient_accumulation_steps": 1,
+    "eval_batch_size": 1, "num_threads": 1, "warmup_steps": 0, "eval_every": 0, "seed": 0,
+    "weight_decay": 0.0, "max_grad_norm": 0.0,
+}
+MAX_SEED = 2**63 - 1  # the largest int64: seeds are a column of trials.parquet and scores.parquet
 _FIELD_KINDS = {
     "lora_r": int, "lora_alpha": int, "max_steps": int, "batch_size": int, "gradient_accumulation_steps": int,
     "warmup_steps": int, "seed": int, "eval_every": int, "eval_batch_size": int, "num_threads": int,

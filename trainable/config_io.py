@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,7 +41,7 @@ def _parse_file(path: str | Path, parse, parse_error: type[Exception], describe)
     """``parse`` of a text file; a missing, binary or malformed file is a ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+        raise ConfigError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     try:
         return parse(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -119,7 +120,10 @@ def reject_unknown(given: Iterable[str], known: Iterable[str], where: str = "", 
 def coerce_number(value: Any, kind: type, where: str) -> int | float:
     """An int or a finite float from YAML, the command line, Tune or numpy, naming ``where``
     on failure. ``4.9`` is no integer (refused, not rounded); YAML reads ``1e-4`` as a
-    string, hence float() of strings."""
+    string, hence float() of strings. Integers stay exact (no float round trip above 2**53)."""
+    exact = _as_int(value) if kind is int else None
+    if exact is not None:
+        return exact
     number = _as_float(value)
     if number is None:
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
@@ -128,6 +132,18 @@ def coerce_number(value: Any, kind: type, where: str) -> int | float:
     if kind is int and not number.is_integer():
         raise ConfigError(f"{where}: expected int (a whole number), got {value!r}")
     return int(number) if kind is int else number
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer given as one (Python, numpy) or as digits; None for anything else."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
 
 
 def _as_float(value: Any) -> float | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -20,6 +21,12 @@ from trainable.manifest import ManifestError, RowProblem, Utterance
 from trainable.sources import read_source
 
 log = logging.getLogger(__name__)
+
+# How far a manifest's ``duration`` may be from the decoded length: rounding to 0.1 s,
+# codec padding and resampling stay well inside it (the bundled demo: 0.05 ms at most);
+# a truncated file or a row pointing at the wrong recording does not.
+DURATION_TOLERANCE_SECONDS = 0.1
+DURATION_TOLERANCE_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -91,17 +98,21 @@ def prepare_set(
     kept = UtteranceSet(name, str(manifest), source.sha256, [], [], [], layout=source.layout, columns=source.columns)
     filtered = 0
     for utterance in utterances:
-        if max_duration is not None and utterance.duration is not None and utterance.duration > max_duration:
-            filtered += 1
+        problem = _duration_field_problem(utterance)
+        if problem:
+            problems.append(problem)
             continue
         try:
             audio = load_audio(utterance.audio_path, limits.sampling_rate, utterance.audio_bytes)
         except AudioError as error:
-            reason = "missing audio" if "not found" in str(error) else "unreadable audio"
-            problems.append(RowProblem(utterance.source, reason, str(error)))
+            problems.append(RowProblem(utterance.source, error.reason, str(error)))
             continue
         seconds = len(audio) / limits.sampling_rate
-        if max_duration is not None and seconds > max_duration:
+        problem = _duration_mismatch(utterance, seconds)
+        if problem:
+            problems.append(problem)
+            continue
+        if max_duration is not None and seconds > max_duration:  # the decoded length, not the manifest's claim
             filtered += 1
             continue
         problem = _length_problem(utterance, seconds, limits)
@@ -126,6 +137,29 @@ def prepare_set(
     if not kept.utterances:
         raise ManifestError(f"{manifest}: no usable utterances (skipped: {kept.skipped or 'none'})")
     return kept
+
+
+def _duration_field_problem(utterance: Utterance) -> RowProblem | None:
+    """A ``duration`` the manifest gives must be a length: finite and positive."""
+    duration = utterance.duration
+    if duration is None or (math.isfinite(duration) and duration > 0):
+        return None
+    return RowProblem(utterance.source, "bad duration", f"duration {duration!r} is not a positive number of seconds")
+
+
+def _duration_mismatch(utterance: Utterance, seconds: float) -> RowProblem | None:
+    """The decoded audio must be as long as the manifest says: a file that decodes shorter
+    was cut (or the row names the wrong file), and its transcript describes audio it lacks."""
+    if utterance.duration is None:
+        return None
+    tolerance = max(DURATION_TOLERANCE_SECONDS, DURATION_TOLERANCE_SHARE * utterance.duration)
+    if abs(seconds - utterance.duration) <= tolerance:
+        return None
+    return RowProblem(
+        utterance.source, "duration mismatch",
+        f"duration says {utterance.duration:g} s but the audio decodes to {seconds:.3f} s ({utterance.audio_path}); "
+        "a truncated file, the wrong file, or a wrong duration field",
+    )
 
 
 def _length_problem(utterance: Utterance, seconds: float, limits: ModelLimits) -> RowProblem | None:

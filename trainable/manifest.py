@@ -145,14 +145,16 @@ def _field(record: dict, names: tuple[str, ...]) -> Any:
 
 
 def _utterance(record: dict, manifest: Path, source: str, line: int) -> Utterance:
+    """One row as an Utterance; a bad row raises ManifestError(message, reason), whose
+    message ``read_manifest`` prefixes with the row's ``file:line`` (as a RowProblem)."""
     audio = _field(record, AUDIO_FIELDS)
     if audio is None or not str(audio).strip():
-        raise ManifestError(f"{source}: missing audio field (one of {', '.join(AUDIO_FIELDS)})", "missing field")
+        raise ManifestError(f"missing audio field (one of {', '.join(AUDIO_FIELDS)})", "missing field")
     text = _field(record, TEXT_FIELDS)
     if text is None:
-        raise ManifestError(f"{source}: missing text field (one of {', '.join(TEXT_FIELDS)})", "missing field")
+        raise ManifestError(f"missing text field (one of {', '.join(TEXT_FIELDS)})", "missing field")
     if not str(text).strip():
-        raise ManifestError(f"{source}: empty transcript", "empty text")
+        raise ManifestError("empty transcript", "empty text")
     audio_path = Path(str(audio)).expanduser()
     if not audio_path.is_absolute():
         audio_path = manifest.parent / audio_path
@@ -160,7 +162,7 @@ def _utterance(record: dict, manifest: Path, source: str, line: int) -> Utteranc
     try:
         duration = float(duration) if duration is not None else None
     except (TypeError, ValueError):
-        raise ManifestError(f"{source}: duration {duration!r} is not a number", "bad duration") from None
+        raise ManifestError(f"duration {duration!r} is not a number", "bad duration") from None
     return Utterance(
         id=str(record.get("id") or record.get("utterance_id") or f"{manifest.stem}-{line}"),
         audio_path=str(audio_path.resolve()),

@@ -69,7 +69,7 @@ def load_model_and_processor(name_or_path: str, device: str = "cpu"):
     try:
         processor = AutoProcessor.from_pretrained(name_or_path)
         model = AutoModelForSpeechSeq2Seq.from_pretrained(name_or_path, dtype=torch.float32)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a folder without a model's config or processor files
         where = "local directory" if local else "hub id (no local directory of that name exists)"
         raise OSError(f"cannot load model '{name_or_path}' as a {where}: {error}") from error
     model.to(device)
@@ -84,14 +84,37 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[
     because leaf names like ``q_proj`` occur in both halves)."""
     from peft import LoraConfig, get_peft_model
 
+    check_target_modules(model, target_modules, scope)
+    targets = list(target_modules) if scope == "all" else scoped_module_names(model, target_modules, scope)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(model, config)
+
+
+def check_target_modules(model, target_modules: tuple[str, ...], scope: str = "all") -> None:
+    """Every target module names layers of the model (in ``scope``'s half of it); a typo
+    ("qproj") fails with the names that would have worked. Works on a model built on
+    torch's meta device (``module_tree``), so a sweep checks before any trial starts."""
     available = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [m for m in target_modules if m not in available]
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
         raise ValueError(f"target_modules: {missing} not in the model; its linear layers are named {linear}")
-    targets = list(target_modules) if scope == "all" else scoped_module_names(model, target_modules, scope)
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    return get_peft_model(model, config)
+    if scope != "all":
+        scoped_module_names(model, target_modules, scope)
+
+
+def module_tree(name_or_path: str):
+    """The model's module structure without its weights: built from its config on torch's
+    meta device, so checking target modules costs no download of weights and no memory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot read the config of model '{name_or_path}': {error}") from error
+    with torch.device("meta"):
+        return AutoModelForSpeechSeq2Seq.from_config(config)
 
 
 def scoped_module_names(model, target_modules: tuple[str, ...], scope: str) -> list[str]:

@@ -20,8 +20,9 @@ from trainable.config import REPO_ROOT, TrialConfig
 from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, prepare_set
 from trainable.data_report import check_labels, format_report, label_text, report_from_sets
 from trainable.evaluate import transcribe, wer_report
-from trainable.files import atomic_write_json
+from trainable.files import atomic_write_json, staged_directory
 from trainable.metrics import final_metrics, wer_metrics
+from trainable.preflight import check_run_output_dir
 from trainable.runtime import Runtime
 from trainable.trn import FOLDER as TRN_FOLDER, write_eval_set_trn
 
@@ -45,22 +46,23 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
     """Train the adapter, score baseline and tuned on every eval manifest, write everything.
 
     Returns the summary (also written as ``summary.json``). Bad data raises before the
-    first training step; a diverging run raises ``NonFiniteLossError``.
+    first training step; a diverging run raises ``NonFiniteLossError``. The output folder
+    is written whole when the run succeeds, and never touched when it fails.
     """
     import torch
 
-    from trainable.model import apply_lora, seed_everything, trainable_parameters
+    from trainable.model import apply_lora, check_target_modules, seed_everything, trainable_parameters
     from trainable.runtime import load_runtime
     from trainable.train import train
 
     started = time.perf_counter()
     config = config.resolved()
+    check_run_output_dir(config.output_dir)  # nothing is written there before the run succeeds
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     runtime = load_runtime(config.model, config.device)
+    check_target_modules(runtime.model, config.target_modules, config.adapter_scope)  # before decoding any audio
     data = load_run_data(config, runtime)
     baseline_key = _baseline_key(runtime, config, data.tokens_per_second)
 
@@ -91,15 +93,16 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
         state = train(runtime, data.train_set, config, on_eval=on_eval, resume_from=resume_from, progress=progress)
     tuned = {s.name: wer_report(s, decode(s), "tuned", baseline=baseline[s.name]) for s in data.eval_sets}
 
-    adapted.save_pretrained(output_dir / "lora_adapter")
-    runtime.processor.save_pretrained(output_dir / "processor")
-    _write_reports(output_dir, baseline, name="baseline")
-    _write_reports(output_dir, tuned, name="tuned")
-    for name in tuned:  # for sclite and sc_stats
-        write_eval_set_trn(output_dir / TRN_FOLDER, name, {"baseline": baseline[name], "tuned": tuned[name]})
-    summary = run_summary(config, runtime.device, data, state, {"baseline": baseline, "tuned": tuned}, history=history,
-                          elapsed_seconds=time.perf_counter() - started, trainable_parameters=n_trainable)
-    atomic_write_json(output_dir / "summary.json", summary)
+    with staged_directory(config.output_dir) as staging:  # replaces an earlier run's folder only now
+        adapted.save_pretrained(staging / "lora_adapter")
+        runtime.processor.save_pretrained(staging / "processor")
+        _write_reports(staging, baseline, name="baseline")
+        _write_reports(staging, tuned, name="tuned")
+        for name in tuned:  # for sclite and sc_stats
+            write_eval_set_trn(staging / TRN_FOLDER, name, {"baseline": baseline[name], "tuned": tuned[name]})
+        summary = run_summary(config, runtime.device, data, state, {"baseline": baseline, "tuned": tuned}, history=history,
+                              elapsed_seconds=time.perf_counter() - started, trainable_parameters=n_trainable)
+        atomic_write_json(staging / "summary.json", summary)
     if report:
         report(final_metrics(summary) | {"step": state.step, "done": True}, None)
     return summary

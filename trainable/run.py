@@ -18,6 +18,7 @@ from pathlib import Path
 from trainable.config import TrialConfig, parse_eval_manifest
 from trainable.config_io import ConfigError
 from trainable.error_analysis import speakers_to_show
+from trainable.preflight import check_inputs, check_run_output_dir
 from trainable.trn import FOLDER as TRN_FOLDER, sclite_command
 
 # Fields whose CLI form differs from "--field-name VALUE".
@@ -133,17 +134,28 @@ def print_samples(eval_set: str, baseline: list[dict], tuned: list[dict], sample
               f"\n  tuned:     {tuned[i]['hypothesis']!r}")
 
 
+def log_level(name: str) -> int:
+    """``--log-level``: a level name of the logging module, in any case."""
+    level = logging.getLevelName(name.strip().upper())
+    if not isinstance(level, int):
+        raise ConfigError(f"--log-level: {name!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # OpenMP threads that spin while waiting made a step 30x slower whenever another process
     # shared the cores (benchmarks.trial, row T); passive waiting costs ~nothing when idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    try:  # every flag, file and folder checked before torch loads
+        level = log_level(args.log_level)
         config = config_from_args(args).resolved()
+        check_inputs(config)
+        check_run_output_dir(config.output_dir, where="--output-dir")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from trainable.model import DeviceError
     from trainable.pipeline import train_and_evaluate
 

@@ -19,6 +19,7 @@ is also rerun to check determinism, reported apart from the verdict.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -35,6 +36,7 @@ from sweeps.repro.selection import (
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
 from trainable.files import atomic_write_json
+from trainable.preflight import check_inputs, check_writable_folder
 
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
@@ -43,6 +45,7 @@ SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_th
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 REQUIREMENTS = ("stable-gain", "within-budget")
+MIN_RESAMPLES = 100  # the fewest sweeps.repro.significance.analyse takes for a 95% interval
 
 
 # --------------------------------------------------------------------------- command line
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # key=value may sit between options
     args.argv = argv
     try:
+        check_args(args)
         if args.from_scores:
             record = from_scores(args)
             failed = False
@@ -128,6 +132,56 @@ def unmet_requirements(record: dict[str, Any], requirements: Sequence[str]) -> l
         unmet += [f"--require within-budget: {name} is {budget['decision']!r}"
                   for name, budget in record["budgets"].items() if budget["decision"] != "within budget"]
     return unmet
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag, checked before a recipe is read, a model loads or Ray starts; the
+    message names the flag. (argparse has already refused what is no number at all.)"""
+    _check_number("--cpus-per-trial", args.cpus_per_trial, above=0)
+    _check_number("--gpus-per-trial", args.gpus_per_trial, at_least=0)
+    if args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
+        raise ReproError(f"--gpus-per-trial: a fraction of one GPU or a whole number of GPUs, got {args.gpus_per_trial:g}")
+    _check_number("--trials", args.trials, at_least=1)
+    _check_number("--determinism-reruns", args.determinism_reruns, at_least=0)
+    _check_number("--resamples", args.resamples, at_least=MIN_RESAMPLES)
+    _check_number("--seed", args.seed, at_least=0)
+    _check_number("--min-effect", args.min_effect, above=0, at_most=1)
+    if args.min_effect_abs is not None:
+        _check_number("--min-effect-abs", args.min_effect_abs, above=0, at_most=1)
+    if args.seeds:
+        parse_seeds(args.seeds)
+    if args.from_scores and not Path(args.from_scores).is_file():
+        raise ReproError(f"--from-scores {args.from_scores}: no such file")
+    if args.output_dir:
+        try:
+            check_writable_folder(args.output_dir, "--output-dir")
+        except ConfigError as error:
+            raise ReproError(str(error)) from None
+    if not args.address and not args.from_scores:
+        check_fits_here(args.cpus_per_trial, args.gpus_per_trial)
+
+
+def _check_number(flag: str, value: float, above: float | None = None, at_least: float | None = None, at_most: float | None = None) -> None:
+    if not math.isfinite(value):
+        raise ReproError(f"{flag}: expected a finite number, got {value}")
+    if above is not None and not value > above:
+        raise ReproError(f"{flag}: must be > {above:g}, got {value:g}")
+    if at_least is not None and value < at_least:
+        raise ReproError(f"{flag}: must be >= {at_least:g}, got {value:g}")
+    if at_most is not None and value > at_most:
+        raise ReproError(f"{flag}: must be <= {at_most:g}, got {value:g}")
+
+
+def check_fits_here(cpus: float, gpus: float) -> None:
+    """A seed run asking for more than this machine has would wait forever in a local Ray."""
+    from sweeps.ray_init import local_resources
+
+    available = local_resources()
+    for flag, resource, wanted in (("--cpus-per-trial", "CPU", cpus), ("--gpus-per-trial", "GPU", gpus)):
+        if available and wanted > available.get(resource, 0.0):
+            raise ReproError(
+                f"{flag}: each seed run asks for {wanted:g} {resource} but this machine has {available.get(resource, 0.0):g}"
+            )
 
 
 # --------------------------------------------------------------------------- which config
@@ -187,10 +241,7 @@ def choose_seeds(args: argparse.Namespace, config_seed: int, selection_seeds: Se
     """Explicit --seeds, else config seed + 1 ... + N skipping the sweep's selection seeds: the
     sweep picked this config partly because those seeds did well (winner's curse)."""
     if args.seeds:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ReproError(f"--seeds {args.seeds!r}: expected integers separated by commas") from None
+        seeds = parse_seeds(args.seeds)
         reused = sorted(set(seeds) & set(selection_seeds))
         if reused:
             print(f"repro: --seeds reuses seed(s) {reused} the sweep selected this recipe with; their runs flatter it", file=sys.stderr)
@@ -200,6 +251,17 @@ def choose_seeds(args: argparse.Namespace, config_seed: int, selection_seeds: Se
         seeds = default_seeds(config_seed, args.trials, selection_seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ReproError(f"--seeds {args.seeds!r}: need distinct seeds")
+    return seeds
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 7,1,9``: training seeds, each a whole number >= 0."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ReproError(f"--seeds {text!r}: expected integers separated by commas") from None
+    if any(seed < 0 for seed in seeds):
+        raise ReproError(f"--seeds {text!r}: seeds must be >= 0")
     return seeds
 
 
@@ -227,6 +289,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     budgets = budgets_to_check(args, choice.budgets, [n for n, _ in config.eval_manifests], tested, source)
     seeds = choose_seeds(args, config.seed, choice.selection_seeds)
     repro_dir = Path(args.output_dir or default_dir).absolute()
+    check_recipe_here(config, source, repro_dir, args)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
     started = time.time()
     finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial)
@@ -242,6 +305,31 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     atomic_write_json(repro_dir / "run.json", record.run)
     verdict = analyse_and_report(table, record, args, repro_dir, tested, str(repro_dir / SCORES_FILE))
     return verdict, bool(failed)
+
+
+def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: argparse.Namespace) -> None:
+    """Before Ray starts: the recipe's files exist, --eval-set is one of its eval sets, the
+    repro folder can be written, and a local run's device is on this machine (each seed
+    would fail the same way otherwise)."""
+    from trainable.model import DeviceError, select_device
+
+    try:
+        check_inputs(config.resolved())
+    except ConfigError as error:
+        raise ReproError(f"{source}: {error}") from None
+    names = [name for name, _ in config.eval_manifests]
+    if args.eval_set and args.eval_set not in names:
+        raise ReproError(f"--eval-set {args.eval_set}: the recipe's eval sets are {', '.join(names)}")
+    try:
+        check_writable_folder(repro_dir, "--output-dir")
+    except ConfigError as error:
+        raise ReproError(str(error)) from None
+    if not args.address:
+        try:
+            select_device(config.device)
+        except DeviceError as error:
+            raise ReproError(f"{source}: device {config.device!r} is not available on this machine ({error}); "
+                             "override it, e.g. device=cpu") from None
 
 
 def budgets_to_check(args: argparse.Namespace, stored: dict[str, float], eval_sets: Sequence[str], tested: str, source: Any) -> dict[str, float]:

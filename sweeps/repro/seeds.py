@@ -82,9 +82,13 @@ def run_all_seeds(
     """
     import ray
 
+    from sweeps.ray_init import init_local_ray
+
     started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
+    if started_here and address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    elif started_here:
+        init_local_ray(include_dashboard=False, log_to_driver=False)  # listens on 127.0.0.1 only
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(task_fn)
         pending = {task.remote(config.to_dict()): (seed, rerun, config) for seed, rerun, config in runs}

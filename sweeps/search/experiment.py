@@ -14,9 +14,10 @@ from pathlib import Path
 
 from sweeps.search.config import SweepConfig
 from sweeps.search.racing import RACING_SUFFIX
-from trainable.config import DEMO_MODEL
+from trainable.config import DEMO_MODEL, parse_target_modules, target_module_set_name
 from trainable.config_io import ConfigError
 from trainable.files import atomic_write_json, atomic_write_text
+from trainable.preflight import check_inputs, input_exists, looks_like_local_path
 
 RESULTS_ROOT = Path("results")
 
@@ -58,8 +59,17 @@ def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> boo
             f"--name {sweep.name}-2 for a new one, or delete {paths.results_dir} to start over"
         )
     if resume and not exists:
-        print(f"note: nothing to resume at {paths.experiment_path}; starting sweep {sweep.name!r}")
+        known = ", ".join(existing_sweeps()) or "none"
+        raise ConfigError(
+            f"--resume: no sweep {sweep.name!r} to resume at {paths.experiment_path}; sweeps under "
+            f"{RESULTS_ROOT.absolute()}/: {known}. Check --name (or --storage), or drop --resume to start it"
+        )
     return exists
+
+
+def existing_sweeps(results_root: Path = RESULTS_ROOT) -> list[str]:
+    """Names of the sweeps started here: folders of results_root with the run.json a sweep writes."""
+    return sorted(run_file.parent.name for run_file in results_root.glob("*/run.json"))
 
 
 def check_inputs_exist(sweep: SweepConfig) -> None:
@@ -68,28 +78,64 @@ def check_inputs_exist(sweep: SweepConfig) -> None:
     from sweeps.search.space import with_absolute_paths
 
     trial = sweep.trial.resolved()
-    paths = [("trial.train_manifest", trial.train_manifest)]
-    paths += [(f"trial.eval_manifests.{name}", path) for name, path in trial.eval_manifests]
-    if _looks_like_local_path(sweep.trial.model):
-        paths.append(("trial.model", trial.model))
+    if sweep.trial.model == DEMO_MODEL and not Path(trial.model).exists():
+        raise ConfigError(f"trial.model: {trial.model} does not exist (build the bundled demo model with: "
+                          "python -m demo.pretrain --corpus data/demo/source --out data/demo/model)")
+    check_inputs(trial, prefix="trial.")
     for param in with_absolute_paths(sweep).search:
-        if param.name == "train_manifest":
-            paths += [("search.train_manifest.choices", choice) for choice in param.choices]
-    for key, path in paths:
-        if "://" not in path and not _input_exists(key, path):
-            hint = " (build the bundled demo model with: python -m demo.pretrain --corpus data/demo/source --out data/demo/model)" if sweep.trial.model == DEMO_MODEL else ""
-            raise ConfigError(f"{key}: {path} does not exist{hint}")
+        for choice in param.choices if param.name in ("train_manifest", "model") else ():
+            field = "train_manifest" if param.name == "train_manifest" else "model"
+            local = field == "train_manifest" or looks_like_local_path(choice)
+            if local and "://" not in choice and not input_exists(field, choice):
+                raise ConfigError(f"search.{param.name}.choices: {choice} does not exist")
 
 
-def _input_exists(key: str, path: str) -> bool:
-    """The model directory, or a manifest or dataset (a hub dataset is fetched where it is read)."""
-    from trainable.sources import is_hub_spec, source_exists
+def searched_or_fixed(sweep: SweepConfig, name: str) -> tuple:
+    """Every value a recipe field takes in this sweep: its choices when searched, else the fixed one."""
+    from sweeps.search.space import with_absolute_paths
 
-    return Path(path).exists() if key == "trial.model" else is_hub_spec(path) or source_exists(path)
+    for param in with_absolute_paths(sweep).search:
+        if param.name == name and param.kind == "choice":
+            return param.choices
+    return (getattr(sweep.trial.resolved(), name),)
 
 
-def _looks_like_local_path(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or model.count("/") != 1 or Path(model).exists()
+def check_target_modules_exist(sweep: SweepConfig) -> None:
+    """Every target-module set of the sweep (in every adapter scope) exists in every model it
+    may train, checked on the module tree alone (torch's meta device: no weights loaded), so
+    a typo fails here rather than in every trial. A hub model whose config cannot be read
+    here is left to the trials (a cluster's workers may reach the hub where this machine
+    cannot)."""
+    from trainable.model import check_target_modules, module_tree
+
+    where = "search.target_modules.choices" if "target_modules" in sweep.searched_names else "trial.target_modules"
+    model_key = "search.model.choices" if "model" in sweep.searched_names else "trial.model"
+    for model in searched_or_fixed(sweep, "model"):
+        try:
+            tree = module_tree(model)
+        except OSError as error:
+            if looks_like_local_path(model):
+                raise ConfigError(f"{model_key}: {error}") from None
+            print(f"note: target modules not checked before the trials start: {error}", file=sys.stderr)
+            continue
+        for modules in searched_or_fixed(sweep, "target_modules"):
+            for scope in searched_or_fixed(sweep, "adapter_scope"):
+                try:
+                    check_target_modules(tree, parse_target_modules(modules), scope)
+                except ValueError as error:
+                    shown = target_module_set_name(modules) if isinstance(modules, tuple) else modules
+                    raise ConfigError(f"{where}: {shown!r} with adapter_scope {scope!r} in model {model}: {error}") from None
+
+
+def check_device_here(sweep: SweepConfig) -> None:
+    """A local sweep's trials run on this machine: a device it lacks would fail every one."""
+    from trainable.model import DeviceError, select_device
+
+    for device in searched_or_fixed(sweep, "device"):
+        try:
+            select_device(device)
+        except DeviceError as error:
+            raise ConfigError(f"trial.device: {device!r} is not available on this machine ({error}); set trial.device=auto or cpu") from None
 
 
 def check_local_resources(sweep: SweepConfig, available: dict[str, float]) -> None:

@@ -182,7 +182,8 @@ def _status(status: str, last: dict[str, Any]) -> str:
 def _recipe_columns(config: dict[str, Any], trial_dir: Path | None, last: dict[str, Any]) -> dict[str, Any]:
     """Every TrialConfig field, as the trial ran it (its own output folder and threads)."""
     recipe = dict(config)
-    recipe.setdefault("output_dir", str(trial_dir / "run") if trial_dir else "")
+    if trial_dir:
+        recipe.setdefault("output_dir", str(trial_dir / "run"))
     recipe.setdefault("num_threads", last.get("num_threads"))
     try:
         values = TrialConfig.from_dict(recipe).to_dict()

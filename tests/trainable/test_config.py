@@ -26,7 +26,14 @@ def test_values_from_yaml_or_tune_are_coerced():
     "changes, field",
     [({"lora_r": 0}, "lora_r"), ({"lora_dropout": 1.5}, "lora_dropout"), ({"device": "tpu"}, "device"),
      ({"learning_rate": 0}, "learning_rate"), ({"eval_manifests": ()}, "eval_manifests"),
-     ({"lr_scheduler": "step"}, "lr_scheduler"), ({"target_modules": ""}, "target_modules")],
+     ({"lr_scheduler": "step"}, "lr_scheduler"), ({"target_modules": ""}, "target_modules"),
+     ({"seed": -1}, "seed: must be >= 0"), ({"seed": 2**64}, "seed: must be at most"),
+     ({"weight_decay": -5}, "weight_decay: must be >= 0"), ({"num_threads": -2}, "num_threads: must be >= 1"),
+     ({"num_threads": 0}, "num_threads: must be >= 1"), ({"warmup_steps": -1}, "warmup_steps: must be >= 0"),
+     ({"eval_every": -1}, "eval_every: must be >= 0"), ({"max_grad_norm": -1.0}, "max_grad_norm: must be >= 0"),
+     ({"learning_rate": float("inf")}, "learning_rate: expected a finite number"),
+     ({"max_duration": float("nan")}, "max_duration: expected a finite number"),
+     ({"lora_r": 4.9}, "lora_r: expected int"), ({"model": " "}, "model: empty")],
 )
 def test_bad_values_name_the_field(changes, field):
     with pytest.raises(ConfigError, match=field):
@@ -55,3 +62,11 @@ def test_adapter_scope_is_checked_and_travels_through_json(tmp_path):
     TrialConfig(adapter_scope="decoder").to_json(tmp_path / "recipe.json")
     assert TrialConfig.from_file(tmp_path / "recipe.json").adapter_scope == "decoder"
     assert TrialConfig.from_dict({}).adapter_scope == "all"  # recipes written before the field still load
+
+
+def test_numbers_are_checked_however_the_config_is_built():
+    """In code, by replace() or from a file: the same rules, and integers stay exact."""
+    with pytest.raises(ConfigError, match="weight_decay"):
+        TrialConfig().replace(weight_decay=-1.0)
+    assert TrialConfig(num_threads=2.0).num_threads == 2 and isinstance(TrialConfig(num_threads=2.0).num_threads, int)
+    assert TrialConfig.from_dict({"seed": str(2**53 + 1)}).seed == 2**53 + 1

@@ -111,16 +111,16 @@ def test_no_usable_rows_is_an_error(audio_dir):
         prepare_set("train", empty, LIMITS)
 
 
-def test_max_duration_filter_uses_declared_and_decoded_length(audio_dir):
+def test_max_duration_filters_on_the_decoded_length_and_a_wrong_duration_is_a_bad_row(audio_dir):
     rows = [
         {"audio_filepath": "audio/a0.wav", "text": "short", "duration": 0.5},
-        {"audio_filepath": "audio/a2.wav", "text": "declared long", "duration": 9.0},
+        {"audio_filepath": "audio/a2.wav", "text": "declared short", "duration": 0.2},  # 0.7 s on disk
         {"audio_filepath": "audio/a1.wav", "text": "decoded long"},  # 0.6 s on disk
     ]
     path = write_manifest(audio_dir / "m.jsonl", rows)
-    kept = prepare_set("train", path, LIMITS, max_duration=0.55)
+    kept = prepare_set("train", path, LIMITS, max_duration=0.55, on_bad_row="skip")
     assert [u.text for u in kept.utterances] == ["short"]
-    assert kept.skipped == {"longer than max_duration": 2}
+    assert kept.skipped == {"duration mismatch": 1, "longer than max_duration": 1}
 
 
 def test_stereo_is_mixed_to_mono_and_resampled(tmp_path):

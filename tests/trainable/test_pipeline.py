@@ -170,3 +170,36 @@ def test_whisper_architecture_trains_and_decodes(tiny_manifests, tmp_path):
     summary = train_and_evaluate(recipe.replace(target_modules=("q_proj", "v_proj", "out_proj")))
     assert summary["steps"] == 2 and summary["evals"]["heldout"]["tuned"]["num_utterances"] == 4
     assert (tmp_path / "run" / "lora_adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_reused_output_dir_keeps_the_earlier_run_when_the_new_one_fails(tiny_config, monkeypatch):
+    """The new run fails after its adapter is saved: the folder still holds the earlier run
+    whole (its adapter beside its own summary.json), and no staging folder is left."""
+    import trainable.pipeline as pipeline
+
+    out = Path(tiny_config.output_dir)
+    train_and_evaluate(tiny_config)
+    summary_before, adapter_before = (out / "summary.json").read_text(), adapter_weights(out)
+
+    def fail(*args, **kwargs):
+        staged = list(out.parent.glob(".run.*.staging"))
+        assert len(staged) == 1 and (staged[0] / "lora_adapter").is_dir()  # the new adapter is saved, in staging
+        raise OSError("disk full while writing summary.json")
+
+    monkeypatch.setattr(pipeline, "run_summary", fail)
+    with pytest.raises(OSError, match="disk full"):
+        train_and_evaluate(tiny_config.replace(seed=7, learning_rate=5e-2))
+    assert (out / "summary.json").read_text() == summary_before
+    after = adapter_weights(out)
+    assert all(torch.equal(after[name], adapter_before[name]) for name in adapter_before)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
+
+
+def test_a_successful_run_replaces_an_earlier_run_whole(tiny_config):
+    out = Path(tiny_config.output_dir)
+    train_and_evaluate(tiny_config)
+    (out / "lora_adapter" / "stale.bin").write_text("from the earlier run")
+    train_and_evaluate(tiny_config.replace(seed=7))
+    assert json.loads((out / "summary.json").read_text())["config"]["seed"] == 7
+    assert not (out / "lora_adapter" / "stale.bin").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
