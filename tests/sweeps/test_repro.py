@@ -458,12 +458,18 @@ def fake_seed_runs(errors_by_set: dict[str, tuple[int, int]], utterances: int = 
 
 
 def write_best(path: Path, **keys) -> Path:
+    """A best.json whose manifests exist (empty) under data/ beside it: repro checks that
+    the files exist before any seed runs, and the tests run from that folder."""
     config = TrialConfig(seed=42, eval_manifests=(("dev", "data/dev.jsonl"), ("canary", "data/canary.jsonl"))).to_dict()
+    (path.parent / "data").mkdir(exist_ok=True)
+    for name in ("dev", "canary", "test", "other"):
+        (path.parent / "data" / f"{name}.jsonl").touch()
     path.write_text(json.dumps({"config": config, "sweep": "demo", **keys}))
     return path
 
 
 def test_repro_of_a_best_json_scores_its_confirm_set_in_place_of_the_select_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     fake, scored = fake_seed_runs({"test": (3, 1), "canary": (1, 1), "dev": (3, 0)})
     monkeypatch.setattr(repro, "run_all_seeds", fake)
     best = write_best(tmp_path / "best.json", select_on="dev", confirm_on={"name": "test", "path": "data/test.jsonl"},
@@ -483,6 +489,7 @@ def test_repro_of_a_best_json_scores_its_confirm_set_in_place_of_the_select_set(
 
 
 def test_a_best_json_without_a_confirm_set_is_confirmed_on_its_select_set_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     fake, scored = fake_seed_runs({"dev": (3, 1), "canary": (1, 1)})
     monkeypatch.setattr(repro, "run_all_seeds", fake)
     best = write_best(tmp_path / "best.json", eval_wer=0.1)  # an older best.json: no select_on, confirm_on, selection_seeds
@@ -493,6 +500,7 @@ def test_a_best_json_without_a_confirm_set_is_confirmed_on_its_select_set_and_sa
 
 
 def test_confirm_on_flag_overrides_best_json_and_works_for_a_plain_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     fake, scored = fake_seed_runs({"test": (3, 1), "other": (3, 1), "canary": (1, 1)})
     monkeypatch.setattr(repro, "run_all_seeds", fake)
     best = write_best(tmp_path / "best.json", select_on="dev", confirm_on={"name": "test", "path": "data/test.jsonl"})
@@ -507,6 +515,7 @@ def test_confirm_on_flag_overrides_best_json_and_works_for_a_plain_recipe(tmp_pa
 
 
 def test_a_budget_on_a_set_the_seeds_do_not_score_stops_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(repro, "run_all_seeds", lambda *a: pytest.fail("no seed may run"))
     best = write_best(tmp_path / "best.json", select_on="dev", max_wer_increase={"source": 0.02})
     assert repro.main(["--config", str(best), "--output-dir", str(tmp_path / "r")]) == repro.EXIT_BAD_INPUT
