@@ -104,9 +104,9 @@ def model_specs(tmp: Path, scale: Scale, demo: bool) -> list[ModelSpec]:
         print(f"note: {DEMO_DIR / 'model'} not found (the demo pretraining writes it): demo model skipped", file=sys.stderr)
         return specs
     specs.append(ModelSpec(
-        "demo", "data/demo/model (trained) on the first utterances of data/demo/{train,heldout}.jsonl", str(DEMO_DIR / "model"),
+        "demo", "data/demo/model (trained) on the first utterances of data/demo/{train,dev}.jsonl", str(DEMO_DIR / "model"),
         str(_head_manifest(DEMO_DIR / "train.jsonl", tmp / "demo-train.jsonl", scale.train)),
-        str(_head_manifest(DEMO_DIR / "heldout.jsonl", tmp / "demo-heldout.jsonl", scale.eval)),
+        str(_head_manifest(DEMO_DIR / "dev.jsonl", tmp / "demo-dev.jsonl", scale.eval)),
     ))
     return specs
 

@@ -6,12 +6,15 @@ Source domain (several voices at normal speed) is what the demo model is pretrai
 target domain (other voices, faster and higher) is what LoRA adapts it to. Written:
 
     data/demo/canary.jsonl    source-domain utterances, sentences seen nowhere else
-    data/demo/heldout.jsonl   target-domain, the set a sweep optimises
+    data/demo/dev.jsonl       target-domain, the set a sweep optimises and selects on
+    data/demo/test.jsonl      target-domain, the set repro confirms on (a sweep never scores it)
     data/demo/train.jsonl     target-domain adaptation data
     data/demo/source/         pretraining corpus and two monitoring sets (not committed)
 
 Every split draws its sentences from one seeded stream, so no sentence occurs in two
-splits. Audio is 16 kHz mono Ogg/Opus: lossless FLAC of this speech takes ~18 KB per
+splits. The committed sets come first in that stream and deal COMMITTED_SENTENCES
+sentences between them; the pretraining corpus comes after, so resizing the committed
+sets without keeping that total would change the corpus the bundled model was trained on. Audio is 16 kHz mono Ogg/Opus: lossless FLAC of this speech takes ~18 KB per
 second, seven times what the committed bundle can afford.
 """
 
@@ -75,8 +78,8 @@ SOURCE_SPEAKERS = (
 )
 # Other variants and regional accents, ~1.3x faster, higher pitch. Each factor was tuned
 # against the pretrained model (README): at 250 words/min alone WER passes 60 %, so the
-# speeds sit where the gap is large but learnable. Twelve speakers, so the held-out set
-# has enough for a speaker-block bootstrap (>= 10).
+# speeds sit where the gap is large but learnable. Twelve speakers, so the dev and test
+# sets have enough for a speaker-block bootstrap (>= 10).
 TARGET_SPEAKERS = (
     Speaker("en-us+norbert", 185, 60),
     Speaker("en-us+victor", 190, 65),
@@ -121,15 +124,33 @@ class Job:
     audio_path: Path
 
 
-def plan_splits(source: int, train: int, heldout: int, canary: int, dev: int) -> list[Split]:
+# Committed split sizes (the CLI defaults). Balanced over the voices: 14 per source voice
+# in the canary, 12 / 20 / 61 per target voice in dev / test / train. data/demo/README.md
+# says why these sizes.
+CANARY_UTTERANCES = 224
+DEV_UTTERANCES = 144
+TEST_UTTERANCES = 240
+TRAIN_UTTERANCES = 732
+# Sentences the committed sets take from the stream before the pretraining corpus's
+# splits. The bundled model (model/pretraining.json) was pretrained on the source corpus
+# dealt after 1,340 sentences (then: canary 100, held-out 240, train 1,000); another total
+# would regenerate a different corpus from the one the model saw.
+COMMITTED_SENTENCES = 1340
+MONITOR_UTTERANCES = 48  # per domain, under source/: what pretraining prints WER on
+
+
+def plan_splits(source: int, train: int, dev: int, test: int, canary: int, monitor: int) -> list[Split]:
     """Order matters: sentences are dealt out in this order, so the committed sets (first)
-    stay the same whatever size of pretraining corpus (last) is asked for."""
+    stay the same whatever size of pretraining corpus (last) is asked for, and the
+    pretraining corpus stays the same as long as the committed sets deal
+    COMMITTED_SENTENCES between them (and ``monitor`` stays MONITOR_UTTERANCES)."""
     return [
         Split("canary", "", SOURCE_SPEAKERS, canary),
-        Split("heldout", "", TARGET_SPEAKERS, heldout),
+        Split("dev", "", TARGET_SPEAKERS, dev),
+        Split("test", "", TARGET_SPEAKERS, test),
         Split("train", "", TARGET_SPEAKERS, train),
-        Split("dev_source", "source", SOURCE_SPEAKERS, dev),
-        Split("dev_target", "source", TARGET_SPEAKERS, dev),
+        Split("dev_source", "source", SOURCE_SPEAKERS, monitor),
+        Split("dev_target", "source", TARGET_SPEAKERS, monitor),
         Split("train", "source", SOURCE_SPEAKERS, source),
     ]
 
@@ -270,21 +291,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/demo"))
     parser.add_argument("--seed", type=int, default=0, help="decides sentences, speaker order and jitter")
     parser.add_argument("--source-utterances", type=int, default=8000, help="pretraining corpus size")
-    parser.add_argument("--train-utterances", type=int, default=1000, help="target-domain adaptation set")
-    parser.add_argument("--heldout-utterances", type=int, default=240, help="target-domain held-out set")
-    parser.add_argument("--canary-utterances", type=int, default=100, help="source-domain canary set")
-    parser.add_argument("--dev-utterances", type=int, default=48, help="per domain, to watch pretraining")
+    parser.add_argument("--train-utterances", type=int, default=TRAIN_UTTERANCES, help="target-domain adaptation set")
+    parser.add_argument("--dev-utterances", type=int, default=DEV_UTTERANCES, help="target-domain set a sweep selects on")
+    parser.add_argument("--test-utterances", type=int, default=TEST_UTTERANCES, help="target-domain set repro confirms on")
+    parser.add_argument("--canary-utterances", type=int, default=CANARY_UTTERANCES, help="source-domain canary set")
+    parser.add_argument("--monitor-utterances", type=int, default=MONITOR_UTTERANCES, help="per domain, to watch pretraining")
     parser.add_argument("--skip-source", action="store_true", help="write only the committed sets")
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
     args = parser.parse_args(argv)
     if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
         sys.exit("demo.corpus needs espeak-ng and sox on PATH (Debian: apt-get install espeak-ng sox)")
+    committed = args.canary_utterances + args.dev_utterances + args.test_utterances + args.train_utterances
+    if committed != COMMITTED_SENTENCES or (not args.skip_source and args.monitor_utterances != MONITOR_UTTERANCES):
+        print(
+            f"warning: the committed sets take {committed} sentences (the bundled model's corpus came after "
+            f"{COMMITTED_SENTENCES}) and the monitoring sets {args.monitor_utterances} each (it had {MONITOR_UTTERANCES}): "
+            "the pretraining corpus will differ from the one data/demo/model was trained on",
+            file=sys.stderr,
+        )
     splits = plan_splits(
         0 if args.skip_source else args.source_utterances,
         args.train_utterances,
-        args.heldout_utterances,
+        args.dev_utterances,
+        args.test_utterances,
         args.canary_utterances,
-        0 if args.skip_source else args.dev_utterances,
+        0 if args.skip_source else args.monitor_utterances,
     )
     started = time.perf_counter()
     summary = build_corpus(args.out, args.seed, splits, args.workers)

@@ -1,6 +1,6 @@
 """Score a saved demo model on manifests: corpus WER overall and per speaker.
 
-    python -m demo.score data/demo/canary.jsonl data/demo/heldout.jsonl
+    python -m demo.score data/demo/dev.jsonl data/demo/test.jsonl data/demo/canary.jsonl
 
 How the pretrained model's numbers in data/demo/README.md were measured, and what the
 pretraining script prints as it goes. Decoding and scoring are the core's own

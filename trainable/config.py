@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = "data/demo"
 DEMO_MODEL = f"{DEMO_DIR}/model"
 DEMO_TRAIN = f"{DEMO_DIR}/train.jsonl"
-DEMO_EVALS = (("heldout", f"{DEMO_DIR}/heldout.jsonl"), ("canary", f"{DEMO_DIR}/canary.jsonl"))
+DEMO_EVALS = (("dev", f"{DEMO_DIR}/dev.jsonl"), ("canary", f"{DEMO_DIR}/canary.jsonl"))
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Scheduler = Literal["linear", "cosine", "constant"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
-MANIFESTS = ("train", "heldout", "canary")
+MANIFESTS = ("train", "dev", "test", "canary")
+TARGET_SETS = ("train", "dev", "test")
 ALPHABET = set(string.ascii_lowercase + string.digits + " '")
 # The README records the whole canary set under 5 %; eight utterances (~60 words) get a
 # looser bound so one slip does not fail the suite, while a broken model (~100 %) does.
@@ -78,42 +79,69 @@ def test_manifest_rows_are_complete_and_point_at_16k_mono_audio(name):
     assert len({row["id"] for row in rows}) == len(rows)
 
 
-def test_heldout_has_enough_speakers_for_a_speaker_block_bootstrap():
-    speakers = {row["speaker"] for row in read_rows("heldout")}
-    assert len(speakers) >= 10
+@pytest.mark.parametrize("name", ["dev", "test"])
+def test_dev_and_test_have_enough_speakers_for_a_speaker_block_bootstrap(name):
+    speakers = {row["speaker"] for row in read_rows(name)}
+    assert len(speakers) >= 12
 
 
 def test_no_sentence_is_in_two_sets_or_twice_in_one():
+    """Above all dev and test: a sweep selects on dev, repro confirms on test, and the
+    confirmation is only free of selection bias if test shares nothing with dev or train."""
     sentences = {name: [row["text"] for row in read_rows(name)] for name in MANIFESTS}
     for name, texts in sentences.items():
         assert len(set(texts)) == len(texts), name
-    for first, second in (("train", "heldout"), ("train", "canary"), ("heldout", "canary")):
-        assert not set(sentences[first]) & set(sentences[second]), (first, second)
+    for i, first in enumerate(MANIFESTS):
+        for second in MANIFESTS[i + 1 :]:
+            assert not set(sentences[first]) & set(sentences[second]), (first, second)
 
 
 def test_target_and_source_domains_use_different_speakers():
-    target = {row["speaker"] for name in ("train", "heldout") for row in read_rows(name)}
+    target = {row["speaker"] for name in TARGET_SETS for row in read_rows(name)}
     assert not target & {row["speaker"] for row in read_rows("canary")}
 
 
 def test_manifests_use_the_generators_voices_held_out_in_domain():
-    """Train and held-out share the target voices (held-out measures the domain, not new
-    speakers); the canary has every source voice. A bundle half-regenerated with a changed
-    generator fails here."""
+    """Train, dev and test share the target voices (dev and test measure the domain, not
+    new speakers); the canary has every source voice. A bundle half-regenerated with a
+    changed generator fails here."""
     from demo.corpus import SOURCE_SPEAKERS, TARGET_SPEAKERS
 
     speakers = {name: {row["speaker"] for row in read_rows(name)} for name in MANIFESTS}
-    assert speakers["train"] == speakers["heldout"] == {s.voice for s in TARGET_SPEAKERS}
+    assert speakers["train"] == speakers["dev"] == speakers["test"] == {s.voice for s in TARGET_SPEAKERS}
     assert speakers["canary"] == {s.voice for s in SOURCE_SPEAKERS}
 
 
+def test_committed_sets_are_the_generators_defaults_and_leave_the_pretraining_corpus_alone():
+    """The pretraining corpus is dealt from the sentence stream after the committed sets,
+    so they must take the 1,340 sentences they took when data/demo/model was pretrained
+    (model/pretraining.json records that corpus's manifest SHA-256); and the committed
+    files must be what ``python -m demo.corpus --skip-source`` writes by default."""
+    from demo import corpus
+    from demo.sentences import sentence_stream
+
+    sizes = {name: len(read_rows(name)) for name in MANIFESTS}
+    assert sizes == {"train": corpus.TRAIN_UTTERANCES, "dev": corpus.DEV_UTTERANCES, "test": corpus.TEST_UTTERANCES,
+                     "canary": corpus.CANARY_UTTERANCES}
+    assert sum(sizes.values()) == corpus.COMMITTED_SENTENCES == 1340
+    splits = corpus.plan_splits(source=3, train=sizes["train"], dev=sizes["dev"], test=sizes["test"],
+                                canary=sizes["canary"], monitor=corpus.MONITOR_UTTERANCES)
+    assert [split.prefix for split in splits][-3:] == ["source-dev_source", "source-dev_target", "source-train"]
+    plan = corpus.plan_jobs(splits, Path("unused"), seed=0)
+    committed = {split.name: [job.text for job in jobs] for split, jobs in plan.items() if not split.folder}
+    assert committed == {name: [row["text"] for row in read_rows(name)] for name in MANIFESTS}
+    source = next(jobs for split, jobs in plan.items() if split.prefix == "source-train")
+    stream = list(islice(sentence_stream(0), 1340 + 2 * 48 + 3))
+    assert [job.text for job in source] == stream[-3:]
+
+
 def test_model_was_pretrained_on_the_canary_voices_and_never_on_the_target_voices():
-    """The canary only measures forgetting if its voices were seen in pretraining, and the
-    held-out set only measures adaptation if its voices were not (pretraining.json is
+    """The canary only measures forgetting if its voices were seen in pretraining, and dev
+    and test only measure adaptation if their voices were not (pretraining.json is
     written by demo.pretrain beside the weights)."""
     pretrained_on = set(json.loads((DEMO / "model" / "pretraining.json").read_text())["speakers"])
     assert {row["speaker"] for row in read_rows("canary")} <= pretrained_on
-    assert not pretrained_on & {row["speaker"] for name in ("train", "heldout") for row in read_rows(name)}
+    assert not pretrained_on & {row["speaker"] for name in TARGET_SETS for row in read_rows(name)}
 
 
 def test_committed_bundle_stays_small():
@@ -170,12 +198,12 @@ def test_generator_gives_the_same_text_and_audio_for_a_seed(tmp_path):
 
     def generate(folder: str, seed: int) -> tuple[dict[str, list[dict]], list[bytes]]:
         out = tmp_path / folder
-        build_corpus(out, seed, plan_splits(source=0, train=1, heldout=1, canary=1, dev=0), workers=2)
+        build_corpus(out, seed, plan_splits(source=0, train=1, dev=1, test=1, canary=1, monitor=0), workers=2)
         rows = {name: [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()] for name in MANIFESTS}
         return rows, [(out / row["audio_filepath"]).read_bytes() for name in MANIFESTS for row in rows[name]]
 
     rows, audio = generate("a", seed=0)
-    assert [len(rows[name]) for name in MANIFESTS] == [1, 1, 1]
+    assert [len(rows[name]) for name in MANIFESTS] == [1, 1, 1, 1]
     assert generate("b", seed=0) == (rows, audio)
     assert generate("c", seed=1)[0]["canary"][0]["text"] != rows["canary"][0]["text"]
     # The committed canary set opens with the same utterance: the bundle is what seed 0 makes.

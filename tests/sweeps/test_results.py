@@ -13,7 +13,8 @@ from trainable.config import TrialConfig
 
 SWEEP = SweepConfig.from_dict({
     "name": "pick",
-    "trial": {"eval_every": 50, "model": "some/model"},
+    # Eval sets named here, not the demo's defaults: the rows below carry heldout_* columns.
+    "trial": {"eval_every": 50, "model": "some/model", "eval_manifests": {"heldout": "h.jsonl", "canary": "c.jsonl"}},
     "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "target_modules": ["qv", "qkvo"]},
     "num_samples": 4,
 })
