@@ -160,7 +160,8 @@ def sweep_for(base: Any, name: str, search: dict[str, list[Any]], points: list[d
     trial = base.trial.resolved().to_dict()  # absolute paths: the YAML lives in a build folder
     raw["trial"] = {key: trial[key] for key in raw["trial"]}
     raw.update(name=name, search={field: {"choices": values} for field, values in search.items()},
-               points_to_evaluate=points, num_samples=len(points), scheduler={"type": "none"})
+               points_to_evaluate=points, num_samples=len(points), scheduler={"type": "none"},
+               racing="none")  # every recipe runs to the end, once per point: no early stopping, no race
     SweepConfig.from_dict(raw)  # fail here, with the key named, not in a subprocess
     return raw
 
