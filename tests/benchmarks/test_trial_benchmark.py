@@ -21,6 +21,7 @@ def test_help_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_floor_and_batching_measure_the_same_utterances(bench):
     indices = list(range(len(bench.train_set)))
     assert measure.floor_seconds(bench, indices, 4) > 0

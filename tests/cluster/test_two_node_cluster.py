@@ -20,7 +20,7 @@ from ray import tune  # noqa: E402
 
 from sweeps.cluster import DataNotOnNode, StorageError, check_data_on_node, check_storage, trial_location  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # each starts a Ray instance: 10 s or more
 TIME_BUDGET_S = 300  # a hung trial fails the test instead of hanging CI
 
 

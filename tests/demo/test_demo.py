@@ -37,6 +37,7 @@ def canary_head():
     return dataclasses.replace(canary, utterances=canary.utterances[:8], audio=canary.audio[:8], audio_hashes=canary.audio_hashes[:8])
 
 
+@pytest.mark.slow
 def test_core_loader_opens_bundled_model_and_it_recognises_canary(canary_head):
     from demo.score import score_set
     from trainable.runtime import load_runtime

@@ -10,7 +10,7 @@ import pytest
 from sweeps.repro import cli as repro
 from sweeps.repro import seeds
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # each starts a Ray instance: 10 s or more
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, tiny_manifests, tmp_path, monkeypatch):
     import pandas as pd
 
@@ -220,6 +221,7 @@ def finished_trial_dirs(experiment: Path) -> list[Path]:
     return sorted(p.parent.parent for p in experiment.glob("trial_*/run/summary.json"))
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir, tiny_manifests, tmp_path):
     """kill -9 of the driver after the first trial, then --resume: all three trials end
     up done, the first one not trained again. The dashboard answers while the sweep runs."""

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from trainable.run import build_parser, config_from_args
 
 
@@ -40,6 +42,7 @@ def test_config_file_is_a_base_for_flags(tmp_path):
     assert config.lora_r == 32 and config.seed == 6 and config.output_dir != "old"
 
 
+@pytest.mark.slow
 def test_cli_run_end_to_end_and_clean_errors(tiny_model_dir, tiny_manifests, tmp_path):
     base = [sys.executable, "-m", "trainable.run", "--model", str(tiny_model_dir),
             "--train-manifest", str(tiny_manifests["train"]), "--device", "cpu", "--max-steps", "2",

@@ -105,6 +105,7 @@ def test_driver_report_matches_the_runs(tiny_config, cased, tokenizer, tmp_path)
     assert driver["unknown_tokens"] == run["unknown_tokens"] and driver["shared_speakers"] == run["shared_speakers"]
 
 
+@pytest.mark.slow
 def test_cli_strict_text_stops_before_training_and_text_normalize_trains(tiny_model_dir, cased, tmp_path):
     base = [sys.executable, "-m", "trainable.run", "--model", str(tiny_model_dir), "--train-dataset", str(cased["train"]),
             "--eval-dataset", f"heldout={cased['heldout']}", "--device", "cpu", "--max-steps", "1", "--batch-size", "2"]
