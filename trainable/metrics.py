@@ -10,6 +10,7 @@ optimises and ASHA reads at every report.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
 SYSTEMS = ("baseline", "tuned")
@@ -17,6 +18,14 @@ SCORES = ("wer", "orthographic_wer", "cer")
 PRIMARY_TUNED = "eval_wer"
 PRIMARY_BASELINE = "baseline_wer"
 RUN_FIELDS = ("steps", "train_seconds", "elapsed_seconds", "steps_per_second", "nonfinite_steps")
+
+
+def metric_value(value: Any) -> float:
+    """A metric as a float; NaN when it was never reported (None) or is no number."""
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def metric_name(eval_set: str, system: str, score: str = "wer") -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from sweeps.budget import over_budget, within_budget
 from sweeps.search.config import SweepConfig
 from trainable.config import TrialConfig, target_module_set_name
-from trainable.metrics import PRIMARY_TUNED, metric_name
+from trainable.metrics import PRIMARY_TUNED, metric_name, metric_value
 
 RACING_SUFFIX = "-racing"
 # Racing seeds are the trial seed + 1000, + 2000, ...: never a seed repro would pick by
@@ -43,7 +43,7 @@ def recipe_key(values: dict[str, Any], sweep: SweepConfig) -> tuple:
 
 def wer_increases(row: Any, sweep: SweepConfig) -> dict[str, float]:
     """Each budgeted eval set's WER increase (tuned - baseline) in a results row."""
-    return {name: _float(row.get(metric_name(name, "tuned"))) - _float(row.get(metric_name(name, "baseline")))
+    return {name: metric_value(row.get(metric_name(name, "tuned"))) - metric_value(row.get(metric_name(name, "baseline")))
             for name, _ in sweep.max_wer_increase}
 
 
@@ -108,7 +108,7 @@ def race_winner(entries: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, 
 
 
 def _race_entry(runs: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any]:
-    wers = [_float(run[PRIMARY_TUNED]) for run in runs]
+    wers = [metric_value(run[PRIMARY_TUNED]) for run in runs]
     increases = {name: [wer_increases(run, sweep)[name] for run in runs] for name, _ in sweep.max_wer_increase}
     mean_increases = {name: _mean(values) for name, values in increases.items()}
     return {
@@ -128,13 +128,6 @@ def _race_entry(runs: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any
 def _plain(value: Any) -> Any:
     """numpy values from a results row back to Python ones."""
     return value.tolist() if hasattr(value, "tolist") else value
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _mean(values: list[float]) -> float:

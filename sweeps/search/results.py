@@ -22,7 +22,7 @@ from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError
 from trainable.files import atomic_output, atomic_write_json, atomic_write_text
-from trainable.metrics import PRIMARY_BASELINE, PRIMARY_TUNED, RUN_FIELDS, parse_metric_name, scores_by_eval_set
+from trainable.metrics import PRIMARY_BASELINE, PRIMARY_TUNED, RUN_FIELDS, metric_value, parse_metric_name, scores_by_eval_set
 
 _NODE_KEYS = ("node", "node_id", "node_ip")
 _COUNT_COLUMNS = ("steps", "nonfinite_steps", "num_threads")
@@ -93,7 +93,7 @@ def trial_row(trial: Any, history: Any, sweep: SweepConfig) -> dict[str, Any]:
     row["status"] = _status(trial.status, last)
     row.update(_recipe_columns(trial.config, trial_dir, last))
     row.update(_metric_columns(last, history, sweep))
-    row["wall_seconds"] = _float_or_nan(last.get("time_total_s"))
+    row["wall_seconds"] = metric_value(last.get("time_total_s"))
     row["num_failures"] = int(getattr(trial.run_metadata, "num_failures", 0) or 0)
     row.update(_node_columns(last, trial_dir))
     row["error"] = _error_message(trial, trial_dir) if trial.status == ERROR else None
@@ -132,8 +132,8 @@ def _best_record(row: Any, sweep: SweepConfig, metric: float, race: list[dict[st
         "metric_name": sweep.metric,
         "mode": sweep.mode,
         "trial_id": row["trial_id"],
-        "baseline_wer": _float_or_nan(row.get(PRIMARY_BASELINE)),
-        "tuned_wer": _float_or_nan(row.get(PRIMARY_TUNED)),
+        "baseline_wer": metric_value(row.get(PRIMARY_BASELINE)),
+        "tuned_wer": metric_value(row.get(PRIMARY_TUNED)),
         "eval_sets": _per_eval_set(row),
         "max_wer_increase": dict(sweep.max_wer_increase),
         "select_on": sweep.select_on,
@@ -198,13 +198,13 @@ def _recipe_columns(config: dict[str, Any], trial_dir: Path | None, last: dict[s
 
 def _metric_columns(last: dict[str, Any], history: Any, sweep: SweepConfig) -> dict[str, Any]:
     """Final WERs (every eval set, normalised and orthographic) and the best intermediate one."""
-    metrics: dict[str, Any] = {name: _float_or_nan(last.get(name)) for name in (PRIMARY_TUNED, PRIMARY_BASELINE)}
+    metrics: dict[str, Any] = {name: metric_value(last.get(name)) for name in (PRIMARY_TUNED, PRIMARY_BASELINE)}
     for key, value in last.items():
         if parse_metric_name(key):
-            metrics[key] = _float_or_nan(value)
+            metrics[key] = metric_value(value)
     for key in RUN_FIELDS:
-        metrics[key] = _float_or_nan(last.get(key))
-    metrics["steps"] = _float_or_nan(last.get("steps", last.get("step")))
+        metrics[key] = metric_value(last.get(key))
+    metrics["steps"] = metric_value(last.get("steps", last.get("step")))
     metrics[COMPLETED_KEY] = bool(last.get(COMPLETED_KEY, False))
     metrics.update(_best_of_history(history, sweep))
     return metrics
@@ -252,14 +252,7 @@ def _error_message(trial: Any, trial_dir: Path | None) -> str:
 
 
 def _per_eval_set(row: Any) -> dict[str, dict[str, float]]:
-    return {name: {key: _float_or_nan(value) for key, value in scores.items()} for name, scores in scores_by_eval_set(row).items()}
-
-
-def _float_or_nan(value: Any) -> float:
-    try:
-        return float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
+    return {name: {key: metric_value(value) for key, value in scores.items()} for name, scores in scores_by_eval_set(row).items()}
 
 
 def _plain(value: Any) -> Any:
@@ -267,5 +260,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return value.item() if hasattr(value, "item") else value
-
-

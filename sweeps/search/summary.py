@@ -16,7 +16,7 @@ from sweeps.search import analysis
 from sweeps.search.config import SweepConfig
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 from trainable.config import target_module_set_name
-from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name
+from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name, metric_value
 
 LEAST_VIOLATING_SHOWN = 5
 
@@ -270,18 +270,11 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _number(value: Any) -> float:
-    try:
-        return float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _pct(value: Any) -> str:
-    number = _number(value)
+    number = metric_value(value)
     return "-" if math.isnan(number) else f"{100 * number:.2f}%"
 
 
 def _points(value: Any, sign: bool = False) -> str:
-    number = _number(value)
+    number = metric_value(value)
     return "-" if math.isnan(number) else (f"{100 * number:+.2f}" if sign else f"{100 * number:.2f}")
