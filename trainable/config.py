@@ -106,10 +106,10 @@ class TrialConfig:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    # fc1/fc2 by default: on the bundled demo an fc-only adapter closed as much of the
-    # target-domain gap as q/k/v/o (-33 % vs -35 % held-out WER, 3 seeds) while costing the
-    # source domain less (+1.8 vs +2.7 canary points); data/demo/README.md has the figures.
-    # The real-model config (sweeps/configs/moonshine_tiny.yaml) names its own set.
+    # fc1/fc2 by default: on the bundled demo an fc-only adapter closes about as much of the
+    # target-domain gap as q/k/v/o while costing the source-domain canary less
+    # (data/demo/README.md has the figures). The real-model config
+    # (sweeps/configs/moonshine_tiny.yaml) names its own set.
     target_modules: tuple[str, ...] = field(
         default=TARGET_MODULE_SETS["fc"], metadata={"help": "module names (or a set: qv, qkv, qkvo, qkvo+fc, fc)"}
     )
