@@ -226,7 +226,8 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir,
     """kill -9 of the driver after the first trial, then --resume: all three trials end
     up done, the first one not trained again. The dashboard answers while the sweep runs."""
     raw = tiny_sweep("killed", tiny_model_dir, tiny_manifests, max_concurrent_trials=1,
-                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+                     scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                     racing={"finalists": 1, "seeds": 1})  # the resumed search still ends in its race
     raw["trial"]["max_steps"] = 6
     config, log, port = write_sweep(tmp_path, raw), tmp_path / "driver.log", free_port()
     experiment = tmp_path / "results" / "killed" / "ray" / "killed"
@@ -257,6 +258,8 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir,
     assert first["trial_number"] == 1 and first["status"] == "TERMINATED"
     assert summary.stat().st_mtime_ns == first_written, "the finished trial was trained again"
     assert first["eval_wer"] == json.loads(summary.read_text())["evals"]["heldout"]["tuned"]["wer"]
+    race = pd_read(tmp_path / "results" / "killed" / "racing.parquet")
+    assert len(race) == 1 and race["status"].iloc[0] == "TERMINATED" and race["seed"].iloc[0] == 1042
 
 
 def finished_race_dirs(results: Path, name: str) -> list[Path]:
