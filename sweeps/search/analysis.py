@@ -4,14 +4,17 @@
   fully trained trial as a point, its Pareto front (no other trial is better on all of
   them), a plot, and the budget lines.
 - When no trial keeps the budgets: the least-violating trials, and which searched
-  parameter most decides the violation (Optuna's importance evaluator on the stored study,
-  with the violation as its target) and which way to move it.
-- Which searched parameters matter for the select set's WER (the same evaluator).
+  parameter most decides the violation (Optuna's PED-ANOVA importance evaluator on the
+  stored study, with the violation as its target) and which way to move it.
+- Which searched parameters matter for a low select-set WER (the same evaluator). PED-ANOVA
+  asks which parameter values the best trials share, which is the question here, and needs
+  no scikit-learn (fANOVA does).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from sweeps.search.config import SweepConfig
 from trainable.metrics import metric_name
 
 TRADEOFF_PLOT = "tradeoff.png"
-# fANOVA on fewer trials says little; below this the summary says so instead.
+# An importance from fewer trials says little; below this the summary says so instead.
 MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
@@ -128,10 +131,13 @@ def parameter_importances(study_db: Path, sweep: SweepConfig, target: str = "wer
         measure = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     else:
         measure = _violation
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:
-        return optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(sweep.searched_names),
-                                                       target=measure, normalize=True)
+        with warnings.catch_warnings():  # PED-ANOVA warns that it ranks for low targets: ours are WER and violation
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=list(sweep.searched_names),
+                target=measure, normalize=True,
+            )
     except (RuntimeError, ValueError):  # e.g. a parameter that took one value only
         return {}
 

@@ -205,7 +205,7 @@ def _write_separation(out: io.StringIO, points: Any, sweep: SweepConfig, results
         out.write("Too few trials to say which searched parameter decides the violation.\n\n")
         return
     parameter = next(iter(importances))
-    out.write(f"The searched parameter that most decides the budget violation is `{parameter}` (Optuna fANOVA importance "
+    out.write(f"The searched parameter that most decides the budget violation is `{parameter}` (Optuna PED-ANOVA importance "
               f"{importances[parameter]:.2f}); moving toward {analysis.move_hint(points, parameter)} lowered it in these trials. "
               "Narrow the search space that way, or relax the budget.\n\n")
 
@@ -214,7 +214,7 @@ def _write_importance(out: io.StringIO, sweep: SweepConfig, results_dir: Path) -
     importances = analysis.parameter_importances(Path(results_dir) / "optuna.db", sweep, target="wer")
     if not importances:
         return
-    out.write(f"## Parameter importance for `{sweep.select_on}` WER\n\nOptuna's fANOVA evaluator on the stored study "
+    out.write(f"## Parameter importance for a low `{sweep.select_on}` WER\n\nOptuna's PED-ANOVA evaluator on the stored study "
               "(`optuna.db`), fully trained trials only; with few trials, a rough guide.\n\n| parameter | importance |\n|---|---|\n")
     for name, value in importances.items():
         out.write(f"| `{name}` | {value:.2f} |\n")

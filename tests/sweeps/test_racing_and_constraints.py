@@ -184,3 +184,37 @@ def test_the_pareto_front_and_the_least_violating_trials_are_reported(tmp_path):
     hint = analysis.move_hint(analysis.tradeoff_points(over, SWEEP, COMPLETED), "learning_rate")
     assert hint.startswith("lower learning_rate")
     assert math.isclose(analysis.pareto_front([[1, 1], [2, 2], [0, 3]]).count(True), 2)
+
+
+def planted_study(path, sweep: SweepConfig, trials: int = 12):
+    """A stored study where a low learning rate alone keeps the canary budget and gives the
+    best WER, and target_modules does nothing."""
+    import optuna
+
+    from sweeps.search.space import study_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=sweep.name, storage=study_storage(path))
+    for index in range(trials):
+        trial = study.ask()
+        lr = trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True)
+        trial.suggest_categorical("target_modules", ["qv", "fc"])
+        trial.set_constraint("canary", lr * 10 - 0.02)
+        study.tell(trial, 0.2 + lr * 5)
+    return study
+
+
+def test_importances_come_from_the_stored_study_and_name_what_decides_the_violation(tmp_path):
+    from sweeps.search import analysis
+
+    planted_study(tmp_path / "optuna.db", SWEEP)
+    for target in ("wer", "violation"):
+        importances = analysis.parameter_importances(tmp_path / "optuna.db", SWEEP, target=target)
+        assert next(iter(importances)) == "learning_rate" and importances["learning_rate"] > 0.5, (target, importances)
+    assert analysis.parameter_importances(tmp_path / "missing.db", SWEEP) == {}
+
+    over = search_table()
+    over["canary_tuned_wer"] = over["canary_baseline_wer"] + over["learning_rate"] * 30
+    summary = summary_markdown(over, None, SWEEP, "/x", None, None, tmp_path)
+    assert "most decides the budget violation is `learning_rate`" in summary and "lower learning_rate" in summary
+    assert "## Parameter importance for a low `dev` WER" in summary
