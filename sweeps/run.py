@@ -124,7 +124,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
     from sweeps.ray_init import start_ray
     from sweeps.search.experiment import build_tuner, check_local_resources, restore_tuner, save_sweep
 
-    started_ray = start_ray(args.address, args.dashboard_host, args.dashboard_port, args.num_cpus)
+    started_ray = start_ray(args.address, args.dashboard_host, args.dashboard_port, args.num_cpus, job_name=f"sweep {sweep.name}")
     try:
         if started_ray and not args.address:
             check_local_resources(sweep, ray.cluster_resources())
