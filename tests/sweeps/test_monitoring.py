@@ -90,33 +90,53 @@ def test_a_named_job_carries_its_name_in_the_metadata_the_dashboard_reads():
 # --------------------------------------------------------------------------- a watched tiny sweep
 
 
-class Watcher(threading.Thread):
+class Watcher:
     """Polls, while the sweep runs in the main thread, what Prometheus and a browser would
-    read: the node's metrics export endpoint and the dashboard's jobs and actors."""
+    read: the node's metrics export endpoint (often, since a tiny trial lasts seconds) and
+    the dashboard's jobs and actors (its state API answers slowly under load), each in its
+    own thread."""
 
     def __init__(self, dashboard_port: int):
-        super().__init__(daemon=True)
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         self.metric_lines: set[str] = set()
         self.jobs: list[dict] = []
         self.actor_reprs: set[str] = set()
+        self.ports: list[int] = []
         self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._poll, args=(read, every), daemon=True)
+                        for read, every in ((self._read_metrics, 0.2), (self._read_dashboard, 1.0))]
 
-    def run(self) -> None:
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _poll(self, read, every: float) -> None:
         import ray
 
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(every):
             try:
-                if not ray.is_initialized():
-                    continue
-                for node in ray.nodes():
-                    self.metric_lines |= {line for line in fetch(f"http://127.0.0.1:{node['MetricsExportPort']}/metrics").splitlines()
-                                          if line.startswith("ray_sweep_trial_")}
-                self.jobs = json.loads(fetch(self.dashboard + "/api/jobs/", token=True))
-                actors = json.loads(fetch(self.dashboard + "/api/v0/actors?detail=1&limit=100", token=True))
-                self.actor_reprs |= {actor.get("repr_name") or "" for actor in actors["data"]["result"]["result"]}
+                if ray.is_initialized():
+                    read()
             except Exception:  # Ray or its dashboard not (or no longer) up
                 continue
+
+    def _read_metrics(self) -> None:
+        import ray
+
+        self.ports = self.ports or [node["MetricsExportPort"] for node in ray.nodes()]
+        for port in self.ports:
+            self.metric_lines |= {line for line in fetch(f"http://127.0.0.1:{port}/metrics").splitlines()
+                                  if line.startswith("ray_sweep_trial_")}
+
+    def _read_dashboard(self) -> None:
+        self.jobs = json.loads(fetch(self.dashboard + "/api/jobs/", token=True))
+        actors = json.loads(fetch(self.dashboard + "/api/v0/actors?detail=1&limit=100", token=True))
+        self.actor_reprs |= {actor.get("repr_name") or "" for actor in actors["data"]["result"]["result"]}
 
 
 def fetch(url: str, token: bool = False) -> str:
@@ -139,13 +159,16 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
     """A 2-trial sweep (searched: learning_rate, lora_r), its console output, and what the
-    watcher saw. Ray exports metrics every 0.5 s here (every 10 s by default)."""
+    watcher saw. Ray exports metrics every second here (every 10 s by default)."""
     from sweeps.run import main
 
     directory = tmp_path_factory.mktemp("watched")
     raw = tiny_sweep("watched", tiny_model_dir, tiny_manifests, search={
         "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora_r": {"choices": [4, 8]},
     }, points_to_evaluate=[{}], num_samples=2)
+    # 6 reports, so each trial runs for several of Ray's metric exports (one a second here):
+    # a worker that ends within a second of its first report may never export at all.
+    raw["trial"]["max_steps"] = 12
     config = write_sweep(directory, raw)
     port = free_port()
     watcher = Watcher(port)
@@ -158,7 +181,6 @@ def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
             with contextlib.redirect_stdout(console):
                 code = main(["--config", str(config), "--dashboard-port", str(port), "--num-cpus", "2"])
         finally:
-            watcher.stop.set()
             watcher.join()
     assert code == 0, console.getvalue()[-3000:]
     return {"console": console.getvalue(), "watcher": watcher, "results": directory / "results" / "watched"}
