@@ -26,27 +26,37 @@ LOCAL_ONLY_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def start_ray(address: str | None, dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
-              num_cpus: int | None = None) -> bool:
-    """Start a local Ray with its dashboard (or join ``address``); print where the dashboard
-    is and where its login token lives. Returns whether this call connected Ray."""
+              num_cpus: int | None = None, job_name: str = "") -> bool:
+    """Start a local Ray with its dashboard (or join ``address``), as a job named
+    ``job_name``; print where the dashboard is and where its login token lives. Returns
+    whether this call connected Ray."""
     import ray
 
     if ray.is_initialized():  # e.g. a test or notebook that started Ray itself
         return False
     if address:
-        context = ray.init(address=address)
+        context = ray.init(address=address, job_config=named_job(job_name))
         _print_dashboard(context.dashboard_url, remote=True)
         return True
     _warn_if_exposed(dashboard_host)
     port = dashboard_port or free_dashboard_port(dashboard_host)
     try:
-        context = init_local_ray(num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host, dashboard_port=port)
+        context = init_local_ray(num_cpus=num_cpus, include_dashboard=True, dashboard_host=dashboard_host, dashboard_port=port,
+                                 job_config=named_job(job_name))
     except ValueError as error:
         if "already occupied" in str(error):
             raise ConfigError(f"--dashboard-port: {dashboard_host}:{port} is in use; pick another port") from None
         raise
     _print_dashboard(context.dashboard_url, remote=False)
     return True
+
+
+def named_job(name: str):
+    """This driver's job config, named ``name`` in its metadata's ``job_name``: the name the
+    dashboard's Jobs page shows (and ``ray list jobs``, and its /api/jobs/)."""
+    from ray.job_config import JobConfig
+
+    return JobConfig(metadata={"job_name": name} if name else {})
 
 
 def init_local_ray(**options):

@@ -123,8 +123,9 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
 
     from sweeps.ray_init import start_ray
     from sweeps.search.experiment import build_tuner, check_local_resources, restore_tuner, save_sweep
+    from sweeps.search.monitoring import tune_console
 
-    started_ray = start_ray(args.address, args.dashboard_host, args.dashboard_port, args.num_cpus)
+    started_ray = start_ray(args.address, args.dashboard_host, args.dashboard_port, args.num_cpus, job_name=f"sweep {sweep.name}")
     try:
         if started_ray and not args.address:
             check_local_resources(sweep, ray.cluster_resources())
@@ -132,8 +133,9 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
         save_sweep(sweep, paths, resumed=resume)
         started = time.monotonic()
         tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
-        tuner.fit()  # the results are read back from Ray's saved state, as --analyze does
-        race_if_searched(sweep, paths)
+        with tune_console():
+            tuner.fit()  # the results are read back from Ray's saved state, as --analyze does
+            race_if_searched(sweep, paths)
         wall_seconds = time.monotonic() - started
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
         # A resumed sweep's trial time spans both runs, so no overhead ratio for it.

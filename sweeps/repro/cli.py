@@ -292,7 +292,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     check_recipe_here(config, source, repro_dir, args)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
     started = time.time()
-    finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial)
+    finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial, job_name=f"repro {name}")
     wall = time.time() - started
     table = scores_table(finished, [n for n, _ in config.eval_manifests])
     write_scores(table, repro_dir / SCORES_FILE)

@@ -74,21 +74,23 @@ def seed_configs(config: TrialConfig, seeds: Sequence[int], reruns: int, repro_d
 
 def run_all_seeds(
     runs: list[tuple[int, bool, TrialConfig]], address: str | None, cpus: float, gpus: float, task_fn=run_seed,
+    job_name: str = "",
 ) -> tuple[list[dict], list[dict]]:
-    """Launch every seed run as a Ray task and collect results as they finish.
+    """Launch every seed run as a Ray task (in a Ray job named ``job_name``) and collect
+    results as they finish.
 
     Returns (finished, failed). A failed seed is recorded and the others go on: a verdict over
     fewer seeds is still informative, and the report names the failure.
     """
     import ray
 
-    from sweeps.ray_init import init_local_ray
+    from sweeps.ray_init import init_local_ray, named_job
 
     started_here = not ray.is_initialized()
     if started_here and address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, job_config=named_job(job_name))
     elif started_here:
-        init_local_ray(include_dashboard=False, log_to_driver=False)  # listens on 127.0.0.1 only
+        init_local_ray(include_dashboard=False, log_to_driver=False, job_config=named_job(job_name))  # listens on 127.0.0.1 only
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(task_fn)
         pending = {task.remote(config.to_dict()): (seed, rerun, config) for seed, rerun, config in runs}

@@ -169,7 +169,8 @@ def build_tuner(sweep: SweepConfig, paths: SweepPaths):
         max_concurrent_trials=sweep.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
     )
-    return tune.Tuner(trial_trainable(sweep), tune_config=tune_config, run_config=build_run_config(sweep, paths))
+    run_config = build_run_config(sweep, paths, sweep.name, sweep.searched_names)
+    return tune.Tuner(trial_trainable(sweep, sweep.name, sweep.searched_names), tune_config=tune_config, run_config=run_config)
 
 
 def restore_tuner(sweep: SweepConfig, paths: SweepPaths):
@@ -179,7 +180,7 @@ def restore_tuner(sweep: SweepConfig, paths: SweepPaths):
 
     print(f"Resuming sweep {sweep.name!r} from {paths.experiment_path}")
     return tune.Tuner.restore(
-        paths.experiment_path, trial_trainable(sweep),
+        paths.experiment_path, trial_trainable(sweep, sweep.name, sweep.searched_names),
         resume_unfinished=True, resume_errored=False, restart_errored=False,
     )
 
@@ -209,8 +210,8 @@ def run_racing(sweep: SweepConfig, paths: SweepPaths, search_trials) -> None:
 
     if tune.Tuner.can_restore(paths.racing_path):
         print(f"Resuming the race of sweep {sweep.name!r} from {paths.racing_path}")
-        tuner = tune.Tuner.restore(paths.racing_path, trial_trainable(sweep), resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(paths.racing_path, trial_trainable(sweep, racing_name(sweep), racing_parameters(sweep)),
+                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
         finalists = choose_finalists(search_trials, sweep, COMPLETED)
         if not finalists:
@@ -228,14 +229,25 @@ def build_racing_tuner(sweep: SweepConfig, paths: SweepPaths, recipes: list[dict
     from sweeps.search.searcher import FixedRecipes
 
     tune_config = tune.TuneConfig(
+        metric=sweep.metric,  # for the console's best trial and sort order
+        mode=sweep.mode,
         search_alg=FixedRecipes(recipes, metric=sweep.metric, mode=sweep.mode),
         num_samples=len(recipes),
         max_concurrent_trials=sweep.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
     )
-    run_config = build_run_config(sweep, paths)
-    run_config.name = sweep.name + RACING_SUFFIX
-    return tune.Tuner(trial_trainable(sweep), tune_config=tune_config, run_config=run_config)
+    name, parameters = racing_name(sweep), racing_parameters(sweep)
+    run_config = build_run_config(sweep, paths, name, parameters)
+    return tune.Tuner(trial_trainable(sweep, name, parameters), tune_config=tune_config, run_config=run_config)
+
+
+def racing_name(sweep: SweepConfig) -> str:
+    return sweep.name + RACING_SUFFIX
+
+
+def racing_parameters(sweep: SweepConfig) -> tuple[str, ...]:
+    """What tells race trials apart: the finalists' searched fields and the new seed."""
+    return sweep.searched_names + (("seed",) if "seed" not in sweep.searched_names else ())
 
 
 def build_scheduler(sweep: SweepConfig):
@@ -251,13 +263,20 @@ def build_scheduler(sweep: SweepConfig):
     )
 
 
-def build_run_config(sweep: SweepConfig, paths: SweepPaths):
+def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameters: tuple[str, ...]):
+    """The experiment ``name`` in the sweep's storage; ``parameters`` (the fields that tell
+    its trials apart) are the console table's parameter columns."""
     from ray import tune
+
+    from sweeps.search.monitoring import progress_reporter
 
     remote = "://" in paths.storage_path
     return tune.RunConfig(
-        name=sweep.name,
+        name=name,
         storage_path=paths.storage_path,
+        # Experiment-level output only (1): the table, not every result of every trial.
+        verbose=1,
+        progress_reporter=progress_reporter(sweep, parameters),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoints_to_keep),
         # On remote storage the trial's adapter and reports live in its working dir: sync them.
@@ -265,13 +284,18 @@ def build_run_config(sweep: SweepConfig, paths: SweepPaths):
     )
 
 
-def trial_trainable(sweep: SweepConfig):
+def trial_trainable(sweep: SweepConfig, name: str, parameters: tuple[str, ...]):
+    """``train_trial`` with the experiment's name and the fields that tell its trials apart
+    (for its Ray metrics and its actor's label), and the sweep's resources per trial."""
     from ray import tune
 
+    from sweeps.search.monitoring import labelled_actor
     from sweeps.search.trial import train_trial
 
+    trainable = tune.with_parameters(train_trial, sweep=name, searched=parameters)
+    trainable.__mixins__ = (labelled_actor(parameters),)  # Tune's hook for extending a function trainable's class
     resources = {"cpu": sweep.resources_per_trial.cpu, "gpu": sweep.resources_per_trial.gpu}
-    return tune.with_resources(train_trial, resources)
+    return tune.with_resources(trainable, resources)
 
 
 def trial_dirname(trial) -> str:

@@ -73,12 +73,14 @@ def choose_finalists(trials: Any, sweep: SweepConfig, completed: str) -> list[di
 
 def race_recipes(finalists: list[dict[str, Any]], sweep: SweepConfig) -> list[dict[str, Any]]:
     """One Tune config per (finalist, new seed): the finalist's whole recipe with the seed
-    changed. Mid-run evaluations are off: racing needs final WERs only, and no ASHA reads them."""
+    changed. Mid-run evaluations are off: racing needs final WERs only, and no ASHA reads them.
+    Target modules are named by set, as in the search's configs (the console shows them so)."""
     fixed = sweep.trial.resolved().to_dict()
     recipes = []
     for finalist in finalists:
         searched = {name: _plain(finalist[name]) for name in sweep.searched_names}
         recipe = TrialConfig.from_dict({**fixed, **searched, "seed": int(finalist.get("seed", fixed["seed"]))}).to_dict()
+        recipe["target_modules"] = target_module_set_name(recipe["target_modules"])
         for seed in racing_seeds(recipe["seed"], sweep.racing.seeds):
             recipes.append({key: value for key, value in recipe.items() if key not in ("output_dir", "num_threads")}
                            | {"seed": seed, "eval_every": 0})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.cluster import check_data_on_node, trial_location
+from sweeps.search.monitoring import TrialGauges, parameter_text, searched_values
 from trainable.config import TrialConfig
 from trainable.metrics import final_metrics
 
@@ -30,9 +31,14 @@ class TrialFailed(RuntimeError):
     """A trial raised; the message says which recipe, at which step, on which node, and why."""
 
 
-def train_trial(config: dict[str, Any]) -> None:
+def train_trial(config: dict[str, Any], sweep: str = "", searched: tuple[str, ...] = ()) -> None:
     """The Tune function trainable: reports eval WER every ``eval_every`` steps with a
-    checkpoint, so ASHA can stop it early and a retried or resumed trial continues."""
+    checkpoint, so ASHA can stop it early and a retried or resumed trial continues.
+
+    ``sweep`` (the Tune experiment's name) and ``searched`` (the searched fields) tag the
+    trial's Ray metrics (``sweeps.search.monitoring``); the sweep passes them with
+    ``tune.with_parameters``, since the Tune config holds recipe fields only.
+    """
     from ray import tune
 
     context = tune.get_context()
@@ -40,17 +46,18 @@ def train_trial(config: dict[str, Any]) -> None:
     recipe = trial_config_from_tune(config, output_dir=trial_dir / "run", cpus=trial_cpus(context))
     node = trial_location()
     checkpoint = tune.get_checkpoint()
-    reporter = TuneReporter({**node, "num_threads": recipe.num_threads})
     _log_attempt(trial_dir, node, checkpoint)
 
-    if _report_if_finished(recipe, reporter):
-        return
-    try:
-        check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
-        with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
-            _run(recipe, reporter, resume_from)
-    except Exception as error:
-        raise TrialFailed(describe_failure(error, recipe, reporter.last_step, node, context.get_trial_id())) from error
+    with TrialGauges(sweep, context.get_trial_id(), searched_values(config, searched)) as gauges:
+        reporter = TuneReporter({**node, "num_threads": recipe.num_threads}, gauges)
+        if _report_if_finished(recipe, reporter):
+            return
+        try:
+            check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
+            with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
+                _run(recipe, reporter, resume_from)
+        except Exception as error:
+            raise TrialFailed(describe_failure(error, recipe, reporter.last_step, node, context.get_trial_id())) from error
 
 
 def trial_config_from_tune(config: dict[str, Any], output_dir: str | Path, cpus: int | None) -> TrialConfig:
@@ -85,14 +92,16 @@ def trial_directory(context: Any) -> Path:
 
 
 class TuneReporter:
-    """The ``report`` callback: forwards metrics and the checkpoint folder to ``tune.report``.
+    """The ``report`` callback: forwards metrics and the checkpoint folder to ``tune.report``,
+    and sets the trial's Ray gauges from them.
 
     The core's folder lives only during the call; ``Checkpoint.from_directory`` inside
     ``tune.report`` copies it into the trial's storage before the call returns.
     """
 
-    def __init__(self, extra: dict[str, Any]):
+    def __init__(self, extra: dict[str, Any], gauges: TrialGauges | None = None):
         self.extra = extra  # added to every report: node, node_ip, node_id, num_threads
+        self.gauges = gauges
         self.last_step = 0
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -103,13 +112,15 @@ class TuneReporter:
         # Tune reserves "done"; COMPLETED_KEY marks the final report (a trial ASHA stopped has none).
         row[COMPLETED_KEY] = bool(metrics.get("done", False))
         row.update(self.extra)
+        if self.gauges:
+            self.gauges.record(row)
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)
 
 
 def describe_failure(error: BaseException, recipe: TrialConfig, step: int, node: dict[str, str], trial_id: str) -> str:
     """One line for the results table: what failed, where, with which recipe, and a hint."""
-    values = ", ".join(f"{name}={_short(getattr(recipe, name))}" for name in _RECIPE_IN_ERRORS)
+    values = ", ".join(f"{name}={parameter_text(getattr(recipe, name))}" for name in _RECIPE_IN_ERRORS)
     where = f"at step {step} of {recipe.max_steps}" if step else "before the first report"
     hint = _hint(error)
     message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
@@ -161,9 +172,3 @@ def _hint(error: BaseException) -> str:
     if "out of memory" in text or name == "OutOfMemoryError":
         return "lower trial.batch_size / eval_batch_size, or give each trial more GPU (resources_per_trial.gpu)"
     return ""
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -63,6 +63,7 @@ def test_finalists_are_the_best_fully_trained_recipes_within_the_budget():
     recipes = race_recipes(finalists, SWEEP)
     assert [(r["learning_rate"], r["seed"]) for r in recipes] == [(1e-3, 1042), (1e-3, 2042), (2e-3, 1042), (2e-3, 2042)]
     assert all(r["eval_every"] == 0 and "output_dir" not in r for r in recipes)
+    assert {r["target_modules"] for r in recipes} == {"fc"}  # by set name, as the search's configs
 
 
 def test_racing_picks_the_better_mean_not_the_luckier_seed():

@@ -439,10 +439,12 @@ def test_confirm_on_with_from_scores_is_refused(tmp_path, capsys):
 
 def fake_seed_runs(errors_by_set: dict[str, tuple[int, int]], utterances: int = 60):
     """A stand-in for run_all_seeds: every seed scores each eval set of its config with the
-    planted (baseline, tuned) errors per 10-word utterance, and records which sets it scored."""
+    planted (baseline, tuned) errors per 10-word utterance, and records which sets it scored
+    (and, in ``run_all_seeds.job_names``, the Ray job name of each call)."""
     scored = []
 
-    def run_all_seeds(runs, address, cpus, gpus):
+    def run_all_seeds(runs, address, cpus, gpus, job_name=""):
+        run_all_seeds.job_names.append(job_name)
         finished = []
         for seed, rerun, config in runs:
             scored.append([list(pair) for pair in config.eval_manifests])
@@ -454,6 +456,7 @@ def fake_seed_runs(errors_by_set: dict[str, tuple[int, int]], utterances: int = 
                              "node": None, "output_dir": config.output_dir})
         return finished, []
 
+    run_all_seeds.job_names = []
     return run_all_seeds, scored
 
 
@@ -512,6 +515,8 @@ def test_confirm_on_flag_overrides_best_json_and_works_for_a_plain_recipe(tmp_pa
     assert repro.main(["--config", str(plain), "--output-dir", str(tmp_path / "b"), *argv]) == 0
     assert [[name for name, _ in sets] for sets in scored] == [["other", "canary"], ["other", "canary"]]
     assert json.loads((tmp_path / "b" / "verdict.json").read_text())["selection_bias"] is None
+    # The Ray job is named after the recipe: a sweep's best.json by its sweep (folder), a recipe file by its name.
+    assert fake.job_names == [f"repro {tmp_path.name}", "repro recipe"]
 
 
 def test_a_budget_on_a_set_the_seeds_do_not_score_stops_before_training(tmp_path, monkeypatch, capsys):
