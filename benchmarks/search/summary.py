@@ -166,7 +166,9 @@ def _markdown_table(header: tuple, body: list[tuple]) -> list[str]:
 
 
 def _ratio(value: float, reference: float) -> float:
-    if math.isnan(value) or math.isnan(reference) or (math.isinf(value) and math.isinf(reference)):
+    """value / reference; undefined (NaN) when the reference never reached the target in
+    most replays (an infinite median), since any finite value over it would read as 0."""
+    if math.isnan(value) or math.isnan(reference) or math.isinf(reference):
         return math.nan
     return value / reference if reference else math.nan
 
