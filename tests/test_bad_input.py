@@ -146,6 +146,9 @@ CASES = {
     "repro: override seed": Case("repro", REPRO + " seed=5", ("override seed: set per seed by repro",)),
     "repro: override lora_r=4.9": Case("repro", REPRO + " lora_r=4.9", ("recipe.json: lora_r: expected int",)),
     "repro: --eval-set unknown": Case("repro", REPRO + " --eval-set nope", ("--eval-set nope", "heldout")),
+    "repro: target module typo": Case("repro", REPRO + " target_modules=qproj", ("recipe.json: target_modules: ['qproj'] not in the model",), stage="modules"),
+    "repro: target modules outside adapter scope": Case("repro", REPRO + " target_modules=proj_out adapter_scope=encoder",
+                                                        ("recipe.json: adapter_scope: none of target_modules ['proj_out'] is in the model's encoder",), stage="modules"),
     "repro: recipe's manifest missing": Case("repro", REPRO + " train_manifest={tmp}/nope.jsonl", ("recipe.json: train_manifest:", "does not exist")),
 }
 

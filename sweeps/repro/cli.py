@@ -330,6 +330,27 @@ def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: 
         except DeviceError as error:
             raise ReproError(f"{source}: device {config.device!r} is not available on this machine ({error}); "
                              "override it, e.g. device=cpu") from None
+    check_adapter_targets(config, source)
+
+
+def check_adapter_targets(config: TrialConfig, source: Path) -> None:
+    """The recipe's target modules exist in its model (in its adapter scope), checked on the
+    module tree alone, so a typo fails here rather than in every seed. A hub model whose
+    config cannot be read here is left to the seeds (a cluster's workers may reach the hub)."""
+    from trainable.model import check_target_modules, module_tree
+    from trainable.preflight import looks_like_local_path
+
+    try:
+        tree = module_tree(config.model)
+    except OSError as error:
+        if looks_like_local_path(config.model):
+            raise ReproError(f"{source}: model: {error}") from None
+        print(f"note: target modules not checked before the seeds start: {error}", file=sys.stderr)
+        return
+    try:
+        check_target_modules(tree, config.target_modules, config.adapter_scope)
+    except ValueError as error:
+        raise ReproError(f"{source}: {error} (adapter_scope {config.adapter_scope!r}, model {config.model})") from None
 
 
 def budgets_to_check(args: argparse.Namespace, stored: dict[str, float], eval_sets: Sequence[str], tested: str, source: Any) -> dict[str, float]:
