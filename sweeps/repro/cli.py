@@ -330,11 +330,11 @@ def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: 
         except DeviceError as error:
             raise ReproError(f"{source}: device {config.device!r} is not available on this machine ({error}); "
                              "override it, e.g. device=cpu") from None
-    check_adapter_targets(config, source)
+    check_adapter_targets(config.resolved(), source)
 
 
 def check_adapter_targets(config: TrialConfig, source: Path) -> None:
-    """The recipe's target modules exist in its model (in its adapter scope), checked on the
+    """The (resolved) recipe's target modules exist in its model (in its adapter scope), checked on the
     module tree alone, so a typo fails here rather than in every seed. A hub model whose
     config cannot be read here is left to the seeds (a cluster's workers may reach the hub)."""
     from trainable.model import check_target_modules, module_tree
