@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ def apply_lora(model, r: int, alpha: int, dropout: float, target_modules: tuple[
     check_target_modules(model, target_modules, scope)
     targets = list(target_modules) if scope == "all" else scoped_module_names(model, target_modules, scope)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def check_target_modules(model, target_modules: tuple[str, ...], scope: str = "all") -> None:
