@@ -229,7 +229,7 @@ def build_racing_tuner(sweep: SweepConfig, paths: SweepPaths, recipes: list[dict
     from sweeps.search.searcher import FixedRecipes
 
     tune_config = tune.TuneConfig(
-        metric=sweep.metric,  # for the console's best trial and sort order
+        metric=sweep.metric,  # for the console's sort order
         mode=sweep.mode,
         search_alg=FixedRecipes(recipes, metric=sweep.metric, mode=sweep.mode),
         num_samples=len(recipes),
@@ -237,7 +237,7 @@ def build_racing_tuner(sweep: SweepConfig, paths: SweepPaths, recipes: list[dict
         trial_dirname_creator=trial_dirname,
     )
     name, parameters = racing_name(sweep), racing_parameters(sweep)
-    run_config = build_run_config(sweep, paths, name, parameters)
+    run_config = build_run_config(sweep, paths, name, parameters, best_line=False)
     return tune.Tuner(trial_trainable(sweep, name, parameters), tune_config=tune_config, run_config=run_config)
 
 
@@ -263,9 +263,10 @@ def build_scheduler(sweep: SweepConfig):
     )
 
 
-def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameters: tuple[str, ...]):
+def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameters: tuple[str, ...], best_line: bool = True):
     """The experiment ``name`` in the sweep's storage; ``parameters`` (the fields that tell
-    its trials apart) are the console table's parameter columns."""
+    its trials apart) are the console table's parameter columns; ``best_line``: whether the
+    console names Tune's best single trial (not in the race, whose winner is a mean)."""
     from ray import tune
 
     from sweeps.search.monitoring import progress_reporter
@@ -276,7 +277,7 @@ def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameter
         storage_path=paths.storage_path,
         # Experiment-level output only (1): the table, not every result of every trial.
         verbose=1,
-        progress_reporter=progress_reporter(sweep, parameters),
+        progress_reporter=progress_reporter(sweep, parameters, best_line),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoints_to_keep),
         # On remote storage the trial's adapter and reports live in its working dir: sync them.

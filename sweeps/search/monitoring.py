@@ -41,19 +41,33 @@ REFRESH_S = 1.0
 # --------------------------------------------------------------------------- the console
 
 
-def progress_reporter(sweep: SweepConfig, parameters: tuple[str, ...]):
+def progress_reporter(sweep: SweepConfig, parameters: tuple[str, ...], best_line: bool = True):
     """Tune's CLIReporter: one row per trial with ``parameters`` (the searched fields) and
     its latest step and tuned WER per eval set; finished trials sorted by the sweep's metric.
-    The metric and mode come from the TuneConfig, as Tune requires."""
+    The metric and mode come from the TuneConfig, as Tune requires. ``best_line=False`` (the
+    race) drops Tune's "Current best trial" line: the race's winner is the best mean over
+    seeds, decided when every run is in, and the best single run would name a lucky seed."""
     from ray import tune
 
-    return tune.CLIReporter(
+    reporter = tune.CLIReporter if best_line else race_reporter_class()
+    return reporter(
         parameter_columns=list(parameters),
         metric_columns=console_metrics(sweep),
         sort_by_metric=True,
         max_report_frequency=CONSOLE_EVERY_S,
         print_intermediate_tables=True,
     )
+
+
+def race_reporter_class() -> type:
+    """A CLIReporter without the best-single-trial line."""
+    from ray import tune
+
+    class RaceReporter(tune.CLIReporter):
+        def _current_best_trial(self, trials):
+            return None, None
+
+    return RaceReporter
 
 
 def console_metrics(sweep: SweepConfig) -> dict[str, str]:

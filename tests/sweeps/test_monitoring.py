@@ -49,6 +49,18 @@ def test_console_columns_are_the_searched_parameters_and_every_eval_sets_wer():
     assert reporter._parameter_columns == ["learning_rate", "lora_r"]
 
 
+def test_the_race_console_names_no_best_single_run_but_the_search_console_does():
+    from types import SimpleNamespace
+
+    runs = [SimpleNamespace(last_result={"eval_wer": wer}) for wer in (0.30, 0.20, 0.25)]
+    search, race = progress_reporter(SWEEP, SWEEP.searched_names), progress_reporter(SWEEP, SWEEP.searched_names, best_line=False)
+    for reporter in (search, race):
+        reporter.setup(metric="eval_wer", mode="min")
+    assert search._current_best_trial(runs) == (runs[1], "eval_wer")
+    assert race._current_best_trial(runs) == (None, None)
+    assert race._parameter_columns == ["learning_rate", "lora_r"]
+
+
 def test_gauges_take_step_loss_and_each_eval_sets_wer_from_a_report():
     import numpy as np
 
