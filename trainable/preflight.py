@@ -10,6 +10,7 @@ target modules exist needs the model: ``trainable.model.check_target_modules``.)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from trainable.config import TrialConfig
@@ -44,6 +45,22 @@ def input_paths(config: TrialConfig) -> list[tuple[str, str]]:
     if looks_like_local_path(config.model):
         paths.append(("model", config.model))
     return paths
+
+
+def module_tree_to_check(model: str, where: str, before: str):
+    """The model's module tree (torch's meta device, no weights), to check target modules
+    against before ``before`` start; None, with a note, for a hub model whose config cannot
+    be read here (a cluster's workers may reach the hub where this machine cannot). A local
+    model that cannot be read is a ``ConfigError`` naming ``where``."""
+    from trainable.model import module_tree
+
+    try:
+        return module_tree(model)
+    except OSError as error:
+        if looks_like_local_path(model):
+            raise ConfigError(f"{where}: {error}") from None
+        print(f"note: target modules not checked before the {before} start: {error}", file=sys.stderr)
+        return None
 
 
 def looks_like_local_path(model: str) -> bool:

@@ -36,7 +36,7 @@ from sweeps.repro.selection import (
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
 from trainable.files import atomic_write_json
-from trainable.preflight import check_inputs, check_writable_folder
+from trainable.preflight import check_inputs, check_writable_folder, module_tree_to_check
 
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
@@ -337,15 +337,13 @@ def check_adapter_targets(config: TrialConfig, source: Path) -> None:
     """The (resolved) recipe's target modules exist in its model (in its adapter scope), checked on the
     module tree alone, so a typo fails here rather than in every seed. A hub model whose
     config cannot be read here is left to the seeds (a cluster's workers may reach the hub)."""
-    from trainable.model import check_target_modules, module_tree
-    from trainable.preflight import looks_like_local_path
+    from trainable.model import check_target_modules
 
     try:
-        tree = module_tree(config.model)
-    except OSError as error:
-        if looks_like_local_path(config.model):
-            raise ReproError(f"{source}: model: {error}") from None
-        print(f"note: target modules not checked before the seeds start: {error}", file=sys.stderr)
+        tree = module_tree_to_check(config.model, f"{source}: model", "seeds")
+    except ConfigError as error:
+        raise ReproError(str(error)) from None
+    if tree is None:
         return
     try:
         check_target_modules(tree, config.target_modules, config.adapter_scope)

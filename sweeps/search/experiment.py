@@ -17,7 +17,7 @@ from sweeps.search.racing import RACING_SUFFIX
 from trainable.config import DEMO_MODEL, parse_target_modules, target_module_set_name
 from trainable.config_io import ConfigError
 from trainable.files import atomic_write_json, atomic_write_text
-from trainable.preflight import check_inputs, input_exists, looks_like_local_path
+from trainable.preflight import check_inputs, input_exists, looks_like_local_path, module_tree_to_check
 
 RESULTS_ROOT = Path("results")
 
@@ -106,17 +106,13 @@ def check_target_modules_exist(sweep: SweepConfig) -> None:
     a typo fails here rather than in every trial. A hub model whose config cannot be read
     here is left to the trials (a cluster's workers may reach the hub where this machine
     cannot)."""
-    from trainable.model import check_target_modules, module_tree
+    from trainable.model import check_target_modules
 
     where = "search.target_modules.choices" if "target_modules" in sweep.searched_names else "trial.target_modules"
     model_key = "search.model.choices" if "model" in sweep.searched_names else "trial.model"
     for model in searched_or_fixed(sweep, "model"):
-        try:
-            tree = module_tree(model)
-        except OSError as error:
-            if looks_like_local_path(model):
-                raise ConfigError(f"{model_key}: {error}") from None
-            print(f"note: target modules not checked before the trials start: {error}", file=sys.stderr)
+        tree = module_tree_to_check(model, model_key, "trials")
+        if tree is None:
             continue
         for modules in searched_or_fixed(sweep, "target_modules"):
             for scope in searched_or_fixed(sweep, "adapter_scope"):
