@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainable.config import REPO_ROOT, TrialConfig
+from trainable.config import TrialConfig
 
 pytestmark = pytest.mark.ray
 
@@ -197,6 +197,16 @@ def kill_tree(process: subprocess.Popen) -> None:
     psutil.wait_procs(children, timeout=30)
 
 
+def resume_to_the_end(args: list[str], cwd: Path, log: Path, timeout: float) -> None:
+    """``sweeps.run ... --resume`` must finish with exit 0; killed if it runs past ``timeout``."""
+    resumed = start_driver([*args, "--resume"], cwd, log)
+    try:
+        assert resumed.wait(timeout=timeout) == 0, log.read_text()[-4000:]
+    finally:
+        if resumed.poll() is None:
+            kill_tree(resumed)
+
+
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen, log: Path):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -245,12 +255,7 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir,
         kill_tree(driver)
     assert len(finished_trial_dirs(experiment)) == 1, "kill came too late to test the resume"
 
-    resumed = start_driver([*common, "--resume"], tmp_path, log)
-    try:
-        assert resumed.wait(timeout=300) == 0, log.read_text()[-4000:]
-    finally:
-        if resumed.poll() is None:
-            kill_tree(resumed)
+    resume_to_the_end(common, tmp_path, log, timeout=300)
 
     trials = read_trials(tmp_path / "results" / "killed")
     assert len(trials) == 3 and set(trials["status"]) <= {"TERMINATED", "STOPPED_EARLY"}, trials[["status", "error"]]
@@ -288,12 +293,7 @@ def test_a_sweep_killed_while_racing_resumes_and_its_study_is_stored(tiny_model_
         kill_tree(driver)
     assert len(finished_race_dirs(results, "raced")) < 4, "kill came too late to test the resume"
 
-    resumed = start_driver([*common, "--resume"], tmp_path, log)
-    try:
-        assert resumed.wait(timeout=600) == 0, log.read_text()[-4000:]
-    finally:
-        if resumed.poll() is None:
-            kill_tree(resumed)
+    resume_to_the_end(common, tmp_path, log, timeout=600)
 
     assert (first_dir / "run" / "summary.json").stat().st_mtime_ns == first_written, "a finished racing trial was trained again"
     race = pd_read(results / "raced" / "racing.parquet")
