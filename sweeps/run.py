@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 from sweeps.cluster import StorageError, check_storage
 from sweeps.data_report import report_sweep_data
@@ -135,35 +136,40 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
         tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
         with tune_console():
             tuner.fit()  # the results are read back from Ray's saved state, as --analyze does
-            race_if_searched(sweep, paths)
+            search_trials = race_if_searched(sweep, paths)
         wall_seconds = time.monotonic() - started
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
         # A resumed sweep's trial time spans both runs, so no overhead ratio for it.
-        return report_results(sweep, paths, None if resume else wall_seconds)
+        return report_results(sweep, paths, None if resume else wall_seconds, search_trials)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def race_if_searched(sweep: SweepConfig, paths: SweepPaths) -> None:
-    """Race the finalists once every search trial has ended (not after an interrupted search)."""
+def race_if_searched(sweep: SweepConfig, paths: SweepPaths) -> Any:
+    """Race the finalists once every search trial has ended (not after an interrupted search).
+    Returns the search's trials table it read (None without racing): the search has ended and
+    the race is a separate experiment, so the results can reuse it."""
     if not sweep.racing.enabled:
-        return
+        return None
     from sweeps.search.experiment import run_racing
     from sweeps.search.results import trials_table
     from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 
     trials = trials_table(paths.experiment_path, sweep)
     if len(trials) < sweep.num_samples or not trials["status"].isin([COMPLETED, STOPPED_EARLY, ERROR]).all():
-        return
+        return trials
     run_racing(sweep, paths, trials)
+    return trials
 
 
-def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None) -> int:
+def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None, search_trials: Any = None) -> int:
+    """Write and print the results; ``search_trials``: the search's trials table if already
+    read since the search ended (else it is read from Ray's saved state)."""
     from sweeps.search.results import write_results
     from sweeps.search.summary import describe_best
 
-    results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds)
+    results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds, trials=search_trials)
     print()
     print(describe_best(results, sweep))
     print(f"Results: {paths.results_dir}/ (trials.parquet, best.json, summary.md)")

@@ -46,12 +46,17 @@ class SweepResults:
         return len(self.trials) - sum(self.count(status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
 
 
-def write_results(experiment_path: str, results_dir: str | Path, sweep: SweepConfig, wall_seconds: float | None = None) -> SweepResults:
+def write_results(
+    experiment_path: str, results_dir: str | Path, sweep: SweepConfig, wall_seconds: float | None = None, trials: Any = None,
+) -> SweepResults:
     """Read the search (and the race of its finalists, when there was one), choose the
-    winner, then write trials.parquet, racing.parquet, best.json and summary.md atomically."""
+    winner, then write trials.parquet, racing.parquet, best.json and summary.md atomically.
+    ``trials``: the search's trials table when the caller already read it (``trials_table``
+    of the same, finished experiment), so it is not read again."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    trials = trials_table(experiment_path, sweep)
+    if trials is None:
+        trials = trials_table(experiment_path, sweep)
     race_trials = _race_trials(experiment_path + RACING_SUFFIX, sweep)
     race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED) if race_trials is not None else None
     best = best_trial(trials, sweep, race)
