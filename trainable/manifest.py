@@ -144,6 +144,17 @@ def _field(record: dict, names: tuple[str, ...]) -> Any:
     return None
 
 
+def transcript_and_duration(text: Any, duration: Any) -> tuple[str, float | None]:
+    """A row's stripped transcript (present: the caller checks that) and its duration field
+    as seconds, or ManifestError(message, reason) for an empty transcript or a non-number."""
+    if not str(text).strip():
+        raise ManifestError("empty transcript", "empty text")
+    try:
+        return str(text).strip(), (float(duration) if duration is not None else None)
+    except (TypeError, ValueError):
+        raise ManifestError(f"duration {duration!r} is not a number", "bad duration") from None
+
+
 def _utterance(record: dict, manifest: Path, source: str, line: int) -> Utterance:
     """One row as an Utterance; a bad row raises ManifestError(message, reason), whose
     message ``read_manifest`` prefixes with the row's ``file:line`` (as a RowProblem)."""
@@ -153,20 +164,14 @@ def _utterance(record: dict, manifest: Path, source: str, line: int) -> Utteranc
     text = _field(record, TEXT_FIELDS)
     if text is None:
         raise ManifestError(f"missing text field (one of {', '.join(TEXT_FIELDS)})", "missing field")
-    if not str(text).strip():
-        raise ManifestError("empty transcript", "empty text")
+    text, duration = transcript_and_duration(text, _field(record, DURATION_FIELDS))
     audio_path = Path(str(audio)).expanduser()
     if not audio_path.is_absolute():
         audio_path = manifest.parent / audio_path
-    duration = _field(record, DURATION_FIELDS)
-    try:
-        duration = float(duration) if duration is not None else None
-    except (TypeError, ValueError):
-        raise ManifestError(f"duration {duration!r} is not a number", "bad duration") from None
     return Utterance(
         id=str(record.get("id") or record.get("utterance_id") or f"{manifest.stem}-{line}"),
         audio_path=str(audio_path.resolve()),
-        text=str(text).strip(),
+        text=text,
         duration=duration,
         speaker=str(record.get("speaker") or record.get("speaker_id") or ""),
         source=source,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from trainable.layouts import METADATA_FILES, read_table
-from trainable.manifest import ManifestError, RowProblem, Utterance, read_manifest
+from trainable.manifest import ManifestError, RowProblem, Utterance, read_manifest, transcript_and_duration
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".tsv", ".csv", ".txt")
 GLOB_CHARS = ("*", "?", "[")
@@ -272,19 +272,13 @@ def _row_digest(row: dict, columns: dict[str, str | None]) -> bytes:
 
 
 def _utterance(row: dict, columns: dict[str, str | None], base: Path | None, source: str, index: int, spec: DataSpec) -> Utterance:
-    data, path = _audio_reference(row.get(columns["audio"]), source)
+    data, path = _audio_reference(row.get(columns["audio"]))
     text = row.get(columns["text"])
     if text is None:
-        raise ManifestError(f"{source}: no transcript in column {columns['text']!r}", "missing field")
-    if not str(text).strip():
-        raise ManifestError(f"{source}: empty transcript", "empty text")
-    duration = row.get(columns["duration"]) if columns["duration"] else None
-    try:
-        duration = float(duration) if duration is not None else None
-    except (TypeError, ValueError):
-        raise ManifestError(f"{source}: duration {duration!r} is not a number", "bad duration") from None
+        raise ManifestError(f"no transcript in column {columns['text']!r}", "missing field")
+    text, duration = transcript_and_duration(text, row.get(columns["duration"]) if columns["duration"] else None)
     if data is None:
-        audio_path = _resolve_audio(path, base, source)
+        audio_path = _resolve_audio(path, base)
     else:
         audio_path = source  # embedded audio: the row itself is where it lives
     row_id = row.get(columns["id"]) if columns["id"] else None
@@ -292,7 +286,7 @@ def _utterance(row: dict, columns: dict[str, str | None], base: Path | None, sou
     return Utterance(
         id=str(row_id) if row_id not in (None, "") else (Path(path).stem if path else f"{Path(spec.location).name}-{index}"),
         audio_path=audio_path,
-        text=str(text).strip(),
+        text=text,
         duration=duration,
         speaker=str(speaker) if speaker is not None else "",
         source=source,
@@ -300,11 +294,11 @@ def _utterance(row: dict, columns: dict[str, str | None], base: Path | None, sou
     )
 
 
-def _audio_reference(value: Any, source: str) -> tuple[bytes | None, str | None]:
+def _audio_reference(value: Any) -> tuple[bytes | None, str | None]:
     """(bytes, path) from an audio cell: a datasets Audio struct {bytes, path}, bytes, or a path."""
     if isinstance(value, dict):
         if "array" in value:
-            raise ManifestError(f"{source}: the audio column holds decoded samples; save the dataset with "
+            raise ManifestError("the audio column holds decoded samples; save the dataset with "
                                 "Audio(decode=False) or as files", "unsupported audio")
         data, path = value.get("bytes"), value.get("path")
     elif isinstance(value, (bytes, bytearray)):
@@ -312,15 +306,15 @@ def _audio_reference(value: Any, source: str) -> tuple[bytes | None, str | None]
     else:
         data, path = None, value
     if not data and not (isinstance(path, str) and path.strip()):
-        raise ManifestError(f"{source}: no audio (neither bytes nor a path)", "missing field")
+        raise ManifestError("no audio (neither bytes nor a path)", "missing field")
     return (bytes(data) if data else None), path
 
 
-def _resolve_audio(path: str, base: Path | None, source: str) -> str:
+def _resolve_audio(path: str, base: Path | None) -> str:
     audio = Path(path).expanduser()
     if not audio.is_absolute():
         if base is None:
-            raise ManifestError(f"{source}: audio path {path!r} is relative and the dataset has no folder to take it against",
+            raise ManifestError(f"audio path {path!r} is relative and the dataset has no folder to take it against",
                                 "missing audio")
         audio = base / audio
     return str(audio.resolve())

@@ -210,7 +210,7 @@ def test_bad_dataset_rows_are_named_by_dataset_and_row(tmp_path, planted):
     message = str(error.value)
     assert "2 bad row(s)" in message
     assert f"{spec}[1]: unreadable or corrupt audio {spec}[1]: Format not recognised" in message
-    assert f"{spec}[2]: empty transcript" in message
+    assert f"{spec}[2]: empty transcript" in message and message.count(f"{spec}[2]") == 1  # the row named once
     kept = prepare_set("test", spec, LIMITS, on_bad_row="skip")
     assert len(kept) == 1 and kept.skipped == {"unreadable audio": 1, "empty text": 1}
 
