@@ -108,20 +108,28 @@ def plot_tradeoff(points: Any, sweep: SweepConfig, path: Path, winner_id: str | 
     return True
 
 
-def parameter_importances(study_db: Path, sweep: SweepConfig, target: str = "wer") -> dict[str, float]:
-    """Optuna's importance of each searched parameter on the stored study: for the select
-    set's WER (``target="wer"``, fully trained trials), or for the budget violation
-    (``target="violation"``, every trial whose constraints are known). Empty when the study
-    is missing or has too few trials to say anything."""
+def load_study(study_db: Path, sweep: SweepConfig) -> Any:
+    """The sweep's stored Optuna study, or None when the file or the study in it is missing."""
     import optuna
 
     from sweeps.search.space import study_storage
 
     if not Path(study_db).is_file():
-        return {}
+        return None
     try:
-        study = optuna.load_study(study_name=sweep.name, storage=study_storage(study_db))
+        return optuna.load_study(study_name=sweep.name, storage=study_storage(study_db))
     except KeyError:  # no study of that name in the file
+        return None
+
+
+def parameter_importances(study: Any, sweep: SweepConfig, target: str = "wer") -> dict[str, float]:
+    """Optuna's importance of each searched parameter on the stored study (``load_study``):
+    for the select set's WER (``target="wer"``, fully trained trials), or for the budget
+    violation (``target="violation"``, every trial whose constraints are known). Empty when
+    the study is missing (None) or has too few trials to say anything."""
+    import optuna
+
+    if study is None:
         return {}
     states = (optuna.trial.TrialState.COMPLETE,) if target == "wer" else (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     usable = [t for t in study.get_trials(deepcopy=False, states=states) if target == "wer" or t.constraints]

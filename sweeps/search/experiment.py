@@ -20,6 +20,7 @@ from trainable.files import atomic_write_json, atomic_write_text
 from trainable.preflight import check_inputs, input_exists, looks_like_local_path, module_tree_to_check
 
 RESULTS_ROOT = Path("results")
+STUDY_DB = "optuna.db"  # the Optuna study (SQLite) in a sweep's results folder
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class SweepPaths:
     @property
     def study_db(self) -> Path:
         """The Optuna study (SQLite), which optuna-dashboard opens."""
-        return self.results_dir / "optuna.db"
+        return self.results_dir / STUDY_DB
 
 
 def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> bool:

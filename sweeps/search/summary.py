@@ -14,6 +14,7 @@ from typing import Any
 from sweeps.budget import within_budget
 from sweeps.search import analysis
 from sweeps.search.config import SweepConfig
+from sweeps.search.experiment import STUDY_DB
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 from trainable.config import target_module_set_name
 from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name, metric_value
@@ -44,8 +45,9 @@ def summary_markdown(
     _write_best(out, best, trials, sweep, race)
     _write_race(out, race, best, sweep)
     if results_dir is not None:
-        _write_tradeoff(out, trials, best, sweep, results_dir)
-        _write_importance(out, sweep, results_dir)
+        study = analysis.load_study(Path(results_dir) / STUDY_DB, sweep)  # read once, for both sections
+        _write_tradeoff(out, trials, best, sweep, results_dir, study)
+        _write_importance(out, sweep, study)
     _write_leaderboard(out, trials, sweep)
     _write_errors(out, trials)
     return out.getvalue()
@@ -179,9 +181,9 @@ def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sw
     out.write("\n")
 
 
-def _write_tradeoff(out: io.StringIO, trials: Any, best: dict | None, sweep: SweepConfig, results_dir: Path) -> None:
+def _write_tradeoff(out: io.StringIO, trials: Any, best: dict | None, sweep: SweepConfig, results_dir: Path, study: Any) -> None:
     """The trade-off plot and Pareto front; with no feasible trial, the least-violating
-    trials and which parameter to move."""
+    trials and which parameter to move (from the Optuna ``study``, None when missing)."""
     points = analysis.tradeoff_points(trials, sweep, COMPLETED)
     sets = analysis.tradeoff_sets(sweep)
     if not sets or not len(points):
@@ -196,11 +198,11 @@ def _write_tradeoff(out: io.StringIO, trials: Any, best: dict | None, sweep: Swe
     if sweep.max_wer_increase and not feasible.any():
         out.write(f"**No fully trained trial keeps {budget_text(sweep)}.** The least-violating ones:\n\n")
         _write_points(out, points.sort_values("violation", kind="stable").head(LEAST_VIOLATING_SHOWN), sweep, sets)
-        _write_separation(out, points, sweep, results_dir)
+        _write_separation(out, points, sweep, study)
 
 
-def _write_separation(out: io.StringIO, points: Any, sweep: SweepConfig, results_dir: Path) -> None:
-    importances = analysis.parameter_importances(Path(results_dir) / "optuna.db", sweep, target="violation")
+def _write_separation(out: io.StringIO, points: Any, sweep: SweepConfig, study: Any) -> None:
+    importances = analysis.parameter_importances(study, sweep, target="violation")
     if not importances:
         out.write("Too few trials to say which searched parameter decides the violation.\n\n")
         return
@@ -210,12 +212,12 @@ def _write_separation(out: io.StringIO, points: Any, sweep: SweepConfig, results
               "Narrow the search space that way, or relax the budget.\n\n")
 
 
-def _write_importance(out: io.StringIO, sweep: SweepConfig, results_dir: Path) -> None:
-    importances = analysis.parameter_importances(Path(results_dir) / "optuna.db", sweep, target="wer")
+def _write_importance(out: io.StringIO, sweep: SweepConfig, study: Any) -> None:
+    importances = analysis.parameter_importances(study, sweep, target="wer")
     if not importances:
         return
     out.write(f"## Parameter importance for a low `{sweep.select_on}` WER\n\nOptuna's PED-ANOVA evaluator on the stored study "
-              "(`optuna.db`), fully trained trials only; with few trials, a rough guide.\n\n| parameter | importance |\n|---|---|\n")
+              f"(`{STUDY_DB}`), fully trained trials only; with few trials, a rough guide.\n\n| parameter | importance |\n|---|---|\n")
     for name, value in importances.items():
         out.write(f"| `{name}` | {value:.2f} |\n")
     out.write("\n")

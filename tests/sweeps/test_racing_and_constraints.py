@@ -210,9 +210,9 @@ def test_importances_come_from_the_stored_study_and_name_what_decides_the_violat
 
     planted_study(tmp_path / "optuna.db", SWEEP)
     for target in ("wer", "violation"):
-        importances = analysis.parameter_importances(tmp_path / "optuna.db", SWEEP, target=target)
+        importances = analysis.parameter_importances(analysis.load_study(tmp_path / "optuna.db", SWEEP), SWEEP, target=target)
         assert next(iter(importances)) == "learning_rate" and importances["learning_rate"] > 0.5, (target, importances)
-    assert analysis.parameter_importances(tmp_path / "missing.db", SWEEP) == {}
+    assert analysis.parameter_importances(analysis.load_study(tmp_path / "missing.db", SWEEP), SWEEP) == {}
 
     over = search_table()
     over["canary_tuned_wer"] = over["canary_baseline_wer"] + over["learning_rate"] * 30
