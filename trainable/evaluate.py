@@ -124,6 +124,12 @@ def _own_budgets(budgets: list[int], eos_token_id):
     return LogitsProcessorList([OwnBudget()])
 
 
+def corpus_wer_of(utterances: UtteranceSet, hypotheses: list[str]) -> float:
+    """The set's corpus WER alone: what a mid-training eval reports (the full report, with its
+    speaker table and alignments, is built once, after training)."""
+    return score_corpus([u.text for u in utterances.utterances], hypotheses)[0]["wer"]
+
+
 def wer_report(utterances: UtteranceSet, hypotheses: list[str], system: str, baseline: dict | None = None) -> dict:
     """The per-eval-set report: corpus WER both ways and CER, WER per speaker, the most
     frequent substitutions, and every utterance's reference, hypothesis and edit counts, so

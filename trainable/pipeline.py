@@ -19,7 +19,7 @@ from typing import Callable
 from trainable.config import REPO_ROOT, TrialConfig
 from trainable.data import ModelLimits, UtteranceSet, check_overlap, label_ids, prepare_set
 from trainable.data_report import check_labels, format_report, label_text, report_from_sets
-from trainable.evaluate import transcribe, wer_report
+from trainable.evaluate import corpus_wer_of, transcribe, wer_report
 from trainable.files import atomic_write_json, staged_directory
 from trainable.metrics import final_metrics, wer_metrics
 from trainable.preflight import check_run_output_dir
@@ -79,7 +79,7 @@ def train_and_evaluate(config: TrialConfig, report: Report | None = None, resume
 
     def on_eval(state, save_checkpoint) -> None:
         # Every eval set, not only the primary: a sweep's budgets and its console read the others.
-        wers = {s.name: {"baseline": baseline[s.name]["wer"], "tuned": wer_report(s, decode(s), "tuned")["wer"]} for s in data.eval_sets}
+        wers = {s.name: {"baseline": baseline[s.name]["wer"], "tuned": corpus_wer_of(s, decode(s))} for s in data.eval_sets}
         metrics = _step_metrics(state, config) | wer_metrics(primary.name, wers)
         history.append(metrics)
         log.info("step %d: %s tuned WER %.4f (baseline %.4f)", state.step, primary.name, metrics["eval_wer"], metrics["baseline_wer"])
