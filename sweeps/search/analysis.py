@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from sweeps.budget import within_budget
 from sweeps.search.config import SweepConfig
 from trainable.metrics import metric_name
 
@@ -36,8 +37,9 @@ def tradeoff_sets(sweep: SweepConfig) -> list[str]:
 
 def tradeoff_points(trials: Any, sweep: SweepConfig, completed: str) -> Any:
     """One row per fully trained trial: id, searched values, select-set WER, each trade-off
-    set's WER increase, the total budget violation (0 = keeps every budget), and whether the
-    trial is on the Pareto front."""
+    set's WER increase, the total budget violation (0 = keeps every budget), whether it keeps
+    every budget (``feasible``, by the budget module's rule), and whether the trial is on the
+    Pareto front."""
     import pandas as pd
 
     if not len(trials):
@@ -53,6 +55,7 @@ def tradeoff_points(trials: Any, sweep: SweepConfig, completed: str) -> Any:
         points[f"{name}_increase"] = increase
         if name in limits:
             points["violation"] += (increase - limits[name]).clip(lower=0)
+    points["feasible"] = within_budget(done, sweep.max_wer_increase)
     columns = [sweep.metric, *(f"{name}_increase" for name in tradeoff_sets(sweep))]
     points["pareto"] = pareto_front(points[columns].to_numpy(dtype=float), minimise=sweep.mode == "min")
     return points.reset_index(drop=True)

@@ -191,7 +191,7 @@ def _write_tradeoff(out: io.StringIO, trials: Any, best: dict | None, sweep: Swe
     winner = best["trial_id"] if best else None
     if analysis.plot_tradeoff(points, sweep, Path(results_dir) / analysis.TRADEOFF_PLOT, winner):
         out.write(f"## Trade-off: `{sweep.select_on}` WER against WER increases\n\n![trade-off]({analysis.TRADEOFF_PLOT})\n\n")
-    feasible = points["violation"] <= 1e-9
+    feasible = points["feasible"]
     if sweep.objectives or not feasible.any():
         out.write("Pareto front (no other fully trained trial is better on every column):\n\n")
         _write_points(out, points[points["pareto"]], sweep, sets)
