@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
     from benchmarks.search.replay import replay
-    from benchmarks.search.searchers import startup_trials
     from benchmarks.search.summary import add_goals, format_report, summarise, table_facts
     from benchmarks.search.table import SearchTable, ground_truth, read_search_table
 
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
     seeds = range(args.first_seed, args.first_seed + args.replays)
     budgets, texts, facts = [], [], None
     for num_samples in args.num_samples or [int(table.meta["num_samples"])]:
-        settings = settings_for(table.meta, args, num_samples, startup_trials(num_samples))
+        settings = settings_for(table.meta, args, num_samples)
         rows = []
         for spec in specs:
             outcomes = [replay(table, truth, spec, seed, settings) for seed in seeds]
@@ -93,13 +92,16 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
             "first_seed": args.first_seed, "budgets": budgets, "seconds": seconds, "text": "\n\n".join(texts)}
 
 
-def settings_for(meta: dict, args: argparse.Namespace, num_samples: int, default_startup: int):
+def settings_for(meta: dict, args: argparse.Namespace, num_samples: int):
+    """The replay's settings: the table's sweep, as the command line overrides it; TPE's startup
+    trials by the sweep's own rule (``sweeps.search.space.startup_trials``) unless given."""
     from benchmarks.search.replay import Settings
+    from sweeps.search.space import startup_trials
 
     scheduler = meta["scheduler"] if meta["scheduler"].get("type") == "asha" else {}
     return Settings(
         num_samples=num_samples,
-        startup_trials=args.startup_trials or default_startup,
+        startup_trials=args.startup_trials or startup_trials(num_samples),
         points=tuple(meta["points_to_evaluate"]),
         max_t=int(meta["max_reports"]),
         grace_period=args.grace_period or int(scheduler.get("grace_period", 1)),

@@ -21,12 +21,6 @@ class Searcher(Protocol):
     def observe(self, trial: Any) -> None: ...
 
 
-def startup_trials(num_samples: int) -> int:
-    """The sweep's rule (sweeps/search_space.py ``_startup_trials``): TPE samples at random
-    for a third of the budget, at least 2 and at most 10 trials, before it models results."""
-    return max(2, min(10, num_samples // 3))
-
-
 class RandomSearch:
     """The sweep's points first, then the rest of the grid in a random order: uniform
     sampling without replacement (a fresh order if the budget outlasts the grid)."""

@@ -86,6 +86,11 @@ def study_storage(path: str | Path):
     return optuna.storages.RDBStorage(f"sqlite:///{Path(path).absolute()}")
 
 
+def startup_trials(num_samples: int) -> int:
+    """Random trials before TPE models the results: a third of the budget of ``num_samples``
+    trials, at least 2 and at most 10. The search benchmark's replays use it too."""
+    return max(2, min(10, num_samples // 3))
+
+
 def _startup_trials(sweep: SweepConfig) -> int:
-    """Random trials before TPE models the results: a third of the budget, at least 2."""
-    return max(2, min(10, sweep.num_samples // 3))
+    return startup_trials(sweep.num_samples)
