@@ -19,14 +19,15 @@ REPORT_FILE = "data_report.json"
 def report_sweep_data(trial: TrialConfig, results_dir: Path) -> dict[str, Any]:
     """Write ``results_dir/data_report.json``, print the report, and warn or (strict_text)
     refuse labels with unknown tokens. ``trial`` is the resolved fixed recipe."""
-    from trainable.data_report import TextError, check_labels, format_report, report_from_config, write_report
+    from trainable.data_report import TextError, check_labels, format_report, report_from_config
+    from trainable.files import atomic_write_json
     from trainable.manifest import ManifestError
 
     try:
         report = report_from_config(trial)
     except (ManifestError, OSError) as error:
         raise ConfigError(f"trial data: {error}") from None
-    write_report(report, Path(results_dir) / REPORT_FILE)
+    atomic_write_json(Path(results_dir) / REPORT_FILE, report)
     print(format_report(report))
     try:
         warning = check_labels(report, trial.strict_text)

@@ -18,10 +18,8 @@ import logging
 import statistics
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from trainable.files import atomic_write_json
 from trainable.manifest import Utterance
 from trainable.sources import read_source
 from trainable.wer import normalise_casing_and_punctuation
@@ -204,10 +202,6 @@ def check_labels(report: dict[str, Any], strict: bool) -> str | None:
     if report.get("text_normalize"):
         return message + " Fix the transcripts, or pass --strict-text to refuse them."
     return message + " Pass --text-normalize to lower-case and drop punctuation as the eval normaliser does, or --strict-text to refuse them."
-
-
-def write_report(report: dict[str, Any], path: str | Path) -> None:
-    atomic_write_json(path, report)
 
 
 def format_report(report: dict[str, Any]) -> str:

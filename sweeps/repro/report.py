@@ -103,7 +103,7 @@ def percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult] = (), selection: dict[str, Any] | None = None) -> str:
+def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> str:
     """The verdict with its numbers, where it was confirmed, and every budget decision, in one
     sentence a reviewer can quote."""
     a = analysis
@@ -121,7 +121,7 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult] = (), selec
         "unstable": f"seeds disagree ({spread})",
         "no significant change": "the CI includes 0",
     }
-    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection or {})}: {numbers}; {reasons[a.verdict]}."
+    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection)}: {numbers}; {reasons[a.verdict]}."
     if budgets:
         sentence += " Budgets: " + "; ".join(budget_clause(b) for b in budgets) + "."
     if a.power.underpowered:

@@ -45,7 +45,6 @@ MIN_SEEDS = 5
 # one-sided 95 % bound lies this many standard errors from the mean.
 Z_TWO_SIDED_WIDTH = 2 * 1.959964
 Z_ONE_SIDED = 1.644854
-BUDGET_DECISIONS = ("within budget", "over budget", "inconclusive")
 # Elements of one (resamples x units) index chunk: bounds memory to ~100 MB whatever the set size.
 CHUNK_ELEMENTS = 1 << 22
 
