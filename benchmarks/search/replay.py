@@ -15,7 +15,8 @@ from typing import Any
 
 from benchmarks.search.asha import AshaRungs
 from benchmarks.search.searchers import RandomSearch, Searcher, TpeSearch
-from benchmarks.search.table import GroundTruth, Run, SearchTable, within_budget
+from benchmarks.search.table import GroundTruth, Run, SearchTable
+from sweeps.budget import over_budget
 
 COMPLETED, STOPPED, FAILED = "completed", "stopped", "failed"
 
@@ -69,7 +70,7 @@ def steps_to_reach(trials: list[ReplayedTrial], good: frozenset[str]) -> float:
 def choose_single_seed(trials: list[ReplayedTrial], budget: float) -> str | None:
     """What the sweep picks today: the fully trained trial with the best observed final dev
     WER among those whose observed canary rise keeps the budget (earlier trial on a tie)."""
-    eligible = [t for t in trials if t.status == COMPLETED and within_budget(t.canary_rise, budget)]
+    eligible = [t for t in trials if t.status == COMPLETED and not over_budget(t.canary_rise, budget)]
     return min(eligible, key=lambda t: (t.dev_wer, t.number)).recipe if eligible else None
 
 
@@ -86,7 +87,7 @@ def race(trials: list[ReplayedTrial], table: SearchTable, finalists: int, seeds:
     the best mean dev WER over the sweep's seed and the new ones among finalists whose mean
     canary rise keeps the budget."""
     budget = table.canary_budget
-    ranked = sorted((t for t in trials if t.status == COMPLETED and within_budget(t.canary_rise, budget)), key=lambda t: (t.dev_wer, t.number))
+    ranked = sorted((t for t in trials if t.status == COMPLETED and not over_budget(t.canary_rise, budget)), key=lambda t: (t.dev_wer, t.number))
     chosen = list(dict.fromkeys(t.recipe for t in ranked))[:finalists]
     steps, short, scored = 0, False, []
     for recipe in chosen:
@@ -96,7 +97,7 @@ def race(trials: list[ReplayedTrial], table: SearchTable, finalists: int, seeds:
         runs = [table.sweep_run(recipe), *new]
         dev = sum(run.dev_wer for run in runs) / len(runs)
         rise = sum(run.canary_rise for run in runs) / len(runs)
-        if within_budget(rise, budget):
+        if not over_budget(rise, budget):
             scored.append((dev, len(scored), recipe))
     return Race(winner=min(scored)[2] if scored else None, steps=steps, short_of_seeds=short)
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.search.replay import Outcome, Settings
-from benchmarks.search.table import GroundTruth, SearchTable, within_budget
+from benchmarks.search.table import GroundTruth, SearchTable
+from sweeps.budget import over_budget
 
 # Goals for the sweep's searcher: half random search's compute to a good recipe, a good
 # recipe chosen in 80 % of replays, a feasible one in 90 %.
@@ -66,7 +67,7 @@ def table_facts(table: SearchTable, truth: GroundTruth, settings: Settings) -> d
     recipes = truth.recipes
     target = recipes.loc[truth.target]
     runs = {r: table.sweep_run(r) for r in table.recipes}
-    done = [r for r, run in runs.items() if run.completed and within_budget(run.canary_rise, table.canary_budget)]
+    done = [r for r, run in runs.items() if run.completed and not over_budget(run.canary_rise, table.canary_budget)]
     grid_winner = min(done, key=lambda r: runs[r].dev_wer) if done else None
     return {
         "within": truth.within,

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sweeps.budget import over_budget
+
 META_KEY = b"search_table"
 COLUMNS = (
     "recipe", "seed", "completed", "curve_steps", "dev_wer_curve", "dev_tuned_wer", "dev_baseline_wer",
@@ -45,9 +47,6 @@ REQUIRED_META = (
     "canary_budget",       # most the canary's WER may rise over its baseline (0.02 = 2 points)
     "dev_eval_set", "canary_eval_set",
 )
-# The sweep's own slack for "over budget": WERs are ratios of word counts, so a rise of
-# exactly the budget must pass (sweeps' over_budget).
-BUDGET_SLACK = 1e-9
 
 
 class TableError(ValueError):
@@ -71,10 +70,6 @@ class Run:
 def recipe_id(params: dict[str, Any]) -> str:
     """A recipe's name from its searched values, in search-space order."""
     return " ".join(f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}" for name, value in params.items())
-
-
-def within_budget(rise: float, budget: float) -> bool:
-    return not rise > budget + BUDGET_SLACK
 
 
 class SearchTable:
@@ -166,12 +161,15 @@ def ground_truth(table: SearchTable, within: float = 0.01) -> GroundTruth:
     means = done.groupby("recipe", sort=False).agg(
         dev_wer=("dev_tuned_wer", "mean"), canary_rise=("canary_rise", "mean"), seeds=("seed", "nunique")
     )
-    means["feasible"] = [within_budget(rise, table.canary_budget) for rise in means["canary_rise"]]
+    means["feasible"] = [not over_budget(rise, table.canary_budget) for rise in means["canary_rise"]]
     feasible = means[means["feasible"]]
     if not len(feasible):
         raise TableError(f"no recipe keeps the canary budget (+{table.canary_budget:g}) on average: there is no target")
     target = str(feasible["dev_wer"].idxmin())
-    good = feasible.index[feasible["dev_wer"] <= feasible.loc[target, "dev_wer"] + within + BUDGET_SLACK]
+    # Good: a dev WER at most ``within`` above the target's, with the sweep's budget slack
+    # (over_budget); a NaN dev WER is not good.
+    dev_wer = feasible["dev_wer"]
+    good = feasible.index[dev_wer.notna() & ~over_budget(dev_wer, feasible.loc[target, "dev_wer"] + within)]
     return GroundTruth(recipes=means, target=target, within=within, good=frozenset(good))
 
 
