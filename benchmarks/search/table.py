@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sweeps.budget import over_budget
+from trainable.files import atomic_output
 
 META_KEY = b"search_table"
 COLUMNS = (
@@ -180,12 +180,10 @@ def write_search_table(rows: Any, meta: dict[str, Any], path: str | Path) -> Pat
 
     SearchTable(rows, meta)  # refuse to write what the replay could not read
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta, default=_plain).encode()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
