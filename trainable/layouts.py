@@ -27,6 +27,8 @@ from typing import Callable, Iterator
 from trainable.manifest import ManifestError
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
+# A location holding one of these is a glob pattern of files.
+GLOB_CHARS = ("*", "?", "[")
 # Common Voice .tsv files that do not list utterances of a split.
 COMMON_VOICE_NON_SPLITS = frozenset({"reported", "clip_durations", "unvalidated_sentences", "validated_sentences", "times"})
 # Words that name a split in file and folder names (as datasets' own SPLIT_KEYWORDS).
@@ -123,7 +125,7 @@ def read_parquet(spec) -> Table:
 
 def _parquet_files(spec) -> tuple[list[Path], Path]:
     location = os.path.expanduser(spec.location)
-    if any(char in location for char in "*?["):
+    if any(char in location for char in GLOB_CHARS):
         files = sorted(Path(p) for p in glob.glob(location, recursive=True))
         if not files:
             raise ManifestError(f"{spec.location}: the pattern matches no file")
@@ -242,10 +244,15 @@ def read_common_voice(spec) -> Table:
         splits = {p.stem: p for p in sorted(path.glob("*.tsv")) if p.stem not in COMMON_VOICE_NON_SPLITS}
         tsv, folder = splits[pick_split(spec, sorted(splits), "Common Voice folder")], path
     durations = _clip_durations(folder / "clip_durations.tsv")
-    with open(tsv, encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n").split("\t")
+    header = tsv_header(tsv)
     columns = tuple(header) + (("duration",) if durations and "duration" not in header else ())
     return Table(columns, lambda wanted: _common_voice_rows(tsv, durations, wanted), folder / "clips")
+
+
+def tsv_header(path: Path) -> list[str]:
+    """The column names on a TSV file's first line."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\n").split("\t")
 
 
 def _clip_durations(path: Path) -> dict[str, float]:

@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from trainable.layouts import METADATA_FILES, read_table
+from trainable.layouts import GLOB_CHARS, METADATA_FILES, read_table, tsv_header
 from trainable.manifest import ManifestError, RowProblem, Utterance, read_manifest, transcript_and_duration
 
 MANIFEST_SUFFIXES = (".jsonl", ".json", ".tsv", ".csv", ".txt")
-GLOB_CHARS = ("*", "?", "[")
 COLUMN_ROLES = ("audio", "text", "speaker", "id", "duration")
 HUB_OPTIONS = ("config", "revision", "streaming")
 # Column names each role goes by, in the order they are tried: Hugging Face / Common Voice
@@ -150,7 +149,7 @@ def _file_layout(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return "parquet"
-    if suffix == ".tsv" and (path.parent / "clips").is_dir() and _tsv_header(path) >= {"path", "sentence"}:
+    if suffix == ".tsv" and (path.parent / "clips").is_dir() and set(tsv_header(path)) >= {"path", "sentence"}:
         return "common_voice"
     if suffix in MANIFEST_SUFFIXES:
         return "manifest"
@@ -171,11 +170,6 @@ def _folder_layout(path: Path) -> str:
         "(state.json or dataset_dict.json), parquet files, an audiofolder (metadata.csv/.jsonl/.parquet) "
         "or a Common Voice release (*.tsv and clips/)"
     )
-
-
-def _tsv_header(path: Path) -> set[str]:
-    with open(path, encoding="utf-8") as handle:
-        return set(handle.readline().rstrip("\n").split("\t"))
 
 
 # --------------------------------------------------------------------------- reading
