@@ -11,13 +11,12 @@ Every searcher is replayed once per sampler seed on the same table; see docs/ben
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.search.replay import SearcherSpec
+from trainable.files import atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report["text"])
     if args.json:
-        Path(args.json).write_text(json.dumps(_json_ready({k: v for k, v in report.items() if k != "text"}), indent=2) + "\n")
+        atomic_write_json(args.json, {k: v for k, v in report.items() if k != "text"})  # inf and NaN as null
         print(f"JSON: {args.json}")
     return 0
 
@@ -110,16 +109,6 @@ def settings_for(meta: dict, args: argparse.Namespace, num_samples: int):
         race_seeds=args.race_seeds,
     )
 
-
-def _json_ready(value):
-    """Strict JSON: +inf (never reached) and NaN (undefined) become null."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 if __name__ == "__main__":
     sys.exit(main())
