@@ -28,6 +28,7 @@ from typing import Any
 
 from sweeps.search.config import SweepConfig, load_sweep_config
 from trainable.config_io import ConfigError
+from trainable.metrics import metric_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
@@ -233,15 +234,15 @@ def sweep_rows(results_dir: Path, fields: list[str], dev: str, canary: str, metr
 
 def result_columns(trial: dict[str, Any], fields: list[str], dev: str, canary: str) -> dict[str, Any]:
     """The one place that knows the sweep's results columns (sweeps/search/results.py): a
-    trials.parquet row to the table's columns. Eval sets by name: ``<set>_<system>_wer``."""
+    trials.parquet row to the table's columns. Eval sets by name: ``<set>_<system>_wer`` (``metric_name``)."""
     nan = float("nan")
     searched = {field: trial["target_module_set"] if field == "target_modules" else _plain(trial[field]) for field in fields}
     return {
         **searched,
         "seed": int(trial["seed"]),
         "completed": trial["status"] == "TERMINATED" and bool(trial.get("completed", True)),
-        "dev_tuned_wer": trial.get(f"{dev}_tuned_wer", nan), "dev_baseline_wer": trial.get(f"{dev}_baseline_wer", nan),
-        "canary_tuned_wer": trial.get(f"{canary}_tuned_wer", nan), "canary_baseline_wer": trial.get(f"{canary}_baseline_wer", nan),
+        "dev_tuned_wer": trial.get(metric_name(dev, "tuned"), nan), "dev_baseline_wer": trial.get(metric_name(dev, "baseline"), nan),
+        "canary_tuned_wer": trial.get(metric_name(canary, "tuned"), nan), "canary_baseline_wer": trial.get(metric_name(canary, "baseline"), nan),
         "steps": trial.get("steps"), "seconds": trial.get("wall_seconds", nan), "trial_id": trial["trial_id"],
     }
 
