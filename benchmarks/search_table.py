@@ -235,6 +235,8 @@ def sweep_rows(results_dir: Path, fields: list[str], dev: str, canary: str, metr
 def result_columns(trial: dict[str, Any], fields: list[str], dev: str, canary: str) -> dict[str, Any]:
     """The one place that knows the sweep's results columns (sweeps/search/results.py): a
     trials.parquet row to the table's columns. Eval sets by name: ``<set>_<system>_wer`` (``metric_name``)."""
+    from benchmarks.search.table import _plain
+
     nan = float("nan")
     searched = {field: trial["target_module_set"] if field == "target_modules" else _plain(trial[field]) for field in fields}
     return {
@@ -257,6 +259,8 @@ def learning_curve(history: Any, metric: str) -> tuple[list[int], list[float]]:
 
 def best_recipes(rows: Any, fields: list[str], count: int) -> list[dict[str, Any]]:
     """The ``count`` recipes with the best single-seed final dev WER (grid order on a tie)."""
+    from benchmarks.search.table import _plain
+
     done = rows[rows["completed"]].sort_values("dev_tuned_wer", kind="stable")
     return [{field: _plain(row[field]) for field in fields} for _, row in done.head(max(count, 0)).iterrows()]
 
@@ -310,12 +314,6 @@ def _versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[package] = None
     return found
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value.item() if hasattr(value, "item") else value
 
 
 if __name__ == "__main__":
