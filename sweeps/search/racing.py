@@ -111,7 +111,8 @@ def race_winner(entries: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, 
 
 def _race_entry(runs: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any]:
     wers = [metric_value(run[PRIMARY_TUNED]) for run in runs]
-    increases = {name: [wer_increases(run, sweep)[name] for run in runs] for name, _ in sweep.max_wer_increase}
+    per_run = [wer_increases(run, sweep) for run in runs]
+    increases = {name: [run_increases[name] for run_increases in per_run] for name, _ in sweep.max_wer_increase}
     mean_increases = {name: _mean(values) for name, values in increases.items()}
     return {
         "trial_id": runs[0]["trial_id"],
