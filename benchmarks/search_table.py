@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.search.config import SweepConfig, load_sweep_config
+from sweeps.search.experiment import RESULTS_ROOT  # where sweeps.run writes, relative to the working directory
+from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR
+from trainable.config import REPO_ROOT
 from trainable.config_io import ConfigError
 from trainable.metrics import metric_name
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
-RESULTS_ROOT = Path("results")  # where sweeps.run writes, relative to the working directory
-FINISHED = ("TERMINATED", "ERROR")  # sweeps' statuses of a trial that will not run again
+FINISHED = (COMPLETED, ERROR)  # sweeps' statuses of a trial that will not run again
 VERSIONED = ("torch", "transformers", "peft", "ray", "optuna")
 
 
@@ -242,7 +243,7 @@ def result_columns(trial: dict[str, Any], fields: list[str], dev: str, canary: s
     return {
         **searched,
         "seed": int(trial["seed"]),
-        "completed": trial["status"] == "TERMINATED" and bool(trial.get("completed", True)),
+        "completed": trial["status"] == COMPLETED and bool(trial.get(COMPLETED_KEY, True)),
         "dev_tuned_wer": trial.get(metric_name(dev, "tuned"), nan), "dev_baseline_wer": trial.get(metric_name(dev, "baseline"), nan),
         "canary_tuned_wer": trial.get(metric_name(canary, "tuned"), nan), "canary_baseline_wer": trial.get(metric_name(canary, "baseline"), nan),
         "steps": trial.get("steps"), "seconds": trial.get("wall_seconds", nan), "trial_id": trial["trial_id"],

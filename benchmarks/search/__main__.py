@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from benchmarks.search.replay import SearcherSpec
+from trainable.config import REPO_ROOT
 from trainable.files import atomic_write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
 DEFAULT_SEARCHERS = (
     "random", "random+asha", "tpe", "tpe+canary",
