@@ -78,7 +78,7 @@ def race_recipes(finalists: list[dict[str, Any]], sweep: SweepConfig) -> list[di
     fixed = sweep.trial.resolved().to_dict()
     recipes = []
     for finalist in finalists:
-        searched = {name: _plain(finalist[name]) for name in sweep.searched_names}
+        searched = {name: plain_value(finalist[name]) for name in sweep.searched_names}
         recipe = TrialConfig.from_dict({**fixed, **searched, "seed": int(finalist.get("seed", fixed["seed"]))}).to_dict()
         recipe["target_modules"] = target_module_set_name(recipe["target_modules"])
         for seed in racing_seeds(recipe["seed"], sweep.racing.seeds):
@@ -128,9 +128,11 @@ def _race_entry(runs: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any
     }
 
 
-def _plain(value: Any) -> Any:
-    """numpy values from a results row back to Python ones."""
-    return value.tolist() if hasattr(value, "tolist") else value
+def plain_value(value: Any) -> Any:
+    """numpy scalars/arrays from a results row (a DataFrame row) back to Python values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value.item() if hasattr(value, "item") else value
 
 
 def _mean(values: list[float]) -> float:

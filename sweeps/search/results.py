@@ -16,7 +16,7 @@ from typing import Any
 from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig
-from sweeps.search.racing import RACING_SUFFIX, choose_finalists, race_table, race_winner
+from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner
 from sweeps.search.summary import summary_markdown
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
 from trainable.config import TrialConfig, target_module_set_name
@@ -152,7 +152,7 @@ def _best_record(row: Any, sweep: SweepConfig, metric: float, race: list[dict[st
 
 
 def _race_record(entry: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
-    searched = {name: _plain(entry["recipe"]["target_module_set" if name == "target_modules" else name]) for name in sweep.searched_names}
+    searched = {name: plain_value(entry["recipe"]["target_module_set" if name == "target_modules" else name]) for name in sweep.searched_names}
     return {key: value for key, value in entry.items() if key != "recipe"} | {"searched": searched}
 
 
@@ -165,7 +165,7 @@ def _race_trials(racing_path: str, sweep: SweepConfig) -> Any:
 
 def best_recipe(row: Any, sweep: SweepConfig) -> TrialConfig:
     """The sweep's recipe as written (relative paths travel) with the winner's searched values."""
-    searched = {name: _plain(row[name]) for name in sweep.searched_names}
+    searched = {name: plain_value(row[name]) for name in sweep.searched_names}
     if "target_modules" in searched:
         searched["target_modules"] = list(searched["target_modules"])
     return TrialConfig.from_dict({**sweep.trial.to_dict(), **searched, "output_dir": f"outputs/{sweep.name}-best"})
@@ -258,10 +258,3 @@ def _error_message(trial: Any, trial_dir: Path | None) -> str:
 
 def _per_eval_set(row: Any) -> dict[str, dict[str, float]]:
     return {name: {key: metric_value(value) for key, value in scores.items()} for name, scores in scores_by_eval_set(row).items()}
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars/arrays from a DataFrame row back to Python values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value.item() if hasattr(value, "item") else value
