@@ -30,7 +30,7 @@ from sweeps.search.config import SweepConfig, load_sweep_config
 from sweeps.search.experiment import RESULTS_ROOT  # where sweeps.run writes, relative to the working directory
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR
 from trainable.config import REPO_ROOT
-from trainable.config_io import ConfigError
+from trainable.config_io import ConfigError, read_yaml
 from trainable.metrics import metric_name
 
 DEFAULT_CONFIG = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
@@ -140,9 +140,10 @@ def default_grid(base: Any, range_points: int) -> dict[str, list[Any]]:
 
 
 def read_grid(path: str, base: Any) -> dict[str, list[Any]]:
-    import yaml
-
-    grid = yaml.safe_load(Path(path).read_text())
+    try:
+        grid = read_yaml(path)
+    except ConfigError as error:  # no such file, not text, not YAML
+        raise BuildError(str(error)) from None
     searched = list(base.searched_names)
     if not isinstance(grid, dict) or sorted(grid) != sorted(searched):
         raise BuildError(f"{path}: give a list of values for each searched field and no other: {', '.join(searched)}")
@@ -206,9 +207,7 @@ def sweep_finished(results_dir: Path, raw: dict[str, Any]) -> bool:
     trials_file, saved_file = results_dir / "trials.parquet", results_dir / "sweep.yaml"
     if not trials_file.is_file() or not saved_file.is_file():
         return False
-    import yaml
-
-    if SweepConfig.from_dict(yaml.safe_load(saved_file.read_text())).to_dict() != SweepConfig.from_dict(raw).to_dict():
+    if _load_sweep(str(saved_file), []).to_dict() != SweepConfig.from_dict(raw).to_dict():
         raise BuildError(f"{results_dir} holds a different sweep (another grid or recipe); delete it or pick another --name")
     trials = pd.read_parquet(trials_file, columns=["status"])
     return len(trials) == raw["num_samples"] and trials["status"].isin(FINISHED).all()
