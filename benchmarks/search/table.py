@@ -144,10 +144,6 @@ class GroundTruth:
     within: float
     good: frozenset[str]
 
-    @property
-    def target_dev_wer(self) -> float:
-        return float(self.recipes.loc[self.target, "dev_wer"])
-
     def dev_wer(self, recipe: str) -> float:
         return float(self.recipes.loc[recipe, "dev_wer"])
 
