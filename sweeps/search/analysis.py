@@ -42,9 +42,9 @@ def tradeoff_points(trials: Any, sweep: SweepConfig, completed: str) -> Any:
     Pareto front."""
     import pandas as pd
 
-    if not len(trials):
+    done = trials[(trials["status"] == completed) & trials[sweep.metric].notna()] if len(trials) else trials
+    if not len(done):  # no fully trained trial; when none reported, the per-set WER columns are absent too
         return pd.DataFrame()
-    done = trials[(trials["status"] == completed) & trials[sweep.metric].notna()]
     points = pd.DataFrame({"trial_id": done["trial_id"], sweep.metric: done[sweep.metric]})
     for name in sweep.searched_names:
         points[name] = done["target_module_set"] if name == "target_modules" else done[name]

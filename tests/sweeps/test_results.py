@@ -88,3 +88,15 @@ def test_a_canary_budget_excludes_trials_that_forget_too_much():
     table = pd.DataFrame(rows)
     assert best_trial(table, budgeted) is None
     assert "No completed trial kept canary within +2 points of its baseline (3 completed)" in summary_markdown(table, None, budgeted, "/x", None)
+
+
+def test_a_budgeted_sweep_whose_trials_all_errored_before_reporting_still_gets_its_summary(tmp_path):
+    """No trial reported, so the table has no per-set WER columns: the summary must still be
+    written (it is where the errors are listed), not fail on the missing columns."""
+    budgeted = SweepConfig.from_dict({**SWEEP.to_dict(), "max_wer_increase": {"canary": 0.02}})
+    unreported = {key: value for key, value in row(1, "ERROR", math.nan, 1e-3, error="trial t1 failed: boom").items()
+                  if not key.startswith(("heldout_", "canary_"))}
+    table = pd.DataFrame([unreported])
+    assert best_trial(table, budgeted) is None
+    summary = summary_markdown(table, None, budgeted, "/x", None, results_dir=tmp_path)
+    assert "No trial completed" in summary and "trial t1 failed: boom" in summary
