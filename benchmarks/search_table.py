@@ -235,10 +235,10 @@ def sweep_rows(results_dir: Path, fields: list[str], dev: str, canary: str, metr
 def result_columns(trial: dict[str, Any], fields: list[str], dev: str, canary: str) -> dict[str, Any]:
     """The one place that knows the sweep's results columns (sweeps/search/results.py): a
     trials.parquet row to the table's columns. Eval sets by name: ``<set>_<system>_wer`` (``metric_name``)."""
-    from benchmarks.search.table import _plain
+    from sweeps.search.racing import plain_value
 
     nan = float("nan")
-    searched = {field: trial["target_module_set"] if field == "target_modules" else _plain(trial[field]) for field in fields}
+    searched = {field: trial["target_module_set"] if field == "target_modules" else plain_value(trial[field]) for field in fields}
     return {
         **searched,
         "seed": int(trial["seed"]),
@@ -259,10 +259,10 @@ def learning_curve(history: Any, metric: str) -> tuple[list[int], list[float]]:
 
 def best_recipes(rows: Any, fields: list[str], count: int) -> list[dict[str, Any]]:
     """The ``count`` recipes with the best single-seed final dev WER (grid order on a tie)."""
-    from benchmarks.search.table import _plain
+    from sweeps.search.racing import plain_value
 
     done = rows[rows["completed"]].sort_values("dev_tuned_wer", kind="stable")
-    return [{field: _plain(row[field]) for field in fields} for _, row in done.head(max(count, 0)).iterrows()]
+    return [{field: plain_value(row[field]) for field in fields} for _, row in done.head(max(count, 0)).iterrows()]
 
 
 def table_meta(base: Any, grid: dict, dev: str, canary: str, budget: float, seeds: list[int], seeded: int,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.budget import over_budget
+from sweeps.search.racing import plain_value
 from trainable.files import atomic_output
 
 META_KEY = b"search_table"
@@ -85,7 +86,7 @@ class SearchTable:
         self.search: dict[str, dict[str, Any]] = meta["search"]
         self.recipes: list[str] = list(dict.fromkeys(self.rows["recipe"]))
         first = self.rows.drop_duplicates("recipe").set_index("recipe")
-        self._params = {r: {name: _plain(first.loc[r, name]) for name in self.search} for r in self.recipes}
+        self._params = {r: {name: plain_value(first.loc[r, name]) for name in self.search} for r in self.recipes}
         self._by_values = {tuple(p.values()): r for r, p in self._params.items()}
         self._axes = {name: sorted({p[name] for p in self._params.values()}, key=_sort_key) for name in self.search}
         self._runs: dict[str, dict[int, Run]] = {r: {} for r in self.recipes}
@@ -177,7 +178,7 @@ def write_search_table(rows: Any, meta: dict[str, Any], path: str | Path) -> Pat
     SearchTable(rows, meta)  # refuse to write what the replay could not read
     path = Path(path)
     table = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta, default=_plain).encode()})
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta, default=plain_value).encode()})
     with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
     return path
@@ -214,10 +215,3 @@ def _run(row: Any) -> Run:
 
 def _sort_key(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays back to Python values (for dict keys and JSON)."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value.item() if hasattr(value, "item") else value
