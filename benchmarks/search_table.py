@@ -235,10 +235,11 @@ def sweep_rows(results_dir: Path, fields: list[str], dev: str, canary: str, metr
 def result_columns(trial: dict[str, Any], fields: list[str], dev: str, canary: str) -> dict[str, Any]:
     """The one place that knows the sweep's results columns (sweeps/search/results.py): a
     trials.parquet row to the table's columns. Eval sets by name: ``<set>_<system>_wer`` (``metric_name``)."""
+    from sweeps.search.config import results_column
     from sweeps.search.racing import plain_value
 
     nan = float("nan")
-    searched = {field: trial["target_module_set"] if field == "target_modules" else plain_value(trial[field]) for field in fields}
+    searched = {field: plain_value(trial[results_column(field)]) for field in fields}
     return {
         **searched,
         "seed": int(trial["seed"]),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.budget import within_budget
-from sweeps.search.config import SweepConfig
+from sweeps.search.config import SweepConfig, results_column
 from trainable.metrics import metric_name
 
 TRADEOFF_PLOT = "tradeoff.png"
@@ -47,7 +47,7 @@ def tradeoff_points(trials: Any, sweep: SweepConfig, completed: str) -> Any:
         return pd.DataFrame()
     points = pd.DataFrame({"trial_id": done["trial_id"], sweep.metric: done[sweep.metric]})
     for name in sweep.searched_names:
-        points[name] = done["target_module_set"] if name == "target_modules" else done[name]
+        points[name] = done[results_column(name)]
     limits = dict(sweep.max_wer_increase)
     points["violation"] = 0.0
     for name in tradeoff_sets(sweep):

@@ -197,6 +197,12 @@ class SweepConfig:
         return config
 
 
+def results_column(name: str) -> str:
+    """The results-table column that shows a searched field: target modules by their set
+    name (``qkvo+fc``), every other field under its own name."""
+    return "target_module_set" if name == "target_modules" else name
+
+
 def load_sweep_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
     """Read a sweep YAML, apply ``dotted.key=value`` overrides on top, validate."""
     raw = read_yaml(path)

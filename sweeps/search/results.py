@@ -15,7 +15,7 @@ from typing import Any
 
 from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
-from sweeps.search.config import SweepConfig
+from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner
 from sweeps.search.summary import summary_markdown
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
@@ -152,7 +152,7 @@ def _best_record(row: Any, sweep: SweepConfig, metric: float, race: list[dict[st
 
 
 def _race_record(entry: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
-    searched = {name: plain_value(entry["recipe"]["target_module_set" if name == "target_modules" else name]) for name in sweep.searched_names}
+    searched = {name: plain_value(entry["recipe"][results_column(name)]) for name in sweep.searched_names}
     return {key: value for key, value in entry.items() if key != "recipe"} | {"searched": searched}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sweeps.budget import within_budget
 from sweeps.search import analysis
-from sweeps.search.config import SweepConfig
+from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.experiment import STUDY_DB
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 from trainable.config import target_module_set_name
@@ -167,12 +167,12 @@ def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sw
     budgets = [name for name, _ in sweep.max_wer_increase]
     out.write(f"## Finalists raced across seeds\n\nThe {len(race)} best fully trained recipes within the budgets, "
               f"retrained with {sweep.racing.seeds} new seeds each; mean ± sd over all their seeds.\n\n")
-    columns = ["trial", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names], "seeds",
+    columns = ["trial", *[results_column(n) for n in sweep.searched_names], "seeds",
                f"{sweep.select_on} WER (mean ± sd)", *[f"{name} WER increase, points (mean ± sd)" for name in budgets], "keeps budgets", "chosen"]
     out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for entry in race:
         recipe = entry["recipe"]
-        cells = [f"`{entry['trial_id']}`", *[_format(recipe.get("target_module_set" if n == "target_modules" else n)) for n in sweep.searched_names],
+        cells = [f"`{entry['trial_id']}`", *[_format(recipe.get(results_column(n))) for n in sweep.searched_names],
                  ", ".join(map(str, entry["seeds"])), f"{_pct(entry['mean_wer'])} ± {_points(entry['sd_wer'])}"]
         for name in budgets:
             cells.append(f"{_points(entry['mean_wer_increases'][name], sign=True)} ± {_points(entry['sd_wer_increases'][name])}")
@@ -242,7 +242,7 @@ def _write_leaderboard(out: io.StringIO, trials: Any, sweep: SweepConfig) -> Non
     # Beside the optimised WER, every other eval set's tuned WER (e.g. a canary): the best
     # held-out trial may be the one that forgets most, and the reader should see it here.
     others = [name for name in eval_set_names(trials.columns) if name != sweep.trial.primary_eval]
-    columns = ["trial_number", "trial_id", "status", *[n if n != "target_modules" else "target_module_set" for n in sweep.searched_names],
+    columns = ["trial_number", "trial_id", "status", *[results_column(n) for n in sweep.searched_names],
                sweep.metric, f"best_{sweep.metric}", PRIMARY_BASELINE, *[metric_name(name, "tuned") for name in others],
                "steps", "wall_seconds", "node"]
     board = trials.sort_values([sweep.metric], ascending=sweep.mode == "min", na_position="last", kind="stable")
