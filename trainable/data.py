@@ -125,7 +125,7 @@ def prepare_set(
         if problem:
             problems.append(problem)
             continue
-        kept.utterances.append(dataclasses.replace(utterance, audio_bytes=None))  # decoded: the bytes are done with
+        kept.utterances.append(dataclasses.replace(utterance, audio_bytes=None))  # the set keeps the decoded samples, not the encoded bytes
         kept.audio.append(audio)
         kept.audio_hashes.append(content_hash(audio))
         if labels is not None:
