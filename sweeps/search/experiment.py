@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweeps.search.config import SweepConfig
 from sweeps.search.racing import RACING_SUFFIX
@@ -171,15 +172,17 @@ def build_tuner(sweep: SweepConfig, paths: SweepPaths):
 
 
 def restore_tuner(sweep: SweepConfig, paths: SweepPaths):
-    """Continue from Ray's saved state: finished and errored trials stay as they are,
-    unfinished ones continue from their last checkpoint; the searcher state comes back."""
+    """The search, continued from Ray's saved state (``restored_experiment``)."""
+    print(f"Resuming sweep {sweep.name!r} from {paths.experiment_path}")
+    return restored_experiment(paths.experiment_path, trial_trainable(sweep, sweep.name, sweep.searched_names))
+
+
+def restored_experiment(path: str, trainable: Any):
+    """A Tune experiment continued from its saved state: finished and errored trials stay as
+    they are, unfinished ones continue from their last checkpoint; the searcher state comes back."""
     from ray import tune
 
-    print(f"Resuming sweep {sweep.name!r} from {paths.experiment_path}")
-    return tune.Tuner.restore(
-        paths.experiment_path, trial_trainable(sweep, sweep.name, sweep.searched_names),
-        resume_unfinished=True, resume_errored=False, restart_errored=False,
-    )
+    return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
 
 
 def forget_stale_study(study_db: Path, name: str) -> None:
@@ -207,8 +210,7 @@ def run_racing(sweep: SweepConfig, paths: SweepPaths, search_trials) -> None:
 
     if tune.Tuner.can_restore(paths.racing_path):
         print(f"Resuming the race of sweep {sweep.name!r} from {paths.racing_path}")
-        tuner = tune.Tuner.restore(paths.racing_path, trial_trainable(sweep, racing_name(sweep), racing_parameters(sweep)),
-                                   resume_unfinished=True, resume_errored=False, restart_errored=False)
+        tuner = restored_experiment(paths.racing_path, trial_trainable(sweep, racing_name(sweep), racing_parameters(sweep)))
     else:
         finalists = choose_finalists(search_trials, sweep, COMPLETED)
         if not finalists:
