@@ -118,14 +118,18 @@ class SweepConfig:
     # (eval set, most its tuned WER may exceed its baseline WER) pairs: a trial over any of
     # them is infeasible to the sampler (an Optuna constraint) and cannot win.
     max_wer_increase: tuple[tuple[str, float], ...] = ()
-    # The eval set trials are scored and chosen on (dev; the first of trial.eval_manifests),
-    # and the untouched (name, path) set repro confirms the winner on, which no trial scores.
-    select_on: str = ""
+    # The untouched (name, path) set repro confirms the winner on, which no trial scores.
     confirm_on: tuple[tuple[str, str], ...] = ()
     # Eval sets whose objectives a multi-objective study minimises: the select set's WER,
     # then each other set's WER increase. Empty: one objective, the select set's WER.
     objectives: tuple[str, ...] = ()
     racing: RacingConfig = field(default_factory=RacingConfig)
+
+    @property
+    def select_on(self) -> str:
+        """The eval set trials are scored and chosen on (dev): the first of trial.eval_manifests,
+        where ``select_on:`` in the YAML puts it."""
+        return self.trial.primary_eval
 
     @property
     def searched_names(self) -> tuple[str, ...]:
@@ -169,7 +173,7 @@ class SweepConfig:
         """Validate a YAML-shaped dict; every error names the key."""
         if not isinstance(raw, dict):
             raise ConfigError(f"a sweep config is a mapping of keys, got {type(raw).__name__}")
-        reject_unknown(raw, (f.name for f in fields(cls)))
+        reject_unknown(raw, (*(f.name for f in fields(cls)), "select_on"))
         select_on = str(raw.get("select_on") or "")
         trial = _selecting_on(_trial_config(raw.get("trial") or {}), select_on)
         search = _search_params(raw.get("search") or {}, trial)
@@ -188,7 +192,6 @@ class SweepConfig:
             mode=_choice(raw, "mode", "min", ("min", "max")),
             checkpoints_to_keep=_integer(raw, "checkpoints_to_keep", 2, minimum=1),
             max_wer_increase=_wer_budgets(raw.get("max_wer_increase") or {}, trial),
-            select_on=trial.primary_eval,
             confirm_on=_confirm_on(raw.get("confirm_on") or {}, trial),
             objectives=_objectives(raw.get("objectives") or [], trial),
             racing=_racing(raw.get("racing", {})),
