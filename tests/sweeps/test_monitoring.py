@@ -171,16 +171,17 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
     """A 2-trial sweep (searched: learning_rate, lora_r), its console output, and what the
-    watcher saw. Ray exports metrics every second here (every 10 s by default)."""
+    watcher saw. Ray exports metrics every half second here (every 10 s by default)."""
     from sweeps.run import main
 
     directory = tmp_path_factory.mktemp("watched")
     raw = tiny_sweep("watched", tiny_model_dir, tiny_manifests, search={
         "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora_r": {"choices": [4, 8]},
     }, points_to_evaluate=[{}], num_samples=2)
-    # 6 reports, so each trial runs for several of Ray's metric exports (one a second here):
-    # a worker that ends within a second of its first report may never export at all.
-    raw["trial"]["max_steps"] = 12
+    # 12 reports, so each trial runs for several of Ray's metric exports (two a second here):
+    # a worker that ends within a second of its first report may never export at all, and
+    # at 6 reports a loaded machine sometimes saw one trial's WER never exported.
+    raw["trial"]["max_steps"] = 24
     config = write_sweep(directory, raw)
     port = free_port()
     watcher = Watcher(port)
