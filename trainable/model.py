@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sys
 import warnings
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ def load_model_and_processor(name_or_path: str, device: str = "cpu"):
     they were saved in: fp16 on disk keeps the demo small, training needs fp32 masters."""
     import torch
     from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+    from transformers.utils import logging as hf_logging
 
+    if not sys.stderr.isatty():  # like the run's own bars: none in Ray workers' logs or CI
+        hf_logging.disable_progress_bar()
     local = os.path.isdir(name_or_path)
     if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
         log.info("HF_HUB_OFFLINE=1: %s must be in the local Hugging Face cache", name_or_path)
