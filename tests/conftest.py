@@ -7,12 +7,15 @@ synthesised tones and noise written with soundfile.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SAMPLING_RATE = 16000
+# Set for a pytest process of its own whose cases drive Ray (tests/cluster/test_two_node_cluster.py).
+RAY_DRIVER_ALLOWED = "SWEEPS_TESTS_RAY_DRIVER_ALLOWED"
 WORDS = ["red", "blue", "green", "seven", "lamp", "river", "stone", "quiet", "north", "apple"]
 
 
@@ -122,3 +125,27 @@ def sclite_totals():
         return dict(zip(keys, numbers))
 
     return totals
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_ray_driver_in_the_test_process():
+    """``ray.init`` in the test process raises: a test runs its Ray driver in a child process
+    (``python -m sweeps.run``, ``python -m sweeps.repro``, a short script), as a user does.
+    Ray is not safe to start again in a process where it has been shut down: its threads keep
+    references to the old core worker (ray-project/ray#31145). A test process that started
+    and stopped four Ray drivers crashed with SIGSEGV at exit, after every test had passed."""
+    try:
+        import ray
+    except ImportError:
+        ray = None
+    if ray is None or os.environ.get(RAY_DRIVER_ALLOWED):
+        yield
+        return
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("ray.init in the pytest process: start Ray in a child process "
+                           "(python -m sweeps.run / sweeps.repro, or a script); see tests/conftest.py")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ray, "init", refuse)
+        yield

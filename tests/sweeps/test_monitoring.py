@@ -2,14 +2,13 @@
 actor names, and the stored study in optuna-dashboard.
 
 The unit tests need no Ray. ``watched_sweep`` runs one tiny sweep the way a user does
-(``python -m sweeps.run``'s ``main`` starts Ray with its dashboard) while a thread reads
-the node's metrics export endpoint and the dashboard's API, as Prometheus and a browser would.
+(``python -m sweeps.run`` in a child process starts Ray with its dashboard) while a thread
+reads the node's metrics export endpoint and the dashboard's API, as Prometheus and a
+browser would.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
@@ -103,7 +102,7 @@ def test_a_named_job_carries_its_name_in_the_metadata_the_dashboard_reads():
 
 
 class Watcher:
-    """Polls, while the sweep runs in the main thread, what Prometheus and a browser would
+    """Polls, while the sweep's driver runs, what Prometheus and a browser would
     read: the node's metrics export endpoint (often, since a tiny trial lasts seconds) and
     the dashboard's jobs and actors (its state API answers slowly under load), each in its
     own thread."""
@@ -128,19 +127,16 @@ class Watcher:
             thread.join()
 
     def _poll(self, read, every: float) -> None:
-        import ray
-
         while not self.stop.wait(every):
             try:
-                if ray.is_initialized():
-                    read()
+                read()
             except Exception:  # Ray or its dashboard not (or no longer) up
                 continue
 
     def _read_metrics(self) -> None:
-        import ray
-
-        self.ports = self.ports or [node["MetricsExportPort"] for node in ray.nodes()]
+        if not self.ports:  # each node's export port, from the dashboard's node summary
+            nodes = json.loads(fetch(self.dashboard + "/nodes?view=summary", token=True))["data"]["summary"]
+            self.ports = [node["raylet"]["metricsExportPort"] for node in nodes]
         for port in self.ports:
             self.metric_lines |= {line for line in fetch(f"http://127.0.0.1:{port}/metrics").splitlines()
                                   if line.startswith("ray_sweep_trial_")}
@@ -172,8 +168,6 @@ def free_port() -> int:
 def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
     """A 2-trial sweep (searched: learning_rate, lora_r), its console output, and what the
     watcher saw. Ray exports metrics every half second here (every 10 s by default)."""
-    from sweeps.run import main
-
     directory = tmp_path_factory.mktemp("watched")
     raw = tiny_sweep("watched", tiny_model_dir, tiny_manifests, search={
         "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "lora_r": {"choices": [4, 8]},
@@ -185,18 +179,18 @@ def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
     config = write_sweep(directory, raw)
     port = free_port()
     watcher = Watcher(port)
-    console = io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        patch.setenv("RAY_metrics_report_interval_ms", "500")  # read by the Ray processes main() starts
-        watcher.start()
-        try:
-            with contextlib.redirect_stdout(console):
-                code = main(["--config", str(config), "--dashboard-port", str(port), "--num-cpus", "2"])
-        finally:
-            watcher.join()
-    assert code == 0, console.getvalue()[-3000:]
-    return {"console": console.getvalue(), "watcher": watcher, "results": directory / "results" / "watched"}
+    console = directory / "console.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_metrics_report_interval_ms": "500"}  # read by the Ray processes the driver starts
+    watcher.start()
+    try:
+        with open(console, "wb") as out:
+            driver = subprocess.run([sys.executable, "-m", "sweeps.run", "--config", str(config), "--dashboard-port", str(port), "--num-cpus", "2"],
+                                    cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600)
+    finally:
+        watcher.join()
+    output = console.read_text()
+    assert driver.returncode == 0, output[-3000:]
+    return {"console": output, "watcher": watcher, "results": directory / "results" / "watched"}
 
 
 @pytest.mark.ray

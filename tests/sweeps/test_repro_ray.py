@@ -1,8 +1,16 @@
-"""End to end: ``--trials 2`` on a tiny random Moonshine, each seed a Ray task on a local instance."""
+"""End to end: ``--trials 2`` on a tiny random Moonshine, each seed a Ray task on a local instance.
+
+Each test's Ray driver is a child process (``python -m sweeps.repro``, or a short script
+around ``run_all_seeds``): the test process never starts one (tests/conftest.py says why).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,18 +20,18 @@ from sweeps.repro import seeds
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # each starts a Ray instance: 10 s or more
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A fresh local Ray with 2 CPUs, shut down after the test (never ``ray stop``)."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_seeds_through_ray_write_scores_verdict_and_report(local_ray, tiny_config, tmp_path, capsys):
+def run_child(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python <args>`` from ``cwd`` with the repository importable; must exit 0."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    return done
+
+
+def test_two_seeds_through_ray_write_scores_verdict_and_report(tiny_config, tmp_path):
     config_path = tmp_path / "tiny.json"
     tiny_config.to_json(config_path)
     out = tmp_path / "repro"
@@ -31,7 +39,7 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(local_ray, tiny_c
     # tuned hypotheses, so "the rerun matches" is a real determinism check, not empty == empty.
     argv = ["--config", str(config_path), "--trials", "2", "--output-dir", str(out), "--resamples", "500",
             "--cpus-per-trial", "1", "learning_rate=0.05", "max_steps=3"]
-    assert repro.main(argv) == 0
+    printed = run_child(["-m", "sweeps.repro", *argv], tmp_path).stdout
 
     table = pd.read_parquet(out / "scores.parquet")
     assert list(table.columns[:9]) == ["seed", "system", "eval_set", "utterance_id", "speaker", "ref_words", "errors", "reference", "hypothesis"]
@@ -69,22 +77,30 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(local_ray, tiny_c
     assert "## Error analysis (heldout, 2 seeds pooled)" in report
     for plot in ("seed_deltas.png", "mean_delta_bootstrap.png"):
         assert (out / plot).stat().st_size > 1000
-    assert verdict["sentence"] in capsys.readouterr().out
+    assert verdict["sentence"] in printed
 
 
-def test_a_failing_seed_is_recorded_and_the_others_finish(local_ray, tmp_path):
-    """No model here: a stand-in task (pickled by value) fails for one seed."""
-    from trainable.config import TrialConfig
+FAILING_SEED = """
+import json, sys
+from sweeps.repro.seeds import run_all_seeds
+from trainable.config import TrialConfig
 
-    def fake_seed(config: dict) -> dict:
-        if config["seed"] == 2:
-            raise RuntimeError("corrupt audio in heldout.jsonl line 3")
-        return {"rows": [{"seed": config["seed"]}], "steps": 1, "elapsed_seconds": 0.0, "device": "cpu", "node": None}
+def fake_seed(config):  # no model: seed 2 fails as a trainer would, the others return a row
+    if config["seed"] == 2:
+        raise RuntimeError("corrupt audio in heldout.jsonl line 3")
+    return {"rows": [{"seed": config["seed"]}], "steps": 1, "elapsed_seconds": 0.0, "device": "cpu", "node": None}
 
-    runs = [(seed, False, TrialConfig(seed=seed, output_dir=str(tmp_path / f"seed_{seed}"))) for seed in (1, 2, 3)]
-    finished, failed = seeds.run_all_seeds(runs, None, 0.5, 0, task_fn=fake_seed)
-    assert sorted(run["seed"] for run in finished) == [1, 3]
-    assert failed == [{"seed": 2, "kind": "seed", "error": "RuntimeError: corrupt audio in heldout.jsonl line 3",
-                       "output_dir": str(tmp_path / "seed_2")}]
+runs = [(seed, False, TrialConfig(seed=seed, output_dir=f"{sys.argv[1]}/seed_{seed}")) for seed in (1, 2, 3)]
+finished, failed = run_all_seeds(runs, None, 0.5, 0, task_fn=fake_seed)
+print("RESULT " + json.dumps({"finished": sorted(run["seed"] for run in finished), "failed": failed}))
+"""
+
+
+def test_a_failing_seed_is_recorded_and_the_others_finish(tmp_path):
+    printed = run_child(["-c", FAILING_SEED, str(tmp_path)], tmp_path).stdout
+    result = json.loads(next(line for line in printed.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    assert result["finished"] == [1, 3]
+    assert result["failed"] == [{"seed": 2, "kind": "seed", "error": "RuntimeError: corrupt audio in heldout.jsonl line 3",
+                                 "output_dir": str(tmp_path / "seed_2")}]
     with pytest.raises(repro.ReproError, match="every seed run failed"):
         seeds.scores_table([], ["heldout"])

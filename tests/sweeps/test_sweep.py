@@ -1,7 +1,9 @@
 """End-to-end sweeps on a real local Ray with the tiny random Moonshine (a few steps per trial).
 
-Each test starts its own Ray and shuts it down (or kills, by pid, the processes its driver
-subprocess started). About two minutes on 2 cores.
+Each sweep runs as ``python -m sweeps.run`` in a child process, as a user runs it; the
+test process never starts a Ray driver (tests/conftest.py says why). A killed driver's Ray
+processes are killed by pid. ``--analyze`` reads Ray's saved state without starting Ray, so it runs here.
+About two minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def tiny_sweep(name: str, model: Path, manifests: dict[str, Path], corrupt: Path
         "scheduler": "none",
         "max_failures": 0,
         "seed": 0,
-        "racing": "none",  # the single-seed choice; test_racing_sweep.py covers the race
+        "racing": "none",  # the single-seed choice; the killed-while-racing test below covers the race
     }
     raw.update(changes)
     return raw
@@ -81,17 +83,8 @@ def read_trials(results_dir: Path):
     return pd.read_parquet(results_dir / "trials.parquet")
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
-def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, tiny_manifests, tmp_path, monkeypatch):
+def test_sweep_records_every_trial_and_a_failed_one(tiny_model_dir, tiny_manifests, tmp_path, monkeypatch):
     import pandas as pd
 
     from sweeps.run import main
@@ -100,7 +93,13 @@ def test_sweep_records_every_trial_and_a_failed_one(local_ray, tiny_model_dir, t
     corrupt = corrupt_manifest(tmp_path, tiny_manifests["train"])
     config = write_sweep(tmp_path, tiny_sweep("unit", tiny_model_dir, tiny_manifests, corrupt=corrupt))
 
-    assert main(["--config", str(config)]) == 0
+    log = tmp_path / "driver.log"
+    driver = start_driver(["--config", str(config), "--num-cpus", "2"], tmp_path, log)
+    try:
+        assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver)
 
     results_dir = tmp_path / "results" / "unit"
     trials = read_trials(results_dir).set_index("trial_number")
