@@ -4,7 +4,8 @@ Those cases connect this process to a two-node ``ray.cluster_utils.Cluster`` as 
 Ray is not safe to start again in a process where it has been shut down
 (ray-project/ray#31145: background threads keep references to the old core worker), and the
 main test process must stay free of Ray drivers, so the cases get a fresh interpreter. Run
-them directly, one by one, with ``python -m pytest tests/cluster/two_node_cluster_cases.py``.
+them directly, one by one, with
+``SWEEPS_TESTS_RAY_DRIVER_ALLOWED=1 python -m pytest tests/cluster/two_node_cluster_cases.py``.
 """
 
 from __future__ import annotations

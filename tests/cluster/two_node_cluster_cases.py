@@ -1,9 +1,12 @@
 """Two Ray nodes on this machine (ray.cluster_utils.Cluster): trials pinned to the second node,
 the storage check against the live cluster, a worker without the data, and losing a node.
 
-Trials run the real Tune glue (trainable.tune.train_trial) on the tiny random Moonshine. On one
-machine every node shares the disk, so what these tests cannot show is a worker that truly
+Trials run the real Tune glue (sweeps.search.trial.train_trial) on the tiny random Moonshine. On
+one machine every node shares the disk, so what these tests cannot show is a worker that truly
 lacks the storage or the data: docs/cluster.md lists what only a real cluster verifies.
+
+The pytest process running these cases is the cluster's driver, so it runs them alone:
+``test_two_node_cluster.py`` starts it (tests/conftest.py refuses ``ray.init`` elsewhere).
 """
 
 from __future__ import annotations
