@@ -10,14 +10,12 @@ them directly, one by one, with
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import RAY_DRIVER_ALLOWED
+from drivers import run_python
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -25,10 +23,8 @@ CASES = Path(__file__).with_name("two_node_cluster_cases.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_node_cluster_cases_pass_in_their_own_process():
-    env = {**os.environ, RAY_DRIVER_ALLOWED: "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", str(CASES)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    passed = [line for line in done.stdout.splitlines() if line.startswith("PASSED ")]
-    cases = CASES.read_text().count("\ndef test_")
-    assert done.returncode == 0 and len(passed) == cases, done.stdout[-6000:] + done.stderr[-2000:]
+def test_two_node_cluster_cases_pass_in_their_own_process(tmp_path):
+    output = run_python(["-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", str(CASES)], ROOT, tmp_path / "cases.log",
+                        timeout=900, env={RAY_DRIVER_ALLOWED: "1"})
+    passed = [line for line in output.splitlines() if line.startswith("PASSED ")]
+    assert len(passed) == CASES.read_text().count("\ndef test_"), output[-6000:]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers import run_python
 from sweeps.ray_init import named_job
 from sweeps.search.config import SweepConfig
 from sweeps.search.monitoring import (
@@ -179,18 +180,14 @@ def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
     config = write_sweep(directory, raw)
     port = free_port()
     watcher = Watcher(port)
-    console = directory / "console.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_metrics_report_interval_ms": "500"}  # read by the Ray processes the driver starts
     watcher.start()
     try:
-        with open(console, "wb") as out:
-            driver = subprocess.run([sys.executable, "-m", "sweeps.run", "--config", str(config), "--dashboard-port", str(port), "--num-cpus", "2"],
-                                    cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=600)
+        console = run_python(["-m", "sweeps.run", "--config", str(config), "--dashboard-port", str(port), "--num-cpus", "2"],
+                             directory, directory / "console.log",
+                             env={"RAY_metrics_report_interval_ms": "500"})  # read by the Ray processes the driver starts
     finally:
         watcher.join()
-    output = console.read_text()
-    assert driver.returncode == 0, output[-3000:]
-    return {"console": output, "watcher": watcher, "results": directory / "results" / "watched"}
+    return {"console": console, "watcher": watcher, "results": directory / "results" / "watched"}
 
 
 @pytest.mark.ray

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from drivers import run_python
 from listening import can_inspect, is_loopback
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # each starts a Ray instance: 10 s or more
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 SWEEP = """
-import json, os, ray
+import json, os, sys, ray
 from listening import listening_sockets, process_tree
 from sweeps.ray_init import free_dashboard_port, start_ray
 
@@ -39,13 +38,13 @@ try:
         return os.getpid()
 
     ray.get(task.remote()); ray.get(Probe.remote().ping.remote())
-    print("SOCKETS " + json.dumps(listening_sockets(process_tree(os.getpid()))))
+    sys.stdout.write("SOCKETS " + json.dumps(listening_sockets(process_tree(os.getpid()))) + "\\n")
 finally:
     ray.shutdown()
 """
 
 REPRO = """
-import json, os
+import json, os, sys
 from listening import listening_sockets, process_tree
 from sweeps.repro.seeds import run_all_seeds
 from trainable.config import TrialConfig
@@ -57,24 +56,23 @@ def probe(config):  # runs as a seed task while the repro's Ray is up
 
 finished, failed = run_all_seeds([(1, False, TrialConfig())], None, 1, 0, task_fn=probe)
 assert not failed, failed
-print("SOCKETS " + json.dumps(finished[0]["sockets"]))
+sys.stdout.write("SOCKETS " + json.dumps(finished[0]["sockets"]) + "\\n")
 """
 
 
-def sockets_of(script: str) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("SOCKETS "))
+def sockets_of(script: str, log: Path) -> list[dict]:
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    output = run_python(["-c", script], ROOT, log, timeout=300, env=env)
+    line = next(line for line in output.splitlines() if line.startswith("SOCKETS "))
     return json.loads(line[len("SOCKETS "):])
 
 
 @pytest.mark.parametrize("script", [SWEEP, REPRO], ids=["sweep", "repro"])
-def test_a_local_ray_listens_on_loopback_only(script):
+def test_a_local_ray_listens_on_loopback_only(script, tmp_path):
     reason = can_inspect()
     if reason:
         pytest.skip(reason)
-    sockets = sockets_of(script)
+    sockets = sockets_of(script, tmp_path / "driver.log")
     names = {name for socket in sockets for name in socket["processes"]}
     assert {"gcs_server", "raylet"} <= names, f"Ray's servers not found among {sockets}"
     exposed = [socket for socket in sockets if not is_loopback(socket["address"])]

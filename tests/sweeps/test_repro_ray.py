@@ -1,34 +1,22 @@
 """End to end: ``--trials 2`` on a tiny random Moonshine, each seed a Ray task on a local instance.
 
-Each test's Ray driver is a child process (``python -m sweeps.repro``, or a short script
-around ``run_all_seeds``): the test process never starts one (tests/conftest.py says why).
+Each test's Ray driver is a child process (tests/drivers.py: ``python -m sweeps.repro``, or a
+short script around ``run_all_seeds``): the test process never starts one (tests/conftest.py
+says why).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from drivers import run_python
 from sweeps.repro import cli as repro
 from sweeps.repro import seeds
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # each starts a Ray instance: 10 s or more
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_child(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``python <args>`` from ``cwd`` with the repository importable; must exit 0."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    return done
 
 
 def test_two_seeds_through_ray_write_scores_verdict_and_report(tiny_config, tmp_path):
@@ -39,7 +27,7 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(tiny_config, tmp_
     # tuned hypotheses, so "the rerun matches" is a real determinism check, not empty == empty.
     argv = ["--config", str(config_path), "--trials", "2", "--output-dir", str(out), "--resamples", "500",
             "--cpus-per-trial", "1", "learning_rate=0.05", "max_steps=3"]
-    printed = run_child(["-m", "sweeps.repro", *argv], tmp_path).stdout
+    printed = run_python(["-m", "sweeps.repro", *argv], tmp_path, tmp_path / "repro.log")
 
     table = pd.read_parquet(out / "scores.parquet")
     assert list(table.columns[:9]) == ["seed", "system", "eval_set", "utterance_id", "speaker", "ref_words", "errors", "reference", "hypothesis"]
@@ -92,12 +80,12 @@ def fake_seed(config):  # no model: seed 2 fails as a trainer would, the others 
 
 runs = [(seed, False, TrialConfig(seed=seed, output_dir=f"{sys.argv[1]}/seed_{seed}")) for seed in (1, 2, 3)]
 finished, failed = run_all_seeds(runs, None, 0.5, 0, task_fn=fake_seed)
-print("RESULT " + json.dumps({"finished": sorted(run["seed"] for run in finished), "failed": failed}))
+sys.stdout.write("RESULT " + json.dumps({"finished": sorted(run["seed"] for run in finished), "failed": failed}) + "\\n")
 """
 
 
 def test_a_failing_seed_is_recorded_and_the_others_finish(tmp_path):
-    printed = run_child(["-c", FAILING_SEED, str(tmp_path)], tmp_path).stdout
+    printed = run_python(["-c", FAILING_SEED, str(tmp_path)], tmp_path, tmp_path / "seeds.log")
     result = json.loads(next(line for line in printed.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
     assert result["finished"] == [1, 3]
     assert result["failed"] == [{"seed": 2, "kind": "seed", "error": "RuntimeError: corrupt audio in heldout.jsonl line 3",

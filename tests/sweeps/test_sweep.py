@@ -1,19 +1,16 @@
 """End-to-end sweeps on a real local Ray with the tiny random Moonshine (a few steps per trial).
 
-Each sweep runs as ``python -m sweeps.run`` in a child process, as a user runs it; the
-test process never starts a Ray driver (tests/conftest.py says why). A killed driver's Ray
-processes are killed by pid. ``--analyze`` reads Ray's saved state without starting Ray, so it runs here.
-About two minutes on 2 cores.
+Each sweep runs as ``python -m sweeps.run`` in a child process (tests/drivers.py), as a user
+runs it; the test process never starts a Ray driver (tests/conftest.py says why). A killed
+driver's Ray processes are killed by pid. ``--analyze`` reads Ray's saved state without
+starting Ray, so it runs here. About two minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from drivers import kill_tree, run_python, start_python
 from trainable.config import TrialConfig
 
 pytestmark = pytest.mark.ray
@@ -93,13 +91,7 @@ def test_sweep_records_every_trial_and_a_failed_one(tiny_model_dir, tiny_manifes
     corrupt = corrupt_manifest(tmp_path, tiny_manifests["train"])
     config = write_sweep(tmp_path, tiny_sweep("unit", tiny_model_dir, tiny_manifests, corrupt=corrupt))
 
-    log = tmp_path / "driver.log"
-    driver = start_driver(["--config", str(config), "--num-cpus", "2"], tmp_path, log)
-    try:
-        assert driver.wait(timeout=600) == 0, log.read_text()[-4000:]
-    finally:
-        if driver.poll() is None:
-            kill_tree(driver)
+    run_python(["-m", "sweeps.run", "--config", str(config), "--num-cpus", "2"], tmp_path, tmp_path / "driver.log")
 
     results_dir = tmp_path / "results" / "unit"
     trials = read_trials(results_dir).set_index("trial_number")
@@ -172,38 +164,12 @@ def free_port() -> int:
 
 
 def start_driver(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "sweeps.run", *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL the driver (as a crash would), then the Ray processes it started, by pid."""
-    import psutil
-
-    try:
-        children = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    time.sleep(2)  # let raylet and workers notice their driver is gone
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(children, timeout=30)
+    return start_python(["-m", "sweeps.run", *args], cwd, log)
 
 
 def resume_to_the_end(args: list[str], cwd: Path, log: Path, timeout: float) -> None:
     """``sweeps.run ... --resume`` must finish with exit 0; killed if it runs past ``timeout``."""
-    resumed = start_driver([*args, "--resume"], cwd, log)
-    try:
-        assert resumed.wait(timeout=timeout) == 0, log.read_text()[-4000:]
-    finally:
-        if resumed.poll() is None:
-            kill_tree(resumed)
+    run_python(["-m", "sweeps.run", *args, "--resume"], cwd, log, timeout)
 
 
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen, log: Path):
