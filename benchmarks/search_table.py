@@ -8,8 +8,8 @@ machinery and store the results as the search table that ``python -m benchmarks.
 A grid is a sweep: the builder writes a sweep YAML whose ``points_to_evaluate`` are every
 grid recipe (``num_samples`` = their count, no scheduler, the base sweep's ``trial:`` with its
 ``eval_every``, so every trial leaves a learning curve) and runs ``python -m sweeps.run`` on
-it. A second sweep retrains the best recipes (by single-seed final dev WER) with more seeds
-(``seed`` as a searched choice). Interrupted? Run the same command again: a finished sweep is
+it. Then a sweep per extra seed retrains the best recipes (by single-seed final dev WER) with
+that seed, so asking for more seeds later trains only the new ones. Interrupted? Run the same command again: a finished sweep is
 skipped, an unfinished one continues with ``sweeps.run --resume``.
 """
 
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-seeds", type=int, default=2, help="more seeds for the best recipes: the sweep's seed + 1, + 2, ... (default 2)")
     parser.add_argument("--extra-seed-recipes", type=int, default=16, help="how many of the best recipes (single-seed final dev WER) get them; 0: none (default 16)")
     parser.add_argument("--canary-set", help="the eval set whose WER rise is budgeted (default: the one in the sweep's max_wer_increase)")
-    parser.add_argument("--name", default="demo-search-table", help="sweeps NAME-grid and NAME-seeds go to results/ (default demo-search-table)")
+    parser.add_argument("--name", default="demo-search-table", help="sweeps NAME-grid, NAME-seed43, ... go to results/ (default demo-search-table)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"the table (default {DEFAULT_OUT.relative_to(REPO_ROOT)})")
     parser.add_argument("--num-cpus", type=int, help="CPUs the sweeps' local Ray may use (default: all)")
     return parser
@@ -94,12 +94,11 @@ def build(args: argparse.Namespace):
     seeds = [base.trial.seed + k for k in range(1, args.extra_seeds + 1)]
     best = best_recipes(rows, list(grid), args.extra_seed_recipes) if seeds else []
     sweeps = [grid_sweep["name"]]
-    if best:
-        seed_points = [{**recipe, "seed": seed} for recipe in best for seed in seeds]
-        seeds_sweep = sweep_for(base, f"{args.name}-seeds", {**grid, "seed": seeds}, seed_points)
-        seeds_dir = run_sweep(seeds_sweep, build_dir, args.num_cpus)
-        rows = _concat(rows, sweep_rows(seeds_dir, list(grid), dev, canary, base.metric))
-        sweeps.append(seeds_sweep["name"])
+    for seed in seeds if best else []:  # a sweep per seed: asking for more seeds later trains only the new ones
+        seed_sweep = sweep_for(base, f"{args.name}-seed{seed}", {**grid, "seed": [seed]}, [{**recipe, "seed": seed} for recipe in best])
+        seed_dir = run_sweep(seed_sweep, build_dir, args.num_cpus)
+        rows = _concat(rows, sweep_rows(seed_dir, list(grid), dev, canary, base.metric))
+        sweeps.append(seed_sweep["name"])
 
     meta = table_meta(base, grid, dev, canary, budget, seeds, len(best), sweeps, args)
     meta["build_seconds"] = time.monotonic() - started

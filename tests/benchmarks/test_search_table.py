@@ -99,8 +99,9 @@ def tiny_base(tmp_path: Path, model: Path, manifests: dict[str, Path]) -> Path:
 @pytest.mark.ray
 def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, tmp_path, monkeypatch):
     """3 recipes x 2 steps (a report each step), the best one with 2 more seeds: the build is
-    interrupted before its second sweep, resumes without rerunning the first, and a third
-    run (after losing a results file) goes through sweeps.run --resume and writes the same table."""
+    interrupted before its first seed's sweep, resumes without rerunning the grid, a run
+    after losing a results file goes through sweeps.run --resume and writes the same table,
+    and a third extra seed asked for later trains only that seed."""
     import pandas as pd
 
     from benchmarks.search.__main__ import main as replay_main
@@ -117,7 +118,7 @@ def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, t
 
     def interrupt_before_seeds(command):
         commands.append(command)
-        if "tiny-seeds" in command and len(commands) == 2:
+        if "tiny-seed43" in command and len(commands) == 2:
             raise KeyboardInterrupt
         return real_run(command)
 
@@ -125,7 +126,7 @@ def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, t
     assert builder.main(argv) == 130 and not out.exists()
     assert builder.main(argv) == 0
     names = [c[c.index("--name") + 1] for c in commands]
-    assert names == ["tiny-grid", "tiny-seeds", "tiny-seeds"], "the finished grid sweep ran again"
+    assert names == ["tiny-grid", "tiny-seed43", "tiny-seed43", "tiny-seed44"], "the finished grid sweep ran again"
     assert not any("--resume" in c for c in commands[:2])
 
     generated = yaml.safe_load((tmp_path / "results" / "tiny-build" / "tiny-grid.yaml").read_text())
@@ -159,10 +160,18 @@ def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, t
     pd.testing.assert_frame_equal(read_search_table(out).rows[same], rows[same])
 
     # A sweep whose results file is gone is resumed through sweeps.run --resume, not restarted.
-    (tmp_path / "results" / "tiny-seeds" / "trials.parquet").unlink()
+    (tmp_path / "results" / "tiny-seed44" / "trials.parquet").unlink()
     assert builder.main(argv) == 0
     assert len(commands) == 1 and "--resume" in commands[0]
     pd.testing.assert_frame_equal(read_search_table(out).rows[same], rows[same])
+
+    # One more seed: only its sweep runs; the rows already there are kept as they were.
+    commands.clear()
+    assert builder.main([*argv, "--extra-seeds", "3"]) == 0
+    assert [c[c.index("--name") + 1] for c in commands] == ["tiny-seed45"]
+    grown = read_search_table(out)
+    assert grown.meta["extra_seeds"] == [43, 44, 45] and sorted(grown.rows.loc[grown.rows["recipe"] == best, "seed"]) == [42, 43, 44, 45]
+    pd.testing.assert_frame_equal(grown.rows[same].iloc[: len(rows)], rows[same])
 
 
 def test_help_imports_neither_torch_nor_ray():
