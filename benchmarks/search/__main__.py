@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finalists", type=int, default=3, help="racing: how many top trials are retrained (default 3)")
     parser.add_argument("--race-seeds", type=int, default=2, help="racing: new seeds per finalist, from the table (default 2)")
     parser.add_argument("--canary-budget", type=float, help="most the canary WER may rise (default: the table's, 0.02 on the demo)")
+    parser.add_argument("--truth", choices=("all-seeds", "held-out"), default="all-seeds",
+                        help="what a recipe's true WER is: the mean over all its seeds (default), or over the seeds no replay observes: "
+                             "not the sweep's seed, not the --race-seeds that racing retrains it with (needs a table with more extra seeds than --race-seeds)")
     parser.add_argument("--within", type=float, default=0.01, help="a recipe this close to the target's dev WER counts as found (default 0.01 = 1 point)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     return parser
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
     table = read_search_table(args.table)
     if args.canary_budget is not None:
         table = SearchTable(table.rows, {**table.meta, "canary_budget": args.canary_budget})
-    truth = ground_truth(table, args.within)
+    truth = ground_truth(table, args.within, race_seeds=args.race_seeds if args.truth == "held-out" else None)
     seeds = range(args.first_seed, args.first_seed + args.replays)
     budgets, texts, facts = [], [], None
     for num_samples in args.num_samples or [int(table.meta["num_samples"])]:
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
     texts.append(f"({len(specs)} searchers x {args.replays} replays x {len(budgets)} budget(s) in {seconds:.1f} s; table {args.table})")
     provenance = {key: table.meta.get(key) for key in ("commit", "built_at", "versions", "grid") if key in table.meta}
     return {"table": {"path": str(args.table), **provenance}, "facts": facts, "replays": args.replays,
-            "first_seed": args.first_seed, "budgets": budgets, "seconds": seconds, "text": "\n\n".join(texts)}
+            "first_seed": args.first_seed, "truth": args.truth, "budgets": budgets, "seconds": seconds, "text": "\n\n".join(texts)}
 
 
 def settings_for(meta: dict, args: argparse.Namespace, num_samples: int):

@@ -74,6 +74,7 @@ def table_facts(table: SearchTable, truth: GroundTruth, settings: Settings) -> d
         "recipes": len(table.recipes),
         "rows": len(table.rows),
         "seeds_per_recipe": {int(k): int(v) for k, v in recipes["seeds"].value_counts().sort_index().items()},
+        "held_out_recipes": int(recipes["held_out"].sum()) if truth.held_out else None,
         "feasible_recipes": int(recipes["feasible"].sum()),
         "good_recipes": len(truth.good),
         "target": {"recipe": truth.target, "dev_wer": float(target["dev_wer"]), "canary_rise": float(target["canary_rise"]), "seeds": int(target["seeds"])},
@@ -137,9 +138,14 @@ def _facts_text(facts: dict[str, Any], budget: float) -> str:
     seeds = facts["seeds_per_recipe"]
     target, winner, rung = facts["target"], facts["grid_single_seed_winner"], facts["first_rung"]
     spread = ", ".join(f"{count} with {k} seed{'s' if k > 1 else ''}" for k, count in seeds.items())
+    if facts["held_out_recipes"] is None:
+        truth = "a recipe's truth is the mean over its seeds, so a one-seed recipe's truth is that seed"
+    else:
+        truth = (f"held out: for {facts['held_out_recipes']} recipes the truth is the mean over the seeds no replay observes, "
+                 "the rest keep the seeds they have")
     lines = [
-        f"Table: {facts['recipes']} recipes ({spread}; a recipe's truth is the mean over its seeds, so a one-seed "
-        f"recipe's truth is that seed); {facts['feasible_recipes']} keep the canary budget (+{100 * budget:g} points) on average.",
+        f"Table: {facts['recipes']} recipes ({spread} in the truth; {truth}); "
+        f"{facts['feasible_recipes']} keep the canary budget (+{100 * budget:g} points) on average.",
         f"Target: {target['recipe']}: dev WER {_wer(target['dev_wer'])}, canary {100 * target['canary_rise']:+.2f} points "
         f"({target['seeds']} seed{'s' if target['seeds'] > 1 else ''}); {facts['good_recipes']} feasible recipes within "
         f"{_points(facts['within'])} of it (the good ones).",

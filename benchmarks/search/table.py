@@ -138,12 +138,14 @@ class SearchTable:
 class GroundTruth:
     """Per recipe, the mean over its completed seeds of final dev WER and canary rise (a recipe
     with one seed has that seed as its mean); the target is the best recipe whose mean rise
-    keeps the budget, and ``good`` holds every feasible recipe within ``within`` of it."""
+    keeps the budget, and ``good`` holds every feasible recipe within ``within`` of it.
+    ``held_out``: the means leave out the seeds a replay observes (``ground_truth``)."""
 
-    recipes: Any  # DataFrame indexed by recipe: dev_wer, canary_rise, seeds, feasible
+    recipes: Any  # DataFrame indexed by recipe: dev_wer, canary_rise, seeds, feasible, held_out
     target: str
     within: float
     good: frozenset[str]
+    held_out: bool = False
 
     def dev_wer(self, recipe: str) -> float:
         return float(self.recipes.loc[recipe, "dev_wer"])
@@ -152,13 +154,24 @@ class GroundTruth:
         return bool(self.recipes.loc[recipe, "feasible"])
 
 
-def ground_truth(table: SearchTable, within: float = 0.01) -> GroundTruth:
-    done = table.rows[table.rows["completed"].astype(bool)]
+def ground_truth(table: SearchTable, within: float = 0.01, race_seeds: int | None = None) -> GroundTruth:
+    """The truth replays are scored against. With ``race_seeds``, it is held out from them: a
+    recipe's means leave out the seeds a replay can observe (the sweep's seed, and the first
+    ``race_seeds`` other seeds that racing retrains it with), so the seeds that chose a recipe
+    do not also grade it; a recipe with no seed left keeps all it has (on the demo table,
+    those are recipes far from the best, whose single seed ranked them outside the top)."""
+    done, held_out = table.rows[table.rows["completed"].astype(bool)], set()
+    if race_seeds is not None:
+        done, held_out = _unobserved(table, done, race_seeds)
+        if not held_out:
+            raise TableError(f"no recipe has a seed besides the sweep's and the {race_seeds} that racing retrains it with, "
+                             f"so there is nothing to hold out; build the table with --extra-seeds {race_seeds + 1} or more")
     done = done.assign(canary_rise=done["canary_tuned_wer"] - done["canary_baseline_wer"])
     means = done.groupby("recipe", sort=False).agg(
         dev_wer=("dev_tuned_wer", "mean"), canary_rise=("canary_rise", "mean"), seeds=("seed", "nunique")
     )
     means["feasible"] = [not over_budget(rise, table.canary_budget) for rise in means["canary_rise"]]
+    means["held_out"] = means.index.isin(held_out)
     feasible = means[means["feasible"]]
     if not len(feasible):
         raise TableError(f"no recipe keeps the canary budget (+{table.canary_budget:g}) on average: there is no target")
@@ -167,7 +180,18 @@ def ground_truth(table: SearchTable, within: float = 0.01) -> GroundTruth:
     # (over_budget); a NaN dev WER is not good.
     dev_wer = feasible["dev_wer"]
     good = feasible.index[dev_wer.notna() & ~over_budget(dev_wer, feasible.loc[target, "dev_wer"] + within)]
-    return GroundTruth(recipes=means, target=target, within=within, good=frozenset(good))
+    return GroundTruth(recipes=means, target=target, within=within, good=frozenset(good), held_out=race_seeds is not None)
+
+
+def _unobserved(table: SearchTable, done: Any, race_seeds: int) -> tuple[Any, set[str]]:
+    """The completed rows no replay observes (all of a recipe's rows when none is left), and
+    the recipes whose truth is held out."""
+    observed = {recipe: {table.sweep_seed} | {run.seed for run in table.other_runs(recipe)[:race_seeds]} for recipe in table.recipes}
+    import pandas as pd
+
+    unseen = pd.Series([seed not in observed[recipe] for recipe, seed in zip(done["recipe"], done["seed"])], index=done.index, dtype=bool)
+    held_out = set(done.loc[unseen, "recipe"])
+    return done[unseen | ~done["recipe"].isin(held_out)], held_out
 
 
 def write_search_table(rows: Any, meta: dict[str, Any], path: str | Path) -> Path:

@@ -167,6 +167,30 @@ def test_racing_picks_the_finalist_with_the_better_mean_not_the_luckier_seed():
     assert race(trials, table, finalists=2, seeds=3).short_of_seeds
 
 
+def test_a_held_out_truth_grades_the_race_winner_on_seeds_the_race_did_not_see():
+    """Racing sees seeds 42-44 of each finalist; lucky is good on those and bad on 45-46. Over
+    all seeds lucky looks best (the race's seeds grade it); held out, steady is the target and
+    lucky is not good. A one-seed recipe keeps its seed."""
+    lucky, steady, single = grid()[:3]
+    rows = [run_row(lucky, curve_to(0.10 if seed < 45 else 0.30), seed=seed) for seed in (42, 43, 44, 45, 46)]
+    rows += [run_row(steady, curve_to(0.19), seed=seed) for seed in (42, 43, 44, 45, 46)]
+    rows += [run_row(single, curve_to(0.40))]
+    table = make_table(rows)
+    trials = replay_search(table, InOrder(table, [recipe_id(lucky), recipe_id(steady), recipe_id(single)]), num_samples=3)
+    assert race(trials, table, finalists=2, seeds=2).winner == recipe_id(lucky)
+
+    seen = ground_truth(table)
+    assert seen.target == recipe_id(lucky) and math.isclose(seen.dev_wer(recipe_id(lucky)), 0.18) and not seen.held_out
+    held_out = ground_truth(table, race_seeds=2)
+    assert held_out.held_out and held_out.target == recipe_id(steady) and held_out.good == {recipe_id(steady)}
+    assert math.isclose(held_out.dev_wer(recipe_id(lucky)), 0.30) and held_out.recipes.loc[recipe_id(lucky), "seeds"] == 2
+    assert math.isclose(held_out.dev_wer(recipe_id(single)), 0.40) and not held_out.recipes.loc[recipe_id(single), "held_out"]
+    # Racing with 3 seeds sees 45 too: only 46 is left.
+    assert math.isclose(ground_truth(table, race_seeds=3).dev_wer(recipe_id(lucky)), 0.30)
+    with pytest.raises(TableError, match="--extra-seeds 5"):
+        ground_truth(table, race_seeds=4)
+
+
 @pytest.mark.parametrize("name", ALL_SEARCHERS)
 def test_an_infeasible_winner_is_never_chosen(name):
     """The best dev WER breaks the canary budget on every seed: no searcher, with or without
