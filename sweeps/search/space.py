@@ -64,8 +64,8 @@ def build_searcher(sweep: SweepConfig, space: SearchSpace, study_db: str | Path 
 
     from sweeps.search.searcher import SweepSearch, objective_metrics
 
-    # TPE's first n_startup_trials are random; the points_to_evaluate come before them.
-    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=_startup_trials(sweep))
+    # TPE samples at random until n_startup_trials trials have finished, points_to_evaluate included.
+    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=startup_trials(sweep.num_samples))
     metric = objective_metrics(sweep.select_on, sweep.objectives) if sweep.objectives else sweep.metric
     return SweepSearch(
         space=space,
@@ -90,7 +90,3 @@ def startup_trials(num_samples: int) -> int:
     """Random trials before TPE models the results: a third of the budget of ``num_samples``
     trials, at least 2 and at most 10. The search benchmark's replays use it too."""
     return max(2, min(10, num_samples // 3))
-
-
-def _startup_trials(sweep: SweepConfig) -> int:
-    return startup_trials(sweep.num_samples)
