@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="the sweep whose space is tabulated (default: sweeps/configs/demo.yaml)")
     parser.add_argument("--grid", help="YAML {searched field: [values]}; default: every choice, and --range-points values across each range")
     parser.add_argument("--range-points", type=int, default=4, help="grid values across a searched range, log-spaced for a log range (default 4)")
-    parser.add_argument("--extra-seeds", type=int, default=2, help="more seeds for the best recipes: the sweep's seed + 1, + 2, ... (default 2)")
+    parser.add_argument("--extra-seeds", type=int, default=4, help="more seeds for the best recipes: the sweep's seed + 1, + 2, ... (default 4: racing retrains with 2, the other 2 are held out to grade it)")
     parser.add_argument("--extra-seed-recipes", type=int, default=16, help="how many of the best recipes (single-seed final dev WER) get them; 0: none (default 16)")
     parser.add_argument("--canary-set", help="the eval set whose WER rise is budgeted (default: the one in the sweep's max_wer_increase)")
     parser.add_argument("--name", default="demo-search-table", help="sweeps NAME-grid, NAME-seed43, ... go to results/ (default demo-search-table)")

@@ -112,7 +112,7 @@ def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, t
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"learning_rate": [1e-4, 1e-3, 1e-2], "lora_r": [4]}))
     out = tmp_path / "table.parquet"
-    argv = ["--config", str(base), "--grid", str(grid), "--name", "tiny", "--extra-seed-recipes", "1", "--out", str(out), "--num-cpus", "2"]
+    argv = ["--config", str(base), "--grid", str(grid), "--name", "tiny", "--extra-seed-recipes", "1", "--extra-seeds", "2", "--out", str(out), "--num-cpus", "2"]
 
     commands, real_run = [], builder.run_sweep_command
 
