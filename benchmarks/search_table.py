@@ -9,8 +9,8 @@ A grid is a sweep: the builder writes a sweep YAML whose ``points_to_evaluate`` 
 grid recipe (``num_samples`` = their count, no scheduler, the base sweep's ``trial:`` with its
 ``eval_every``, so every trial leaves a learning curve) and runs ``python -m sweeps.run`` on
 it. Then a sweep per extra seed retrains the best recipes (by single-seed final dev WER) with
-that seed, so asking for more seeds later trains only the new ones. Interrupted? Run the same command again: a finished sweep is
-skipped, an unfinished one continues with ``sweeps.run --resume``.
+that seed, so asking for more seeds later trains only the new ones. Interrupted? Run the same
+command again: a finished sweep is skipped, an unfinished one continues with ``sweeps.run --resume``.
 """
 
 from __future__ import annotations

@@ -186,9 +186,9 @@ def ground_truth(table: SearchTable, within: float = 0.01, race_seeds: int | Non
 def _unobserved(table: SearchTable, done: Any, race_seeds: int) -> tuple[Any, set[str]]:
     """The completed rows no replay observes (all of a recipe's rows when none is left), and
     the recipes whose truth is held out."""
-    observed = {recipe: {table.sweep_seed} | {run.seed for run in table.other_runs(recipe)[:race_seeds]} for recipe in table.recipes}
     import pandas as pd
 
+    observed = {recipe: {table.sweep_seed} | {run.seed for run in table.other_runs(recipe)[:race_seeds]} for recipe in table.recipes}
     unseen = pd.Series([seed not in observed[recipe] for recipe, seed in zip(done["recipe"], done["seed"])], index=done.index, dtype=bool)
     held_out = set(done.loc[unseen, "recipe"])
     return done[unseen | ~done["recipe"].isin(held_out)], held_out
