@@ -101,11 +101,25 @@ def build(args: argparse.Namespace):
         sweeps.append(seed_sweep["name"])
 
     meta = table_meta(base, grid, dev, canary, budget, seeds, len(best), sweeps, args)
-    meta["build_seconds"] = time.monotonic() - started
+    meta["build_seconds"] = earlier_build_seconds(args.out, meta) + time.monotonic() - started
     meta["trial_seconds"] = float(rows["seconds"].sum())
     from benchmarks.search.table import write_search_table
 
     return write_search_table(rows, meta, args.out), rows
+
+
+def earlier_build_seconds(out: str, meta: dict[str, Any]) -> float:
+    """The wall seconds already spent on this table: those of the table at ``out`` when it was
+    built from the same grid and from sweeps this build reuses (a rerun that grows it by a seed,
+    or only rewrites its metadata, adds to them); otherwise 0."""
+    from benchmarks.search.table import TableError, read_search_table
+
+    try:
+        earlier = read_search_table(out).meta
+    except (TableError, OSError, ValueError):
+        return 0.0
+    reused = earlier.get("grid") == meta["grid"] and set(earlier.get("sweeps", ())) <= set(meta["sweeps"])
+    return float(earlier.get("build_seconds", 0.0)) if reused else 0.0
 
 
 def eval_roles(base: Any, canary_set: str | None) -> tuple[str, str, float]:

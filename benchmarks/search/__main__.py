@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--table", default=str(DEFAULT_TABLE), help="search table (python -m benchmarks.search_table builds it)")
     parser.add_argument("--replays", type=int, default=50, help="sampler seeds per searcher (default 50)")
     parser.add_argument("--first-seed", type=int, default=0, help="first sampler seed; replays use the next ones")
-    parser.add_argument("--num-samples", type=int, nargs="+", help="trials per sweep; several values give a report each (default: the table's sweep, 8 on the demo)")
+    parser.add_argument("--num-samples", type=int, nargs="+", help="trials per sweep; several values give a report each (default: the table's sweep, 16 on the demo table)")
     parser.add_argument("--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), help="random|tpe, then +asha, +pruned, +canary (default: all eight)")
     parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's rule, a third of the budget, 2-10)")
     parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the table's sweep)")

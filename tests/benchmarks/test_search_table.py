@@ -158,6 +158,7 @@ def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, t
     assert builder.main(argv) == 0 and commands == []
     same = ["recipe", "seed", "dev_tuned_wer", "canary_tuned_wer", "trial_id"]
     pd.testing.assert_frame_equal(read_search_table(out).rows[same], rows[same])
+    assert read_search_table(out).meta["build_seconds"] > meta["build_seconds"], "the rerun forgot the build's time"
 
     # A sweep whose results file is gone is resumed through sweeps.run --resume, not restarted.
     (tmp_path / "results" / "tiny-seed44" / "trials.parquet").unlink()
