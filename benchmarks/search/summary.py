@@ -36,6 +36,7 @@ def summarise(name: str, outcomes: list[Outcome], truth: GroundTruth, racing: bo
         "searcher": name + (" +race" if racing else ""),
         "racing": racing,
         "reach_steps": quantiles([o.reach_steps for o in outcomes]),
+        "reach_steps_each": [o.reach_steps for o in outcomes],  # one per sampler seed, in seed order
         "reached": sum(math.isfinite(o.reach_steps) for o in outcomes) / n,
         "chosen_dev_wer": quantiles([truth.dev_wer(r) for r in picked]),
         "chosen_feasible": sum(truth.feasible(r) for r in picked) / n,
@@ -48,16 +49,37 @@ def summarise(name: str, outcomes: list[Outcome], truth: GroundTruth, racing: bo
     }
 
 
-def add_goals(rows: list[dict[str, Any]], baseline: str = "random") -> None:
-    """Each row's median steps-to-reach over random search's, and whether the searcher goals hold."""
-    reference = {row["racing"]: row["reach_steps"]["median"] for row in rows if row["searcher"].split(" ")[0] == baseline}
+def add_goals(rows: list[dict[str, Any]], baseline: str = "random", resamples: int = 2000) -> None:
+    """Each row's median steps-to-reach over random search's, with a 95 % bootstrap interval,
+    and whether the searcher goals hold (on the point estimate)."""
+    reference = {row["racing"]: row for row in rows if row["searcher"].split(" ")[0] == baseline}
     for row in rows:
-        ratio = _ratio(row["reach_steps"]["median"], reference.get(row["racing"], math.nan))
+        base = reference.get(row["racing"])
+        ratio = _ratio(row["reach_steps"]["median"], base["reach_steps"]["median"]) if base else math.nan
         row["reach_vs_random"] = ratio
+        row["reach_vs_random_ci"] = ratio_interval(row["reach_steps_each"], base["reach_steps_each"], resamples) if base else [math.nan, math.nan]
         row["meets_goals"] = bool(
             ratio <= GOALS["reach_vs_random"] and row["chosen_within"] >= GOALS["chosen_within"]
             and row["chosen_feasible"] >= GOALS["chosen_feasible"]
         )
+
+
+def ratio_interval(steps: list[float], reference: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of median(steps) / median(reference): the sampler seeds
+    are resampled, the same draw for both (replay i of each searcher used seed i). How far the
+    ratio moves with the replays drawn; the table itself is held fixed."""
+    steps, reference = np.asarray(steps, dtype=float), np.asarray(reference, dtype=float)
+    if len(steps) != len(reference) or not len(steps):
+        return [math.nan, math.nan]
+    draws = np.random.default_rng(seed).integers(0, len(steps), size=(resamples, len(steps)))
+    medians = np.quantile(steps[draws], 0.5, axis=1, method="inverted_cdf")
+    reference_medians = np.quantile(reference[draws], 0.5, axis=1, method="inverted_cdf")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = np.where(np.isinf(reference_medians), np.nan, medians / reference_medians)
+    if np.isnan(ratios).mean() > 0.025:  # random search's median is infinite too often to bound it
+        return [math.nan, math.nan]
+    low, high = np.nanquantile(ratios, [0.025, 0.975], method="inverted_cdf")
+    return [float(low), float(high)]
 
 
 def table_facts(table: SearchTable, truth: GroundTruth, settings: Settings) -> dict[str, Any]:
@@ -115,10 +137,10 @@ def format_report(facts: dict[str, Any], settings: Settings, rows: list[dict[str
         f"TPE: {settings.startup_trials} random startup trials; racing: top {settings.finalists}, {settings.race_seeds} new seeds each."
     )
     within = f"within {100 * facts['within']:g} pt"
-    header = ("searcher", "reach steps: median [IQR]", "reached", "vs random", "chosen dev WER: median [IQR]",
+    header = ("searcher", "reach steps: median [IQR]", "reached", "vs random [95% CI]", "chosen dev WER: median [IQR]",
               "feasible", within, "target", "compute steps", "ASHA stopped a good one")
     body = [(
-        row["searcher"], _iqr(row["reach_steps"], _steps), _pct(row["reached"]), _num(row["reach_vs_random"]),
+        row["searcher"], _iqr(row["reach_steps"], _steps), _pct(row["reached"]), _ratio_text(row["reach_vs_random"], row["reach_vs_random_ci"]),
         _iqr(row["chosen_dev_wer"], _wer), _pct(row["chosen_feasible"]), _pct(row["chosen_within"]),
         _pct(row["chosen_target"]), _steps(row["compute_steps"]["median"]), _pct(row["stopped_good"]),
     ) for row in rows]
@@ -179,6 +201,12 @@ def _ratio(value: float, reference: float) -> float:
     if math.isnan(value) or math.isnan(reference) or math.isinf(reference):
         return math.nan
     return value / reference if reference else math.nan
+
+
+def _ratio_text(ratio: float, interval: list[float]) -> str:
+    if math.isnan(ratio):
+        return "-"
+    return f"{ratio:.2f}" + ("" if any(math.isnan(x) for x in interval) else f" [{interval[0]:.2f}, {interval[1]:.2f}]")
 
 
 def _iqr(q: dict[str, float], fmt) -> str:

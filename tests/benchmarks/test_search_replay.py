@@ -16,7 +16,7 @@ from benchmarks.search.replay import (
     COMPLETED, STOPPED, SearcherSpec, Settings, choose_single_seed, race, replay, replay_search, run_trial, steps_to_reach,
 )
 from benchmarks.search.searchers import RandomSearch, TpeSearch
-from benchmarks.search.summary import quantiles
+from benchmarks.search.summary import quantiles, ratio_interval
 from benchmarks.search.table import TableError, ground_truth, read_search_table, recipe_id, write_search_table
 
 try:
@@ -309,9 +309,24 @@ def test_cli_prints_every_searcher_and_writes_json(tmp_path):
     assert [r["searcher"] for r in rows] == [n + s for n in ALL_SEARCHERS for s in ("", " +race")]
     for row in rows:
         assert 0 <= row["chosen_feasible"] <= 1 and set(row["reach_steps"]) == {"median", "q25", "q75"}
+        assert len(row["reach_steps_each"]) == 3 and len(row["reach_vs_random_ci"]) == 2
     assert report["facts"]["recipes"] == len(table.recipes)
     assert main(["--table", str(tmp_path / "missing.parquet")]) == 2
     assert main(["--table", str(path), "--searchers", "random+pruned"]) == 2
+
+
+def test_the_reach_ratio_interval_is_exact_for_constant_replays_and_covers_the_median_ratio():
+    assert ratio_interval([500.0] * 50, [1000.0] * 50) == [0.5, 0.5]
+    rng = np.random.default_rng(0)
+    steps, reference = list(rng.integers(5, 15, 200) * 100.0), list(rng.integers(10, 30, 200) * 100.0)
+    low, high = ratio_interval(steps, reference)
+    point = quantiles(steps)["median"] / quantiles(reference)["median"]
+    assert low < point < high and high - low < 0.5
+    # Fewer replays, a wider interval.
+    few_low, few_high = ratio_interval(steps[:20], reference[:20])
+    assert few_high - few_low > high - low
+    # Random search that mostly never reaches: no finite ratio to bound.
+    assert all(math.isnan(x) for x in ratio_interval([100.0] * 10, [math.inf] * 8 + [100.0] * 2))
 
 
 def test_help_imports_neither_optuna_nor_torch_nor_ray():
