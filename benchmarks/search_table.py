@@ -285,7 +285,7 @@ def table_meta(base: Any, grid: dict, dev: str, canary: str, budget: float, seed
     search = {p.name: {**p.to_dict(), "kind": p.kind} for p in base.search}
     return {
         "search": search, "points_to_evaluate": [dict(p) for p in base.points_to_evaluate],
-        "num_samples": base.num_samples, "scheduler": base.scheduler.to_dict(), "max_reports": base.max_reports,
+        "num_samples": base.num_samples, "scheduler": base.scheduler.to_dict(), "racing": base.racing.to_dict(), "max_reports": base.max_reports,
         "eval_every": base.trial.eval_every, "max_steps": base.trial.max_steps, "sweep_seed": base.trial.seed,
         "canary_budget": budget, "dev_eval_set": dev, "canary_eval_set": canary, "metric": base.metric,
         "sampler_seed": base.seed, "max_concurrent_trials": base.max_concurrent_trials,

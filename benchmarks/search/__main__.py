@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's rule, a third of the budget, 2-10)")
     parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the table's sweep)")
     parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the table's sweep)")
-    parser.add_argument("--finalists", type=int, default=3, help="racing: how many top trials are retrained (default 3)")
-    parser.add_argument("--race-seeds", type=int, default=2, help="racing: new seeds per finalist, from the table (default 2)")
+    parser.add_argument("--finalists", type=int, help="racing: how many top trials are retrained (default: the table's sweep, 2 on the demo table; 3 if the table does not say)")
+    parser.add_argument("--race-seeds", type=int, help="racing: new seeds per finalist, from the table (default: the table's sweep, 2 on the demo table)")
     parser.add_argument("--canary-budget", type=float, help="most the canary WER may rise (default: the table's, 0.02 on the demo)")
     parser.add_argument("--truth", choices=("all-seeds", "held-out"), default="all-seeds",
                         help="what a recipe's true WER is: the mean over all its seeds (default), or over the seeds no replay observes: "
@@ -73,11 +73,12 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
     table = read_search_table(args.table)
     if args.canary_budget is not None:
         table = SearchTable(table.rows, {**table.meta, "canary_budget": args.canary_budget})
-    truth = ground_truth(table, args.within, race_seeds=args.race_seeds if args.truth == "held-out" else None)
+    racing = racing_for(table.meta, args)
+    truth = ground_truth(table, args.within, race_seeds=racing["seeds"] if args.truth == "held-out" else None)
     seeds = range(args.first_seed, args.first_seed + args.replays)
     budgets, texts, facts = [], [], None
     for num_samples in args.num_samples or [int(table.meta["num_samples"])]:
-        settings = settings_for(table.meta, args, num_samples)
+        settings = settings_for(table.meta, args, num_samples, racing)
         rows = []
         for spec in specs:
             outcomes = [replay(table, truth, spec, seed, settings) for seed in seeds]
@@ -93,7 +94,15 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
             "first_seed": args.first_seed, "truth": args.truth, "budgets": budgets, "seconds": seconds, "text": "\n\n".join(texts)}
 
 
-def settings_for(meta: dict, args: argparse.Namespace, num_samples: int):
+def racing_for(meta: dict, args: argparse.Namespace) -> dict[str, int]:
+    """Racing as the table's sweep races (tables built before it was recorded: 3 finalists x 2
+    seeds, the sweep config's defaults), as the command line overrides it."""
+    racing = {"finalists": 3, "seeds": 2, **meta.get("racing", {})}
+    return {"finalists": racing["finalists"] if args.finalists is None else args.finalists,
+            "seeds": racing["seeds"] if args.race_seeds is None else args.race_seeds}
+
+
+def settings_for(meta: dict, args: argparse.Namespace, num_samples: int, racing: dict[str, int]):
     """The replay's settings: the table's sweep, as the command line overrides it; TPE's startup
     trials by the sweep's own rule (``sweeps.search.space.startup_trials``) unless given."""
     from benchmarks.search.replay import Settings
@@ -107,8 +116,8 @@ def settings_for(meta: dict, args: argparse.Namespace, num_samples: int):
         max_t=int(meta["max_reports"]),
         grace_period=args.grace_period or int(scheduler.get("grace_period", 1)),
         reduction_factor=args.reduction_factor or float(scheduler.get("reduction_factor", 2.0)),
-        finalists=args.finalists,
-        race_seeds=args.race_seeds,
+        finalists=racing["finalists"],
+        race_seeds=racing["seeds"],
     )
 
 

@@ -329,6 +329,15 @@ def test_the_reach_ratio_interval_is_exact_for_constant_replays_and_covers_the_m
     assert all(math.isnan(x) for x in ratio_interval([100.0] * 10, [math.inf] * 8 + [100.0] * 2))
 
 
+def test_racing_follows_the_tables_sweep_unless_the_command_line_says_otherwise():
+    from benchmarks.search.__main__ import build_parser, racing_for
+
+    parse = build_parser().parse_args
+    assert racing_for({"racing": {"finalists": 2, "seeds": 1}}, parse([])) == {"finalists": 2, "seeds": 1}
+    assert racing_for({"racing": {"finalists": 2, "seeds": 1}}, parse(["--finalists", "4"])) == {"finalists": 4, "seeds": 1}
+    assert racing_for({}, parse(["--race-seeds", "3"])) == {"finalists": 3, "seeds": 3}  # a table from before racing was recorded
+
+
 def test_help_imports_neither_optuna_nor_torch_nor_ray():
     code = ("import sys\nfrom benchmarks.search.__main__ import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert not {'optuna', 'torch', 'ray'} & set(sys.modules), sorted({'optuna', 'torch', 'ray'} & set(sys.modules))")
