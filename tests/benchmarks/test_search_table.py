@@ -150,6 +150,7 @@ def test_build_a_table_interrupted_and_resumed(tiny_model_dir, tiny_manifests, t
     assert meta["grid"] == {"learning_rate": [1e-4, 1e-3, 1e-2], "lora_r": [4]} and meta["extra_seeds"] == [43, 44]
     assert set(meta["versions"]) == set(builder.VERSIONED) and meta["versions"]["torch"] and len(meta["commit"]["sha"]) == 40
     assert meta["points_to_evaluate"] == [{"learning_rate": 1e-3, "lora_r": 4}] and meta["built_at"]
+    assert set(meta["racing"]) == {"finalists", "seeds"}
     ground_truth(table)
     assert replay_main(["--table", str(out), "--replays", "2", "--num-samples", "3"]) == 0
 
