@@ -223,7 +223,3 @@ def _wer(value: float) -> str:
 
 def _pct(value: float) -> str:
     return f"{100 * value:.0f}%"
-
-
-def _num(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.2f}"

@@ -138,14 +138,17 @@ class SearchTable:
 class GroundTruth:
     """Per recipe, the mean over its completed seeds of final dev WER and canary rise (a recipe
     with one seed has that seed as its mean); the target is the best recipe whose mean rise
-    keeps the budget, and ``good`` holds every feasible recipe within ``within`` of it.
-    ``held_out``: the means leave out the seeds a replay observes (``ground_truth``)."""
+    keeps the budget, and ``good`` holds every feasible recipe within ``within`` of it."""
 
     recipes: Any  # DataFrame indexed by recipe: dev_wer, canary_rise, seeds, feasible, held_out
     target: str
     within: float
     good: frozenset[str]
-    held_out: bool = False
+
+    @property
+    def held_out(self) -> bool:
+        """The means leave out the seeds a replay observes (``ground_truth`` with ``race_seeds``)."""
+        return bool(self.recipes["held_out"].any())
 
     def dev_wer(self, recipe: str) -> float:
         return float(self.recipes.loc[recipe, "dev_wer"])
@@ -180,7 +183,7 @@ def ground_truth(table: SearchTable, within: float = 0.01, race_seeds: int | Non
     # (over_budget); a NaN dev WER is not good.
     dev_wer = feasible["dev_wer"]
     good = feasible.index[dev_wer.notna() & ~over_budget(dev_wer, feasible.loc[target, "dev_wer"] + within)]
-    return GroundTruth(recipes=means, target=target, within=within, good=frozenset(good), held_out=race_seeds is not None)
+    return GroundTruth(recipes=means, target=target, within=within, good=frozenset(good))
 
 
 def _unobserved(table: SearchTable, done: Any, race_seeds: int) -> tuple[Any, set[str]]:
