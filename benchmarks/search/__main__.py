@@ -95,9 +95,11 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
 
 
 def racing_for(meta: dict, args: argparse.Namespace) -> dict[str, int]:
-    """Racing as the table's sweep races (tables built before it was recorded: 3 finalists x 2
-    seeds, the sweep config's defaults), as the command line overrides it."""
-    racing = {"finalists": 3, "seeds": 2, **meta.get("racing", {})}
+    """Racing as the table's sweep races (tables built before it was recorded: the sweep
+    config's defaults), as the command line overrides it."""
+    from sweeps.search.config import RacingConfig
+
+    racing = {**RacingConfig().to_dict(), **meta.get("racing", {})}
     return {"finalists": racing["finalists"] if args.finalists is None else args.finalists,
             "seeds": racing["seeds"] if args.race_seeds is None else args.race_seeds}
 
