@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.search.table import TableError
 
     try:
+        check_args(args)
         specs = [SearcherSpec.parse(name) for name in args.searchers]
         report = run(args, specs)
     except (TableError, ValueError) as error:
@@ -62,6 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.json, {k: v for k, v in report.items() if k != "text"})  # inf and NaN as null
         print(f"JSON: {args.json}")
     return 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Counts and rates a replay cannot use, refused with the flag named (argparse has already
+    refused what is no number)."""
+    least = [("--replays", args.replays, 1), ("--startup-trials", args.startup_trials, 1), ("--grace-period", args.grace_period, 1),
+             ("--finalists", args.finalists, 0), ("--race-seeds", args.race_seeds, 0), ("--within", args.within, 0),
+             ("--canary-budget", args.canary_budget, 0), *[("--num-samples", n, 1) for n in args.num_samples or []]]
+    for flag, value, lowest in least:
+        if value is not None and not value >= lowest:
+            raise ValueError(f"{flag}: must be >= {lowest}, got {value}")
+    if args.reduction_factor is not None and not args.reduction_factor > 1:
+        raise ValueError(f"--reduction-factor: must be > 1, got {args.reduction_factor}")
 
 
 def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:

@@ -313,6 +313,9 @@ def test_cli_prints_every_searcher_and_writes_json(tmp_path):
     assert report["facts"]["recipes"] == len(table.recipes)
     assert main(["--table", str(tmp_path / "missing.parquet")]) == 2
     assert main(["--table", str(path), "--searchers", "random+pruned"]) == 2
+    for bad in (["--replays", "0"], ["--num-samples", "6", "0"], ["--race-seeds", "-1"], ["--finalists", "-2"],
+                ["--reduction-factor", "1"], ["--within", "nan"]):
+        assert main(["--table", str(path), *bad]) == 2, bad
 
 
 def test_the_reach_ratio_interval_is_exact_for_constant_replays_and_covers_the_median_ratio():
