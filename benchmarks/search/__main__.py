@@ -1,6 +1,6 @@
 """``python -m benchmarks.search``: replay searchers on the search table, print how they did.
 
-    python -m benchmarks.search                                  # the demo table, 50 replays each
+    python -m benchmarks.search                                  # the demo table, 200 replays each (about 25 s)
     python -m benchmarks.search --num-samples 8 16 --json out.json
     python -m benchmarks.search --searchers random tpe+asha --finalists 2 --race-seeds 1
 
@@ -20,7 +20,7 @@ from trainable.files import atomic_write_json
 
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
 DEFAULT_SEARCHERS = (
-    "random", "random+asha", "tpe", "tpe+canary",
+    "grid", "random", "random+asha", "tpe", "tpe+canary",
     "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary",
 )
 
@@ -29,10 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.search", description="Replay searchers on the search table and print how they did.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=str(DEFAULT_TABLE), help="search table (python -m benchmarks.search_table builds it)")
-    parser.add_argument("--replays", type=int, default=50, help="sampler seeds per searcher (default 50)")
+    parser.add_argument("--replays", type=int, default=200, help="sampler seeds per searcher (default 200: at 50, random search's median moves by whole trials)")
     parser.add_argument("--first-seed", type=int, default=0, help="first sampler seed; replays use the next ones")
     parser.add_argument("--num-samples", type=int, nargs="+", help="trials per sweep; several values give a report each (default: the table's sweep, 16 on the demo table)")
-    parser.add_argument("--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), help="random|tpe, then +asha, +pruned, +canary (default: all eight)")
+    parser.add_argument("--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), help="random (over the sweep's space), grid (the table in a random order) or tpe, then +asha, +pruned, +canary (default: all nine)")
     parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's rule, a third of the budget, 2-10)")
     parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the table's sweep)")
     parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the table's sweep)")

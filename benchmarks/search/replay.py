@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.search.asha import AshaRungs
-from benchmarks.search.searchers import RandomSearch, Searcher, TpeSearch
+from benchmarks.search.searchers import RandomSearch, Searcher, ShuffledGrid, TpeSearch
 from benchmarks.search.table import GroundTruth, Run, SearchTable
 from sweeps.budget import over_budget
 
@@ -104,7 +104,8 @@ def race(trials: list[ReplayedTrial], table: SearchTable, finalists: int, seeds:
 
 @dataclass(frozen=True)
 class SearcherSpec:
-    """A searcher by name: ``random`` or ``tpe``, then any of ``+asha`` (the sweep's
+    """A searcher by name: ``random`` (random search over the sweep's space), ``grid`` (the
+    table's recipes in a random order) or ``tpe``, then any of ``+asha`` (the sweep's
     scheduler), ``+pruned`` (ASHA-stopped trials told to TPE as PRUNED, not COMPLETE) and
     ``+canary`` (TPE with the canary budget as a constraint). ``tpe+asha`` is today's sweep."""
 
@@ -118,12 +119,12 @@ class SearcherSpec:
     def parse(cls, name: str) -> "SearcherSpec":
         sampler, *options = name.split("+")
         unknown = set(options) - {"asha", "pruned", "canary"}
-        if sampler not in ("random", "tpe") or unknown or len(set(options)) != len(options):
-            raise ValueError(f"searcher {name!r}: random or tpe, then +asha, +pruned, +canary")
+        if sampler not in ("random", "grid", "tpe") or unknown or len(set(options)) != len(options):
+            raise ValueError(f"searcher {name!r}: random, grid or tpe, then +asha, +pruned, +canary")
         if "pruned" in options and "asha" not in options:
             raise ValueError(f"searcher {name!r}: +pruned needs +asha (only ASHA stops trials)")
-        if sampler == "random" and {"pruned", "canary"} & set(options):
-            raise ValueError(f"searcher {name!r}: random search learns nothing, so +pruned/+canary change nothing")
+        if sampler != "tpe" and {"pruned", "canary"} & set(options):
+            raise ValueError(f"searcher {name!r}: {sampler} learns nothing, so +pruned/+canary change nothing")
         return cls(name, sampler, "asha" in options, "pruned" in options, "canary" in options)
 
 
@@ -153,8 +154,10 @@ class Outcome:
 
 
 def replay(table: SearchTable, truth: GroundTruth, spec: SearcherSpec, seed: int, settings: Settings) -> Outcome:
-    if spec.sampler == "random":
-        searcher: Searcher = RandomSearch(table, seed, list(settings.points))
+    if spec.sampler == "grid":
+        searcher: Searcher = ShuffledGrid(table, seed, list(settings.points))
+    elif spec.sampler == "random":
+        searcher = RandomSearch(table.search, list(settings.points), seed)
     else:
         searcher = TpeSearch(table.search, list(settings.points), seed, settings.startup_trials,
                              stopped="pruned" if spec.pruned else "complete",

@@ -1,5 +1,6 @@
-"""What proposes the next recipe in a replay: random search over the grid, or Optuna's TPE
-set up as the sweep sets it up (``sweeps/search/space.py``).
+"""What proposes the next recipe in a replay: random search over the sweep's space, every
+grid recipe in a random order, or Optuna's TPE set up as the sweep sets it up
+(``sweeps/search/space.py``).
 
 A searcher proposes a recipe's searched values (``propose``) and is told how that trial
 went (``observe``), one trial at a time: the replay runs a sweep with
@@ -21,9 +22,11 @@ class Searcher(Protocol):
     def observe(self, trial: Any) -> None: ...
 
 
-class RandomSearch:
-    """The sweep's points first, then the rest of the grid in a random order: uniform
-    sampling without replacement (a fresh order if the budget outlasts the grid)."""
+class ShuffledGrid:
+    """The sweep's points first, then the rest of the table's grid in a random order: uniform
+    sampling of the table without replacement (a fresh order if the budget outlasts the grid).
+    A stronger baseline than random search over the sweep's space, which can draw a recipe
+    twice and draws a grid value of a range by the share of the range nearest it."""
 
     def __init__(self, table: SearchTable, seed: int, points: list[dict[str, Any]] = ()):
         self.table = table
@@ -43,10 +46,10 @@ class RandomSearch:
         return [recipes[i] for i in self.rng.permutation(len(recipes))]
 
 
-class TpeSearch:
-    """``optuna.samplers.TPESampler`` driven with ``study.ask()``/``tell()`` over the sweep's
-    search space (ranges as Optuna floats or ints, sets as categoricals), the sweep's points
-    enqueued first, as Ray's OptunaSearch does.
+class StudySearch:
+    """An Optuna sampler driven with ``study.ask()``/``tell()`` over the sweep's search space
+    (ranges as Optuna floats or ints, sets as categoricals), the sweep's points enqueued
+    first, as Ray's OptunaSearch does.
 
     ``stopped``: how a trial ASHA stopped is told: ``"complete"`` with its partial WER (what
     Ray 2.60's OptunaSearch does) or ``"pruned"`` (the fix; every report the trial made is its
@@ -57,15 +60,14 @@ class TpeSearch:
     trial has no canary score and so no constraint.
     """
 
-    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int,
-                 startup: int, stopped: str = "complete", canary_budget: float | None = None):
+    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], sampler: Any,
+                 stopped: str = "complete", canary_budget: float | None = None):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if stopped not in ("complete", "pruned"):
             raise ValueError(f"stopped: 'complete' or 'pruned', got {stopped!r}")
         self.search, self.stopped, self.canary_budget = search, stopped, canary_budget
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         for point in points:
             self.study.enqueue_trial(dict(point))
@@ -89,6 +91,30 @@ class TpeSearch:
             if trial.status == "completed" and self.canary_budget is not None:
                 asked.set_constraint("canary", trial.canary_rise - self.canary_budget)
             self.study.tell(asked, trial.dev_wer)
+
+
+class TpeSearch(StudySearch):
+    """``optuna.samplers.TPESampler(seed, n_startup_trials)``, as the sweep builds it."""
+
+    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int,
+                 startup: int, stopped: str = "complete", canary_budget: float | None = None):
+        import optuna
+
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        super().__init__(search, points, sampler, stopped, canary_budget)
+
+
+class RandomSearch(StudySearch):
+    """Random search over the sweep's space: ``optuna.samplers.RandomSampler(seed)`` after the
+    sweep's points, a range sampled as the sweep declares it (log-uniform for a log range),
+    with replacement. TPE's startup trials are this sampler's draws (TPESampler samples them
+    with a RandomSampler of its own seed), so with the same seed the two propose the same
+    recipes until TPE's model takes over, and a replay compares what the model buys."""
+
+    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int):
+        import optuna
+
+        super().__init__(search, points, optuna.samplers.RandomSampler(seed=seed))
 
 
 def suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:

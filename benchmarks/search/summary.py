@@ -66,8 +66,9 @@ def add_goals(rows: list[dict[str, Any]], baseline: str = "random", resamples: i
 
 def ratio_interval(steps: list[float], reference: list[float], resamples: int = 2000, seed: int = 0) -> list[float]:
     """95 % percentile-bootstrap interval of median(steps) / median(reference): the sampler seeds
-    are resampled, the same draw for both (replay i of each searcher used seed i). How far the
-    ratio moves with the replays drawn; the table itself is held fixed."""
+    are resampled, the same draw for both (replay i of each searcher used seed i, and TPE's
+    startup trials are random search's draws with that seed). How far the ratio moves with
+    the replays drawn; the table itself is held fixed."""
     steps, reference = np.asarray(steps, dtype=float), np.asarray(reference, dtype=float)
     if len(steps) != len(reference) or not len(steps):
         return [math.nan, math.nan]

@@ -1,5 +1,6 @@
 """The search replay on hand-made tables whose answers are known: cost accounting, random
-search's expected trials-to-hit, ASHA against Ray's own scheduler, racing, the canary budget."""
+search's expected trials-to-hit (over the sweep's space and over the table's grid), ASHA
+against Ray's own scheduler, racing, the canary budget."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from benchmarks.search.asha import AshaRungs
 from benchmarks.search.replay import (
     COMPLETED, STOPPED, SearcherSpec, Settings, choose_single_seed, race, replay, replay_search, run_trial, steps_to_reach,
 )
-from benchmarks.search.searchers import RandomSearch, TpeSearch
+from benchmarks.search.searchers import RandomSearch, ShuffledGrid, TpeSearch
 from benchmarks.search.summary import quantiles, ratio_interval
 from benchmarks.search.table import TableError, ground_truth, read_search_table, recipe_id, write_search_table
 
@@ -24,7 +25,7 @@ try:
 except ImportError:  # tests/benchmarks imported as a package
     from tests.benchmarks.search_tables import curve_to, grid, make_table, run_row, synthetic_table
 
-ALL_SEARCHERS = ("random", "random+asha", "tpe", "tpe+canary", "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary")
+ALL_SEARCHERS = ("grid", "random", "random+asha", "tpe", "tpe+canary", "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary")
 
 
 class InOrder:
@@ -68,13 +69,13 @@ def test_a_searcher_proposing_the_target_reaches_it_at_exactly_its_cost():
     assert steps_to_reach(trials, truth.good) == math.inf
 
 
-def test_random_search_hits_one_good_recipe_among_n_after_n_plus_1_over_2_trials_on_average():
+def test_the_shuffled_grid_hits_one_good_recipe_among_n_after_n_plus_1_over_2_trials_on_average():
     n = 9
     table = one_good_among(n)
     truth = ground_truth(table)
     trials_to_hit = []
     for seed in range(3000):
-        trials = replay_search(table, RandomSearch(table, seed), num_samples=n)
+        trials = replay_search(table, ShuffledGrid(table, seed), num_samples=n)
         assert len({t.recipe for t in trials}) == n  # without replacement
         trials_to_hit.append(steps_to_reach(trials, truth.good) / 200)
     assert set(trials_to_hit) == set(range(1, n + 1))
@@ -82,11 +83,56 @@ def test_random_search_hits_one_good_recipe_among_n_after_n_plus_1_over_2_trials
     assert np.mean(trials_to_hit) == pytest.approx((n + 1) / 2, abs=0.2)
 
 
-def test_random_search_tries_the_sweeps_points_first():
+def test_random_search_hits_one_good_recipe_among_n_after_n_trials_on_average():
+    """Over a space of choices only, each draw is good with probability 1/n, with replacement:
+    trials to the first hit are geometric, mean n (the shuffled grid's would be (n + 1) / 2)."""
+    n = 9
+    table = make_table([run_row({"learning_rate": lr, "target_modules": m}, curve_to(0.20 if i == 0 else 0.30 + 0.01 * i))
+                        for i, (lr, m) in enumerate((lr, m) for lr in (1e-4, 1e-3, 1e-2) for m in ("qv", "qkvo", "fc"))],
+                       search={"learning_rate": {"choices": [1e-4, 1e-3, 1e-2]}, "target_modules": {"choices": ["qv", "qkvo", "fc"]}})
+    good = table.recipes[0]
+    trials_to_hit, repeats = [], 0
+    for seed in range(600):
+        searcher, drawn = RandomSearch(table.search, [], seed), []
+        while not drawn or drawn[-1] != good:
+            drawn.append(table.recipe_for(searcher.propose()))
+            searcher.study.tell(searcher.trial, 0.3)
+        trials_to_hit.append(len(drawn))
+        repeats += len(set(drawn)) < len(drawn)
+    assert repeats > 100  # with replacement
+    # Geometric with p = 1/9: mean 9, standard deviation sqrt(1 - p) / p = 8.5, standard error 0.35.
+    assert np.mean(trials_to_hit) == pytest.approx(n, abs=1.4)
+
+
+def test_random_search_draws_a_range_value_by_the_share_of_the_range_nearest_it():
+    """Learning rates 1e-4, 1e-3, 1e-2 on a log range [1e-4, 1e-2]: the ends are nearest a
+    quarter of the range each, the middle half of it."""
+    table = one_good_among(9)
+    searcher = RandomSearch(table.search, [], seed=0)
+    drawn = [table.params(table.recipe_for(searcher.propose()))["learning_rate"] for _ in range(4000)]
+    shares = {lr: drawn.count(lr) / len(drawn) for lr in (1e-4, 1e-3, 1e-2)}
+    assert shares == pytest.approx({1e-4: 0.25, 1e-3: 0.5, 1e-2: 0.25}, abs=0.03)  # standard error 0.008
+
+
+def test_tpe_startup_trials_are_random_searchs_draws_with_the_same_seed():
+    """What makes the reach ratio a paired comparison: until TPE's model takes over, TPE and
+    random search with the same seed propose the same recipes (the sweep's point first)."""
+    table = synthetic_table(0, learning_rates=4)
+    point = table.meta["points_to_evaluate"][0]
+    for seed in range(5):
+        tpe = replay_search(table, TpeSearch(table.search, [point], seed=seed, startup=5), num_samples=5)
+        random = replay_search(table, RandomSearch(table.search, [point], seed=seed), num_samples=5)
+        assert [t.recipe for t in tpe] == [t.recipe for t in random]
+        assert tpe[0].recipe == table.recipe_for(point)
+
+
+@pytest.mark.parametrize("searcher", ["grid", "random"])
+def test_random_search_tries_the_sweeps_points_first(searcher):
     table = one_good_among(9)
     point = table.params(table.recipes[0])
     for seed in range(5):
-        trials = replay_search(table, RandomSearch(table, seed, [point]), num_samples=3)
+        search = ShuffledGrid(table, seed, [point]) if searcher == "grid" else RandomSearch(table.search, [point], seed)
+        trials = replay_search(table, search, num_samples=3)
         assert trials[0].recipe == table.recipes[0]
 
 
@@ -349,6 +395,7 @@ def test_help_imports_neither_optuna_nor_torch_nor_ray():
 
 def test_searcher_names_parse():
     assert SearcherSpec.parse("tpe+asha+pruned+canary") == SearcherSpec("tpe+asha+pruned+canary", "tpe", True, True, True)
-    for bad in ("grid", "tpe+pruned", "random+canary", "tpe+asha+asha"):
+    assert SearcherSpec.parse("grid+asha") == SearcherSpec("grid+asha", "grid", True, False, False)
+    for bad in ("bohb", "tpe+pruned", "random+canary", "grid+asha+pruned", "tpe+asha+asha"):
         with pytest.raises(ValueError):
             SearcherSpec.parse(bad)
