@@ -83,12 +83,15 @@ class SearchTable:
         if missing:
             raise TableError(f"search table lacks {', '.join(missing)}")
         self.rows, self.meta = rows.reset_index(drop=True), meta
-        self.search: dict[str, dict[str, Any]] = meta["search"]
         self.recipes: list[str] = list(dict.fromkeys(self.rows["recipe"]))
         first = self.rows.drop_duplicates("recipe").set_index("recipe")
-        self._params = {r: {name: plain_value(first.loc[r, name]) for name in self.search} for r in self.recipes}
+        self._params = {r: {name: plain_value(first.loc[r, name]) for name in meta["search"]} for r in self.recipes}
         self._by_values = {tuple(p.values()): r for r, p in self._params.items()}
-        self._axes = {name: sorted({p[name] for p in self._params.values()}, key=_sort_key) for name in self.search}
+        self._axes = {name: sorted({p[name] for p in self._params.values()}, key=_sort_key) for name in meta["search"]}
+        # The space searchers are replayed over: the sweep's, as far as the table covers it. A
+        # set's choices narrow to those the grid holds (a table built with --grid may leave
+        # some out); a range stays a range, its draws snapped to the grid.
+        self.search: dict[str, dict[str, Any]] = {name: _covered(spec, self._axes[name]) for name, spec in meta["search"].items()}
         self._runs: dict[str, dict[int, Run]] = {r: {} for r in self.recipes}
         for row in self.rows.itertuples(index=False):
             self._runs[row.recipe][int(row.seed)] = _run(row)
@@ -238,6 +241,12 @@ def _run(row: Any) -> Run:
         canary_rise=float(row.canary_tuned_wer - row.canary_baseline_wer) if completed else math.nan,
         steps=int(steps),
     )
+
+
+def _covered(spec: dict[str, Any], axis: list[Any]) -> dict[str, Any]:
+    if "choices" not in spec:
+        return spec
+    return {**spec, "choices": [choice for choice in spec["choices"] if choice in axis]}
 
 
 def _sort_key(value: Any) -> tuple:

@@ -315,6 +315,19 @@ def test_a_range_snaps_to_the_nearest_grid_value_in_log_space():
         table.recipe_for({"learning_rate": 1e-3, "target_modules": "qkvo+fc"})
 
 
+@pytest.mark.parametrize("name", ["random", "tpe+asha"])
+def test_searchers_search_only_the_choices_the_table_holds(name):
+    """A table built with --grid may leave out some of the sweep's choices: the replay's space
+    narrows to those it holds, so no searcher proposes a recipe the table lacks."""
+    table = make_table([run_row(params, curve_to(0.3 + 0.01 * i)) for i, params in enumerate(grid(modules=("qv", "fc")))])
+    assert table.meta["search"]["target_modules"]["choices"] == ["qv", "qkvo", "fc"]
+    assert table.search["target_modules"]["choices"] == ["qv", "fc"]
+    assert table.search["learning_rate"] == table.meta["search"]["learning_rate"]
+    truth = ground_truth(table)
+    for seed in range(10):
+        replay(table, truth, SearcherSpec.parse(name), seed, settings(table, 8))  # raised TableError on "qkvo" before
+
+
 def test_a_failed_trial_costs_its_steps_and_is_never_chosen():
     recipes = grid()[:2]
     failed = run_row(recipes[0], [0.5, 0.4], completed=False)
