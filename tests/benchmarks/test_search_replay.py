@@ -87,8 +87,7 @@ def test_random_search_hits_one_good_recipe_among_n_after_n_trials_on_average():
     """Over a space of choices only, each draw is good with probability 1/n, with replacement:
     trials to the first hit are geometric, mean n (the shuffled grid's would be (n + 1) / 2)."""
     n = 9
-    table = make_table([run_row({"learning_rate": lr, "target_modules": m}, curve_to(0.20 if i == 0 else 0.30 + 0.01 * i))
-                        for i, (lr, m) in enumerate((lr, m) for lr in (1e-4, 1e-3, 1e-2) for m in ("qv", "qkvo", "fc"))],
+    table = make_table([run_row(params, curve_to(0.20 if i == 0 else 0.30 + 0.01 * i)) for i, params in enumerate(grid())],
                        search={"learning_rate": {"choices": [1e-4, 1e-3, 1e-2]}, "target_modules": {"choices": ["qv", "qkvo", "fc"]}})
     good = table.recipes[0]
     trials_to_hit, repeats = [], 0
