@@ -9,12 +9,13 @@ Compute is counted in training steps actually run.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.search.asha import AshaRungs
-from benchmarks.search.searchers import RandomSearch, Searcher, ShuffledGrid, TpeSearch
+from benchmarks.search.searchers import OracleAfterStartup, RandomSearch, Searcher, ShuffledGrid, TpeSearch
 from benchmarks.search.table import GroundTruth, Run, SearchTable
 from sweeps.budget import over_budget
 
@@ -102,10 +103,14 @@ def race(trials: list[ReplayedTrial], table: SearchTable, finalists: int, seeds:
     return Race(winner=min(scored)[2] if scored else None, steps=steps, short_of_seeds=short)
 
 
+SAMPLERS = ("random", "grid", "tpe", "oracle")
+
+
 @dataclass(frozen=True)
 class SearcherSpec:
     """A searcher by name: ``random`` (random search over the sweep's space), ``grid`` (the
-    table's recipes in a random order) or ``tpe``, then any of ``+asha`` (the sweep's
+    table's recipes in a random order), ``tpe``, or ``oracle`` (TPE's random startup, then the
+    good recipes: a bound on TPE, not a searcher), then any of ``+asha`` (the sweep's
     scheduler), ``+pruned`` (ASHA-stopped trials told to TPE as PRUNED, not COMPLETE) and
     ``+canary`` (TPE with the canary budget as a constraint). ``tpe+asha`` is today's sweep."""
 
@@ -115,12 +120,17 @@ class SearcherSpec:
     pruned: bool
     canary: bool
 
+    @property
+    def is_bound(self) -> bool:
+        """An oracle's row bounds what TPE could do; searcher goals are not asked of it."""
+        return self.sampler == "oracle"
+
     @classmethod
     def parse(cls, name: str) -> "SearcherSpec":
         sampler, *options = name.split("+")
         unknown = set(options) - {"asha", "pruned", "canary"}
-        if sampler not in ("random", "grid", "tpe") or unknown or len(set(options)) != len(options):
-            raise ValueError(f"searcher {name!r}: random, grid or tpe, then +asha, +pruned, +canary")
+        if sampler not in SAMPLERS or unknown or len(set(options)) != len(options):
+            raise ValueError(f"searcher {name!r}: {', '.join(SAMPLERS)}, then +asha, +pruned, +canary")
         if "pruned" in options and "asha" not in options:
             raise ValueError(f"searcher {name!r}: +pruned needs +asha (only ASHA stops trials)")
         if sampler != "tpe" and {"pruned", "canary"} & set(options):
@@ -154,15 +164,17 @@ class Outcome:
 
 
 def replay(table: SearchTable, truth: GroundTruth, spec: SearcherSpec, seed: int, settings: Settings) -> Outcome:
+    rungs = AshaRungs(settings.max_t, settings.grace_period, settings.reduction_factor) if spec.asha else None
     if spec.sampler == "grid":
         searcher: Searcher = ShuffledGrid(table, seed, list(settings.points))
     elif spec.sampler == "random":
         searcher = RandomSearch(table.search, list(settings.points), seed)
+    elif spec.sampler == "oracle":
+        searcher = oracle(table, truth, seed, settings, rungs)
     else:
         searcher = TpeSearch(table.search, list(settings.points), seed, settings.startup_trials,
                              stopped="pruned" if spec.pruned else "complete",
                              canary_budget=table.canary_budget if spec.canary else None)
-    rungs = AshaRungs(settings.max_t, settings.grace_period, settings.reduction_factor) if spec.asha else None
     trials = replay_search(table, searcher, settings.num_samples, rungs)
     return Outcome(
         reach_steps=steps_to_reach(trials, truth.good),
@@ -171,3 +183,17 @@ def replay(table: SearchTable, truth: GroundTruth, spec: SearcherSpec, seed: int
         race=race(trials, table, settings.finalists, settings.race_seeds),
         stopped_good=any(t.status == STOPPED and t.recipe in truth.good for t in trials),
     )
+
+
+def oracle(table: SearchTable, truth: GroundTruth, seed: int, settings: Settings, rungs: AshaRungs | None) -> OracleAfterStartup:
+    """TPE's startup (random search's draws with this seed), then the good recipes by true dev
+    WER, each only if its sweep-seed run would finish under ASHA as the rungs stand."""
+
+    def completes(recipe: str) -> bool:
+        run = table.sweep_run(recipe)
+        if rungs is None:
+            return run.completed
+        return run_trial(-1, run, copy.deepcopy(rungs)).status == COMPLETED
+
+    good = sorted(truth.good, key=lambda recipe: (truth.dev_wer(recipe), recipe))
+    return OracleAfterStartup(RandomSearch(table.search, list(settings.points), seed), settings.startup_trials, good, table, completes)

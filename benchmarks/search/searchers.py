@@ -1,6 +1,7 @@
 """What proposes the next recipe in a replay: random search over the sweep's space, every
 grid recipe in a random order, or Optuna's TPE set up as the sweep sets it up
-(``sweeps/search/space.py``).
+(``sweeps/search/space.py``); and, as a bound on TPE rather than a searcher, an oracle that
+starts as TPE does and then knows where the good recipes are.
 
 A searcher proposes a recipe's searched values (``propose``) and is told how that trial
 went (``observe``), one trial at a time: the replay runs a sweep with
@@ -9,7 +10,7 @@ went (``observe``), one trial at a time: the replay runs a sweep with
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -115,6 +116,35 @@ class RandomSearch(StudySearch):
         import optuna
 
         super().__init__(search, points, optuna.samplers.RandomSampler(seed=seed))
+
+
+class OracleAfterStartup:
+    """A bound, not a searcher: random search's draws for TPE's startup trials (the sweep's
+    points first, as TPE's first trials are with the same seed), then the good recipes, truest
+    first, skipping any that ``completes`` says ASHA would stop before its end. Any searcher
+    that starts as TPE does reaches a good recipe no sooner than this, so its reach ratio is
+    the floor of TPE's at that startup. When the good recipes are used up it draws at random."""
+
+    def __init__(self, random: RandomSearch, startup: int, good_truest_first: list[str], table: SearchTable,
+                 completes: Callable[[str], bool]):
+        self.random, self.startup, self.table, self.completes = random, startup, table, completes
+        self.queue = list(good_truest_first)
+        self.proposed, self.from_random = 0, False
+
+    def propose(self) -> dict[str, Any]:
+        self.proposed += 1
+        if self.proposed > self.startup:
+            finishing = [recipe for recipe in self.queue if self.completes(recipe)]
+            if finishing:
+                self.queue.remove(finishing[0])
+                self.from_random = False
+                return self.table.params(finishing[0])
+        self.from_random = True
+        return self.random.propose()
+
+    def observe(self, trial: Any) -> None:
+        if self.from_random:
+            self.random.observe(trial)
 
 
 def suggest(trial: Any, name: str, spec: dict[str, Any]) -> Any:

@@ -25,7 +25,8 @@ try:
 except ImportError:  # tests/benchmarks imported as a package
     from tests.benchmarks.search_tables import curve_to, grid, make_table, run_row, synthetic_table
 
-ALL_SEARCHERS = ("grid", "random", "random+asha", "tpe", "tpe+canary", "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary")
+ALL_SEARCHERS = ("grid", "random", "random+asha", "tpe", "tpe+canary", "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary",
+                 "oracle+asha")
 
 
 class InOrder:
@@ -133,6 +134,36 @@ def test_random_search_tries_the_sweeps_points_first(searcher):
         search = ShuffledGrid(table, seed, [point]) if searcher == "grid" else RandomSearch(table.search, [point], seed)
         trials = replay_search(table, search, num_samples=3)
         assert trials[0].recipe == table.recipes[0]
+
+
+def test_the_oracle_reaches_a_good_recipe_one_trial_after_tpes_startup_unless_the_startup_did():
+    """Without ASHA: reach = the startup's steps to a good recipe if random search's first
+    draws (TPE's startup, same seed) hit one, else every startup trial plus one full trial."""
+    table = one_good_among(9)
+    truth = ground_truth(table)
+    spec, startup = SearcherSpec.parse("oracle"), 3
+    hits = 0
+    for seed in range(40):
+        oracle = replay(table, truth, spec, seed, settings(table, 6, startup_trials=startup, points=()))
+        random = replay_search(table, RandomSearch(table.search, [], seed), num_samples=startup)
+        in_startup = steps_to_reach(random, truth.good)
+        hits += math.isfinite(in_startup)
+        assert oracle.reach_steps == (in_startup if math.isfinite(in_startup) else 200.0 * (startup + 1))
+        assert oracle.chosen == truth.target
+    assert 0 < hits < 40  # both branches ran
+
+
+def test_the_oracle_skips_a_good_recipe_that_asha_would_stop():
+    """Two good recipes: the truest is a late bloomer that ASHA's rung at report 2 would stop
+    after the startup's trial set the rung, so the oracle proposes the other, which finishes."""
+    late, steady, bad = grid()[:3]
+    table = make_table([run_row(late, [0.6, 0.59, 0.58, 0.190]), run_row(steady, [0.49, 0.39, 0.29, 0.195]),
+                        run_row(bad, curve_to(0.30))], points=[bad])
+    truth = ground_truth(table)
+    assert truth.target == recipe_id(late) and truth.good == {recipe_id(late), recipe_id(steady)}
+    outcome = replay(table, truth, SearcherSpec.parse("oracle+asha"), 0, settings(table, 2, startup_trials=1))
+    assert outcome.reach_steps == 400.0  # the startup's 200, then steady's 200 (late would have cost 100 and failed)
+    assert outcome.chosen == recipe_id(steady) and not outcome.stopped_good
 
 
 def test_asha_stops_a_bad_curve_at_its_rung_and_charges_only_the_steps_it_ran():
@@ -366,6 +397,7 @@ def test_cli_prints_every_searcher_and_writes_json(tmp_path):
     rows = report["budgets"][0]["searchers"]
     assert [r["searcher"] for r in rows] == [n + s for n in ALL_SEARCHERS for s in ("", " +race")]
     for row in rows:
+        assert row["bound"] == row["searcher"].startswith("oracle") and not (row["bound"] and row["meets_goals"])
         assert 0 <= row["chosen_feasible"] <= 1 and set(row["reach_steps"]) == {"median", "q25", "q75"}
         assert len(row["reach_steps_each"]) == 3 and len(row["reach_vs_random_ci"]) == 2
     assert report["facts"]["recipes"] == len(table.recipes)
@@ -408,6 +440,7 @@ def test_help_imports_neither_optuna_nor_torch_nor_ray():
 def test_searcher_names_parse():
     assert SearcherSpec.parse("tpe+asha+pruned+canary") == SearcherSpec("tpe+asha+pruned+canary", "tpe", True, True, True)
     assert SearcherSpec.parse("grid+asha") == SearcherSpec("grid+asha", "grid", True, False, False)
-    for bad in ("bohb", "tpe+pruned", "random+canary", "grid+asha+pruned", "tpe+asha+asha"):
+    assert SearcherSpec.parse("oracle+asha").is_bound and not SearcherSpec.parse("tpe+asha").is_bound
+    for bad in ("bohb", "tpe+pruned", "random+canary", "grid+asha+pruned", "tpe+asha+asha", "oracle+asha+canary", "oracle+pruned"):
         with pytest.raises(ValueError):
             SearcherSpec.parse(bad)
