@@ -134,11 +134,11 @@ class OracleAfterStartup:
     def propose(self) -> dict[str, Any]:
         self.proposed += 1
         if self.proposed > self.startup:
-            finishing = [recipe for recipe in self.queue if self.completes(recipe)]
-            if finishing:
-                self.queue.remove(finishing[0])
+            finishing = next((recipe for recipe in self.queue if self.completes(recipe)), None)
+            if finishing is not None:
+                self.queue.remove(finishing)
                 self.from_random = False
-                return self.table.params(finishing[0])
+                return self.table.params(finishing)
         self.from_random = True
         return self.random.propose()
 
