@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.search.replay import Outcome, Settings
+from benchmarks.search.replay import Outcome, SearcherSpec, Settings
 from benchmarks.search.table import GroundTruth, SearchTable
 from sweeps.budget import over_budget
 
@@ -35,7 +35,7 @@ def summarise(name: str, outcomes: list[Outcome], truth: GroundTruth, racing: bo
     return {
         "searcher": name + (" +race" if racing else ""),
         "racing": racing,
-        "bound": name.split("+")[0] == "oracle",
+        "bound": SearcherSpec.parse(name).is_bound,
         "reach_steps": quantiles([o.reach_steps for o in outcomes]),
         "reach_steps_each": [o.reach_steps for o in outcomes],  # one per sampler seed, in seed order
         "reached": sum(math.isfinite(o.reach_steps) for o in outcomes) / n,
