@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
         rows = []
         for spec in specs:
             outcomes = [replay(table, truth, spec, seed, settings) for seed in seeds]
-            rows += [summarise(spec.name, outcomes, truth, racing) for racing in (False, True)]
+            rows += [summarise(spec, outcomes, truth, racing) for racing in (False, True)]
         add_goals(rows)
         facts = facts or table_facts(table, truth, settings)
         budgets.append({"num_samples": num_samples, "settings": settings.__dict__, "searchers": rows})

@@ -27,15 +27,15 @@ def quantiles(values: list[float]) -> dict[str, float]:
     return {"median": float(median), "q25": float(q25), "q75": float(q75)}
 
 
-def summarise(name: str, outcomes: list[Outcome], truth: GroundTruth, racing: bool) -> dict[str, Any]:
+def summarise(spec: SearcherSpec, outcomes: list[Outcome], truth: GroundTruth, racing: bool) -> dict[str, Any]:
     """One row of the output: a searcher with or without racing, over its replays."""
     n = len(outcomes)
     chosen = [o.race.winner if racing else o.chosen for o in outcomes]
     picked = [recipe for recipe in chosen if recipe is not None]
     return {
-        "searcher": name + (" +race" if racing else ""),
+        "searcher": spec.name + (" +race" if racing else ""),
         "racing": racing,
-        "bound": SearcherSpec.parse(name).is_bound,
+        "bound": spec.is_bound,
         "reach_steps": quantiles([o.reach_steps for o in outcomes]),
         "reach_steps_each": [o.reach_steps for o in outcomes],  # one per sampler seed, in seed order
         "reached": sum(math.isfinite(o.reach_steps) for o in outcomes) / n,
