@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         check_inputs_exist(sweep)
         resume = check_experiment(sweep, paths, args.resume)
         check_before_ray(sweep, args)
-        report_sweep_data(sweep.trial.resolved(), paths.results_dir)
+        report_sweep_data(sweep.trial.resolved(), paths.results_dir, check_rows_here=not args.address)
         return run_sweep(sweep, paths, args, resume)
     except (ConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)

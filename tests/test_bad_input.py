@@ -109,6 +109,10 @@ CASES = {
     "sweep: target modules outside adapter scope": Case("sweep", NO_SEARCH + " trial.target_modules=proj_out trial.adapter_scope=encoder",
                                                         ("trial.target_modules: 'proj_out' with adapter_scope 'encoder'",), stage="modules"),
     "sweep: model folder without a model": Case("sweep", "trial.model={foreign}", ("trial.model: cannot read the config", "foreign"), stage="modules"),
+    "sweep: bad rows in the train manifest": Case("sweep", "trial.train_manifest={bad_rows}",
+                                                  ("bad_rows.jsonl: 3 bad row(s); fix them or set trial.on_bad_row=skip",
+                                                   "bad_rows.jsonl:1: audio file not found", "bad_rows.jsonl:2:", "bad_rows.jsonl:3: not valid JSON"),
+                                                  stage="modules"),
     "sweep: train manifest missing": Case("sweep", "trial.train_manifest={tmp}/nope.jsonl", ("trial.train_manifest:", "nope.jsonl does not exist")),
     "sweep: resources_per_trial.gpu too many": Case("sweep", "resources_per_trial.gpu=4096", ("resources_per_trial.gpu: each trial asks for 4096 GPU",)),
     "sweep: resources_per_trial.cpu too many": Case("sweep", "resources_per_trial.cpu=4096", ("resources_per_trial.cpu: each trial asks for 4096 CPU",)),
@@ -149,6 +153,9 @@ CASES = {
     "repro: target module typo": Case("repro", REPRO + " target_modules=qproj", ("recipe.json: target_modules: ['qproj'] not in the model",), stage="modules"),
     "repro: target modules outside adapter scope": Case("repro", REPRO + " target_modules=proj_out adapter_scope=encoder",
                                                         ("recipe.json: adapter_scope: none of target_modules ['proj_out'] is in the model's encoder",), stage="modules"),
+    "repro: bad rows in the recipe's manifest": Case("repro", REPRO + " train_manifest={bad_rows}",
+                                                     ("bad_rows.jsonl: 3 bad row(s); fix them or override on_bad_row=skip",
+                                                      "bad_rows.jsonl:1: audio file not found", "bad_rows.jsonl:2:", "bad_rows.jsonl:3: not valid JSON")),
     "repro: recipe's manifest missing": Case("repro", REPRO + " train_manifest={tmp}/nope.jsonl", ("recipe.json: train_manifest:", "does not exist")),
 }
 
@@ -176,7 +183,11 @@ def inputs(tmp_path_factory, tiny_model_dir, tiny_manifests) -> dict[str, str]:
     }
     paths = {name: str(write_manifest(directory / f"{name}.jsonl", rows)) for name, rows in manifests.items()}
     (directory / "nan_duration.jsonl").write_text('{"audio_filepath": "audio/whole.wav", "text": "red lamp", "duration": NaN}\n')
+    (directory / "bad_rows.jsonl").write_text(  # missing audio, empty transcript, broken JSON, then a good row
+        '{"audio_filepath": "audio/nope.wav", "text": "red lamp"}\n{"audio_filepath": "audio/whole.wav", "text": ""}\n'
+        '{"audio_filepath": "audio/whole.wav", "text": \n{"audio_filepath": "audio/whole.wav", "text": "red lamp"}\n')
     paths["nan_duration"] = str(directory / "nan_duration.jsonl")
+    paths["bad_rows"] = str(directory / "bad_rows.jsonl")
     (directory / "bad.json").write_text("{bad")
     (directory / "list.json").write_text("[1]")
     (directory / "unknown.json").write_text(json.dumps({"lora_rank": 8}))

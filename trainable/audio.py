@@ -37,19 +37,15 @@ def load_audio(path: str, sampling_rate: int, data: bytes | None = None) -> np.n
     ``data``: the bytes of an audio file embedded in a dataset; ``path`` then only names
     where they came from, for messages.
     """
-    import io
-
     import soundfile
 
-    if data is None and not os.path.isfile(path):
-        raise AudioError(f"audio file not found: {path}", "missing audio")
+    source = _opened(path, data)
     try:
-        with soundfile.SoundFile(io.BytesIO(data) if data is not None else path) as audio:
+        with soundfile.SoundFile(source) as audio:
             announced, rate, container, log = audio.frames, audio.samplerate, audio.format, audio.extra_info
             samples = audio.read(dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        reason = getattr(error, "error_string", None) or error  # without soundfile's "Error opening <BytesIO ...>"
-        raise AudioError(f"unreadable or corrupt audio {path}: {reason}") from None
+        raise _unreadable(path, error) from None
     truncated = truncation(data if data is not None else path, announced, samples.shape[0], container, log)
     if truncated:
         raise AudioError(f"truncated or corrupt audio {path}: {truncated}", "truncated audio")
@@ -59,6 +55,35 @@ def load_audio(path: str, sampling_rate: int, data: bytes | None = None) -> np.n
     if not np.isfinite(mono).all():
         raise AudioError(f"audio has NaN or infinite samples: {path}")
     return resample(mono, rate, sampling_rate)
+
+
+def header_seconds(path: str, data: bytes | None = None) -> float:
+    """The length the file's header announces, without decoding (soundfile.info); the same
+    AudioError as ``load_audio`` for a missing or unreadable file. Truncation shows only
+    in a decode."""
+    import soundfile
+
+    source = _opened(path, data)
+    try:
+        return float(soundfile.info(source).duration)
+    except Exception as error:
+        raise _unreadable(path, error) from None
+
+
+def _opened(path: str, data: bytes | None):
+    """What soundfile reads: the embedded bytes, else the file, which must exist."""
+    import io
+
+    if data is not None:
+        return io.BytesIO(data)
+    if not os.path.isfile(path):
+        raise AudioError(f"audio file not found: {path}", "missing audio")
+    return path
+
+
+def _unreadable(path: str, error: Exception) -> AudioError:
+    reason = getattr(error, "error_string", None) or error  # without soundfile's "Error opening <BytesIO ...>"
+    return AudioError(f"unreadable or corrupt audio {path}: {reason}")
 
 
 def truncation(source: str | bytes, announced: int, decoded: int, container: str, log: str) -> str | None:

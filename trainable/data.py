@@ -98,7 +98,7 @@ def prepare_set(
     kept = UtteranceSet(name, str(manifest), source.sha256, [], [], [], layout=source.layout, columns=source.columns)
     filtered = 0
     for utterance in utterances:
-        problem = _duration_field_problem(utterance)
+        problem = duration_field_problem(utterance)
         if problem:
             problems.append(problem)
             continue
@@ -139,7 +139,7 @@ def prepare_set(
     return kept
 
 
-def _duration_field_problem(utterance: Utterance) -> RowProblem | None:
+def duration_field_problem(utterance: Utterance) -> RowProblem | None:
     """A ``duration`` the manifest gives must be a length: finite and positive."""
     duration = utterance.duration
     if duration is None or (math.isfinite(duration) and duration > 0):
@@ -178,17 +178,28 @@ def _handle_problems(kept: UtteranceSet, problems: list[RowProblem], on_bad_row:
     if not problems:
         return
     if on_bad_row == "error":
-        shown = "\n  ".join(str(p) for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise ManifestError(
-            f"{kept.manifest}: {len(problems)} bad row(s); fix them or pass --on-bad-row skip:\n  {shown}{more}"
-        )
+        raise bad_rows_error(kept.manifest, problems, "pass --on-bad-row skip")
     counts = Counter(p.reason for p in problems)
     kept.skipped.update(counts)
     log.warning(
         "%s: skipped %d bad row(s): %s (first: %s)",
         kept.manifest, len(problems), ", ".join(f"{n} {r}" for r, n in counts.items()), problems[0],
     )
+
+
+def bad_rows_error(manifest: str, problems: Sequence[RowProblem], skip_hint: str) -> ManifestError:
+    """Every bad row of one manifest, in file order, as ``file:line: what is wrong`` (the first
+    20, then a count); ``skip_hint`` says how this command drops them instead."""
+    ordered = sorted(problems, key=_row_order)
+    shown = "\n  ".join(str(p) for p in ordered[:20])
+    more = f"\n  ... and {len(ordered) - 20} more" if len(ordered) > 20 else ""
+    return ManifestError(f"{manifest}: {len(ordered)} bad row(s); fix them or {skip_hint}:\n  {shown}{more}")
+
+
+def _row_order(problem: RowProblem) -> tuple[str, int]:
+    """``train.jsonl:12`` or ``/data/ds:train[11]`` sorts by its file, then its row number."""
+    where, _, number = problem.source.rstrip("]").replace("[", ":").rpartition(":")
+    return (where, int(number)) if number.isdigit() else (problem.source, 0)
 
 
 class LeakageError(ValueError):

@@ -20,7 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from trainable.manifest import Utterance
+from trainable.audio import AudioError, header_seconds
+from trainable.manifest import ManifestError, RowProblem, Utterance
 from trainable.sources import read_source
 from trainable.wer import normalise_casing_and_punctuation
 
@@ -47,6 +48,7 @@ class SetView:
     utterances: Sequence[Utterance]
     seconds: Sequence[float]
     skipped: dict[str, int]
+    problems: Sequence[RowProblem] = ()
 
 
 def label_text(config) -> Callable[[str], str]:
@@ -65,15 +67,34 @@ def report_from_sets(train_set, eval_sets: Sequence, tokenizer, config, sampling
     return build_report(views[0], views[1:], tokenizer, config, durations_from="decoded audio")
 
 
-def report_from_config(config, tokenizer=None) -> dict[str, Any]:
-    """The report without decoding: rows read from each source, durations from the audio
-    files' headers (soundfile.info), ``max_duration`` applied as a run applies it. Rows a
-    run would refuse are counted by reason; the run itself lists them."""
+def report_from_config(config, tokenizer=None, views: Sequence[SetView] | None = None) -> dict[str, Any]:
+    """The report without decoding (``undecoded_views``, read here unless given). Rows a
+    run would refuse are counted by reason; ``check_rows`` lists them."""
     if tokenizer is None:
         tokenizer = load_tokenizer(config.model)
+    views = views or undecoded_views(config)
+    return build_report(views[0], list(views[1:]), tokenizer, config, durations_from="audio headers")
+
+
+def undecoded_views(config) -> list[SetView]:
+    """Training set first, then each eval set: rows read from each source, durations from the
+    audio files' headers (soundfile.info), ``max_duration`` applied as a run applies it."""
     views = [_undecoded_view("train", config.train_manifest, config.max_duration)]
-    views += [_undecoded_view(name, spec, config.max_duration) for name, spec in config.eval_manifests]
-    return build_report(views[0], views[1:], tokenizer, config, durations_from="audio headers")
+    return views + [_undecoded_view(name, spec, config.max_duration) for name, spec in config.eval_manifests]
+
+
+def check_rows(views: Sequence[SetView], on_bad_row: str, skip_hint: str) -> None:
+    """Refuse, as a run would before its first step, a set with bad rows (``on_bad_row``
+    "error": every one listed as ``file:line: what``) or with none usable. What only a
+    decode shows (a duration field the audio contradicts, audio too long for the model) is
+    left to the run."""
+    from trainable.data import bad_rows_error
+
+    for view in views:
+        if view.problems and on_bad_row == "error":
+            raise bad_rows_error(view.spec, view.problems, skip_hint)
+        if not view.utterances:
+            raise ManifestError(f"{view.spec}: no usable utterances (skipped: {view.skipped or 'none'})")
 
 
 def load_tokenizer(model: str):
@@ -84,32 +105,27 @@ def load_tokenizer(model: str):
 
 
 def _undecoded_view(name: str, spec: str, max_duration: float | None) -> SetView:
+    from trainable.data import duration_field_problem
+
     source = read_source(spec)
-    skipped = Counter(problem.reason for problem in source.problems)
+    problems = list(source.problems)
+    skipped = Counter()
     kept, seconds = [], []
     for utterance in source.utterances:
-        length = header_seconds(utterance)
-        if length is None:
-            skipped["unreadable audio"] += 1
+        problem = duration_field_problem(utterance)
+        try:
+            length = header_seconds(utterance.audio_path, utterance.audio_bytes)
+        except AudioError as error:
+            problem = problem or RowProblem(utterance.source, error.reason, str(error))
+        if problem is not None:
+            problems.append(problem)
         elif max_duration is not None and length > max_duration:
             skipped["longer than max_duration"] += 1
         else:
             kept.append(utterance)
             seconds.append(length)
-    return SetView(name, spec, source.layout, source.columns, kept, seconds, dict(skipped))
-
-
-def header_seconds(utterance: Utterance) -> float | None:
-    """Duration from the audio file's header (no decoding); None when it cannot be read."""
-    import io
-
-    import soundfile
-
-    try:
-        target = io.BytesIO(utterance.audio_bytes) if utterance.audio_bytes is not None else utterance.audio_path
-        return float(soundfile.info(target).duration)
-    except Exception:  # missing or corrupt: counted as unreadable, the run names the row
-        return None
+    skipped.update(problem.reason for problem in problems)
+    return SetView(name, spec, source.layout, source.columns, kept, seconds, dict(skipped), problems)
 
 
 def build_report(train: SetView, evals: list[SetView], tokenizer, config, durations_from: str) -> dict[str, Any]:

@@ -309,8 +309,8 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
 
 def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: argparse.Namespace) -> None:
     """Before Ray starts: the recipe's files exist, --eval-set is one of its eval sets, the
-    repro folder can be written, and a local run's device is on this machine (each seed
-    would fail the same way otherwise)."""
+    repro folder can be written, and a local run's device and rows are usable here (each
+    seed would fail the same way otherwise)."""
     from trainable.model import DeviceError, select_device
 
     try:
@@ -330,7 +330,20 @@ def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: 
         except DeviceError as error:
             raise ReproError(f"{source}: device {config.device!r} is not available on this machine ({error}); "
                              "override it, e.g. device=cpu") from None
+        check_rows_here(config.resolved())
     check_adapter_targets(config.resolved(), source)
+
+
+def check_rows_here(config: TrialConfig) -> None:
+    """Bad rows would fail every seed the same way: list them before Ray starts, as a run
+    does. Only for seeds run on this machine: a cluster's workers may hold audio it lacks."""
+    from trainable.data_report import check_rows, undecoded_views
+    from trainable.manifest import ManifestError
+
+    try:
+        check_rows(undecoded_views(config), config.on_bad_row, skip_hint="override on_bad_row=skip")
+    except (ManifestError, OSError) as error:
+        raise ReproError(str(error)) from None
 
 
 def check_adapter_targets(config: TrialConfig, source: Path) -> None:

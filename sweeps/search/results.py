@@ -86,7 +86,7 @@ def trials_table(experiment_path: str, sweep: SweepConfig):
     if len(table):
         table = table.sort_values("trial_number", kind="stable").reset_index(drop=True)
         for column in _COUNT_COLUMNS:  # whole numbers that a trial without reports lacks
-            table[column] = table[column].round().astype("Int64")
+            table[column] = pd.to_numeric(table[column], errors="coerce").round().astype("Int64")
     return table
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_manifest, write_tone
 from sweeps.repro import cli as repro
 from sweeps.repro import seeds
 from trainable.config import REPO_ROOT, TrialConfig
@@ -461,12 +462,12 @@ def fake_seed_runs(errors_by_set: dict[str, tuple[int, int]], utterances: int = 
 
 
 def write_best(path: Path, **keys) -> Path:
-    """A best.json whose manifests exist (empty) under data/ beside it: repro checks that
-    the files exist before any seed runs, and the tests run from that folder."""
+    """A best.json whose manifests (one row of real audio each) are under data/ beside it:
+    repro checks their rows before any seed runs, and the tests run from that folder."""
     config = TrialConfig(seed=42, eval_manifests=(("dev", "data/dev.jsonl"), ("canary", "data/canary.jsonl"))).to_dict()
-    (path.parent / "data").mkdir(exist_ok=True)
+    write_tone(path.parent / "data" / "tone.wav", 0.5, 330, seed=1)
     for name in ("dev", "canary", "test", "other"):
-        (path.parent / "data" / f"{name}.jsonl").touch()
+        write_manifest(path.parent / "data" / f"{name}.jsonl", [{"audio_filepath": "tone.wav", "text": "red lamp"}])
     path.write_text(json.dumps({"config": config, "sweep": "demo", **keys}))
     return path
 

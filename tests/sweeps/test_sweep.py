@@ -149,6 +149,47 @@ def test_sweep_records_every_trial_and_a_failed_one(tiny_model_dir, tiny_manifes
     assert main(["--analyze", "unit", "num_samples=9"]) == 2  # describes trials already run
 
 
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_errors_ends_with_its_errors_not_a_traceback(tiny_model_dir, tiny_manifests, tmp_path):
+    """Truncated audio passes the driver's header check (only a decode shows it), so every
+    trial fails: the sweep must still write its table and summary and exit 1 (no winner)."""
+    truncated = truncated_manifest(tmp_path, tiny_manifests["train"])
+    raw = tiny_sweep("doomed", tiny_model_dir, tiny_manifests, search={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+                     points_to_evaluate=[], num_samples=2)
+    raw["trial"]["train_manifest"] = str(truncated)
+    config = write_sweep(tmp_path, raw)
+    log = tmp_path / "driver.log"
+
+    process = start_python(["-m", "sweeps.run", "--config", str(config), "--num-cpus", "2"], tmp_path, log)
+    try:
+        assert process.wait(timeout=300) == 1, log.read_text()[-4000:]
+    finally:
+        if process.poll() is None:
+            kill_tree(process)
+    printed = log.read_text()
+    assert "Traceback (most recent call last)" not in printed.split("Sweep wall time")[-1]
+    results_dir = tmp_path / "results" / "doomed"
+    trials = read_trials(results_dir)
+    assert list(trials["status"]) == ["ERROR", "ERROR"] and trials["steps"].isna().all()
+    assert not (results_dir / "best.json").exists()
+    summary = (results_dir / "summary.md").read_text()
+    assert "No trial completed" in summary and "truncated" in summary
+
+
+def truncated_manifest(directory: Path, train_manifest: Path) -> Path:
+    """The training manifest with its first utterance's WAV cut to a third: its header still
+    announces the whole length, so only a decode finds it short."""
+    rows = [json.loads(line) for line in train_manifest.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["audio_filepath"] = str(train_manifest.parent / row["audio_filepath"])
+    data = Path(rows[0]["audio_filepath"]).read_bytes()
+    (directory / "cut.wav").write_bytes(data[: len(data) // 3])
+    rows[0]["audio_filepath"] = str(directory / "cut.wav")
+    path = directory / "train_truncated.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 def read_trials_from_bytes(data: bytes):
     import io
 

@@ -36,3 +36,23 @@ def test_a_dataset_that_cannot_be_read_stops_the_sweep_with_its_name(tiny_config
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match=f"trial data: {tmp_path}/empty: not a dataset folder"):
         report_sweep_data(tiny_config.replace(train_manifest=str(tmp_path / "empty")).resolved(), tmp_path / "results")
+
+
+def test_bad_rows_stop_a_local_sweep_listed_by_line_and_are_counted_when_skipped_or_on_a_cluster(tiny_config, tmp_path):
+    rows = make_rows(tmp_path, "train", 4, seed=3)
+    rows[2]["audio_filepath"] = "audio/nope.wav"
+    rows[0]["text"] = ""
+    manifest = write_manifest(tmp_path / "train.jsonl", rows)
+    config = tiny_config.replace(train_manifest=str(manifest)).resolved()
+
+    with pytest.raises(ConfigError) as refused:
+        report_sweep_data(config, tmp_path / "local")
+    message = str(refused.value)
+    assert f"{manifest}: 2 bad row(s); fix them or set trial.on_bad_row=skip" in message
+    assert message.index(f"{manifest}:1: empty transcript") < message.index(f"{manifest}:3: audio file not found")
+    assert (tmp_path / "local" / REPORT_FILE).is_file()  # the report is written before the refusal
+
+    expected = {"empty text": 1, "missing audio": 1}
+    for results, changed, here in (("skip", config.replace(on_bad_row="skip"), True), ("cluster", config, False)):
+        report = report_sweep_data(changed, tmp_path / results, check_rows_here=here)
+        assert report["sets"]["train"]["skipped"] == expected and report["sets"]["train"]["utterances"] == 2
