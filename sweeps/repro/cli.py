@@ -395,7 +395,7 @@ def run_record(
 
 def seed_runs_record(finished: list[dict], failed: list[dict], wall: float) -> dict[str, Any]:
     """run.json's where and how long: devices, wall time, each seed run and each failure."""
-    keys = ("seed", "rerun", "elapsed_seconds", "steps", "device", "node", "output_dir")
+    keys = ("seed", "rerun", "elapsed_seconds", "steps", "device", "node", "output_dir", "baseline_decoded_by")
     return {
         "device": ", ".join(sorted({str(run.get("device")) for run in finished})),
         "wall_seconds": wall,
@@ -458,10 +458,17 @@ def analyse_and_report(
                    for name, limit in limits.items()]
     except (significance.ScoresError, ValueError) as error:
         raise ReproError(f"{source}: {error}") from None
-    determinism = determinism_summary(significance.baselines_identical(table), record.reruns)
+    determinism = determinism_summary(significance.baselines_identical(table, cached_baseline_seeds(record.run)), record.reruns)
     verdict = write_outputs(output_dir, analysis, table, determinism, record.run, record.config, budgets, selection_record(record.run, primary))
     print(f"repro: wrote {output_dir}/verdict.json, report.md, plots and trn/; deterministic: {determinism['deterministic']}")
     return verdict
+
+
+def cached_baseline_seeds(run: dict[str, Any]) -> set[int]:
+    """Seeds whose baseline hypotheses some eval set read from the decode cache, not decoded
+    itself (run.json's seed runs; a run.json from before this was recorded names none)."""
+    return {entry["seed"] for entry in run.get("seed_runs") or []
+            if not entry.get("rerun") and "decode cache" in (entry.get("baseline_decoded_by") or {}).values()}
 
 
 def selection_record(run: dict[str, Any], tested: str) -> dict[str, Any]:

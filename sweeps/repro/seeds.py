@@ -41,6 +41,7 @@ def run_seed(config: dict[str, Any]) -> dict[str, Any]:
         "elapsed_seconds": summary.get("elapsed_seconds"),
         "device": summary.get("device"),
         "node": node_label(),
+        "baseline_decoded_by": {name: scores["baseline"].get("decoded_by") for name, scores in summary["evals"].items()},
     }
 
 
@@ -167,6 +168,8 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
         verdicts.append(baseline_check["identical"])
         parts.append("baseline hypotheses identical across seeds" if baseline_check["identical"]
                      else f"baseline hypotheses differ across seeds on {baseline_check['count']} utterances")
+    elif baseline_check.get("why"):
+        parts.append(f"baseline across seeds not checked ({baseline_check['why']})")
     for check in reruns:
         verdicts.append(check["identical"])
         devices = check.get("devices") or []
@@ -174,5 +177,7 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
         parts.append(f"seed {check['seed']} rerun gives identical hypotheses{where}" if check["identical"]
                      else f"seed {check['seed']} rerun differs on {check['differing']} hypotheses{where}")
     deterministic = "unknown" if not verdicts else ("yes" if all(verdicts) else "no")
-    return {"deterministic": deterministic, "detail": "; ".join(parts) or "not checked (one seed, no rerun)",
+    if not reruns:
+        parts.append("no same-seed rerun")
+    return {"deterministic": deterministic, "detail": "; ".join(parts),
             "baseline_across_seeds": baseline_check, "reruns": reruns}
