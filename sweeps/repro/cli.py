@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", metavar="FILE", help="a core config (JSON, a sweep's best.json, or YAML with a trial: section)")
     source.add_argument("overrides", nargs="*", metavar="key=value", help="config fields to change, e.g. max_steps=50 (trial.max_steps=50 works too)")
     source.add_argument("--confirm-on", metavar="NAME=PATH", help="score this eval set first, in place of the set the sweep selected on "
-                        "(default: best.json's confirm_on; without one, repro tests the selection set and says the gain is biased upward)")
+                        "(default: the confirm_on of best.json or of a sweep YAML; without one, repro tests the selection set and says the gain is biased upward)")
     seeds = parser.add_argument_group("seeds and determinism")
     seeds.add_argument("--trials", type=int, default=5, metavar="N", help="number of seeds (default 5, the fewest the verdict trusts)")
     seeds.add_argument("--seeds", metavar="S1,S2,...", help="explicit seeds (default: config seed + 1 ... + N, skipping the seeds the sweep selected with)")

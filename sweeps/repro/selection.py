@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from sweeps.budget import budget_limit
 from sweeps.repro import ReproError
 from trainable.config import TrialConfig, parse_eval_manifest
-from trainable.config_io import ConfigError, coerce_number, read_json
+from trainable.config_io import ConfigError, coerce_number, read_json, read_mapping
 
 # Keys only a sweep's best.json holds; a recipe file with any of them is a sweep's choice.
 SWEEP_KEYS = ("sweep", "select_on", "confirm_on", "selection_seeds", "max_wer_increase")
@@ -48,8 +48,11 @@ class SweepChoice:
 
 def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
     """The sweep's keys of a best.json (older ones lack select_on, confirm_on and
-    selection_seeds: their select set is the recipe's first eval set); a plain recipe file
-    (JSON without those keys, YAML) gives an empty choice."""
+    selection_seeds: their select set is the recipe's first eval set); a sweep YAML's
+    confirm_on and max_wer_increase (its ``trial:`` recipe was chosen by no sweep); a plain
+    recipe file gives an empty choice."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return _sweep_yaml_choice(path)
     if path.suffix != ".json":
         return SweepChoice()
     try:
@@ -68,6 +71,22 @@ def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
         confirm_on=_confirm_set(data.get("confirm_on"), path),
         budgets=parse_budgets(data.get("max_wer_increase") or {}, f"{path}: max_wer_increase"),
         selection_seeds=_seeds(data.get("selection_seeds") or [], path),
+    )
+
+
+def _sweep_yaml_choice(path: Path) -> SweepChoice:
+    try:
+        data = read_mapping(path)
+    except ConfigError as error:
+        raise ReproError(str(error)) from None
+    if not isinstance(data.get("trial"), dict):
+        return SweepChoice()  # a plain recipe written as YAML
+    confirm = data.get("confirm_on")
+    if confirm is not None and not (isinstance(confirm, dict) and len(confirm) == 1):
+        raise ReproError(f"{path}: confirm_on: one {{name: manifest}} pair, the set repro confirms on, got {confirm!r}")
+    return SweepChoice(
+        confirm_on=EvalSet(*map(str, next(iter(confirm.items())))) if confirm else None,
+        budgets=parse_budgets(data.get("max_wer_increase") or {}, f"{path}: max_wer_increase"),
     )
 
 

@@ -520,6 +520,27 @@ def test_confirm_on_flag_overrides_best_json_and_works_for_a_plain_recipe(tmp_pa
     assert fake.job_names == [f"repro {tmp_path.name}", "repro recipe"]
 
 
+def test_a_sweep_yaml_recipe_is_confirmed_on_its_confirm_set_within_its_budgets(tmp_path, monkeypatch):
+    """``--config sweep.yaml`` reruns its ``trial:`` recipe: on the YAML's confirm_on set, with
+    its max_wer_increase, and no selection is claimed (no sweep chose that recipe)."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    fake, scored = fake_seed_runs({"test": (3, 1), "canary": (1, 1)})
+    monkeypatch.setattr(repro, "run_all_seeds", fake)
+    write_best(tmp_path / "best.json")  # for its manifests under data/
+    sweep = {"name": "s", "trial": {"eval_manifests": {"dev": "data/dev.jsonl", "canary": "data/canary.jsonl"}},
+             "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+             "confirm_on": {"test": "data/test.jsonl"}, "max_wer_increase": {"canary": 0.02}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    argv = ["--config", "sweep.yaml", "--trials", "1", "--determinism-reruns", "0", "--resamples", "300", "--output-dir", "out"]
+    assert repro.main(argv) == 0
+    assert [[name for name, _ in sets] for sets in scored] == [["test", "canary"]]
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["confirmed_on"]["name"] == "test" and verdict["selection_bias"] is None
+    assert list(verdict["budgets"]) == ["canary"] and verdict["budgets"]["canary"]["limit"] == 0.02
+
+
 def test_a_budget_on_a_set_the_seeds_do_not_score_stops_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(repro, "run_all_seeds", lambda *a: pytest.fail("no seed may run"))
