@@ -148,7 +148,11 @@ CASES = {
     "repro: --seed -3": Case("repro", REPRO + " --seed -3", ("--seed: must be >= 0",)),
     "repro: --from-scores missing": Case("repro", "--from-scores {tmp}/nope.parquet", ("--from-scores", "no such file")),
     "repro: override seed": Case("repro", REPRO + " seed=5", ("override seed: set per seed by repro",)),
-    "repro: override lora_r=4.9": Case("repro", REPRO + " lora_r=4.9", ("recipe.json: lora_r: expected int",)),
+    "repro: override lora_r=4.9": Case("repro", REPRO + " lora_r=4.9", ("override lora_r: expected int",)),
+    "repro: override unknown field": Case("repro", REPRO + " lora_rank=4", ("override unknown", "lora_rank")),
+    "repro: override's manifest missing": Case("repro", REPRO + " train_manifest={tmp}/nope.jsonl", ("override: train_manifest:", "nope.jsonl does not exist")),
+    "repro: --confirm-on manifest missing": Case("repro", REPRO + " --confirm-on test={tmp}/nope.jsonl",
+                                                 ("--confirm-on test=", ": eval_manifests.test:", "nope.jsonl does not exist")),
     "repro: --eval-set unknown": Case("repro", REPRO + " --eval-set nope", ("--eval-set nope", "heldout")),
     "repro: target module typo": Case("repro", REPRO + " target_modules=qproj", ("recipe.json: target_modules: ['qproj'] not in the model",), stage="modules"),
     "repro: target modules outside adapter scope": Case("repro", REPRO + " target_modules=proj_out adapter_scope=encoder",
@@ -156,7 +160,7 @@ CASES = {
     "repro: bad rows in the recipe's manifest": Case("repro", REPRO + " train_manifest={bad_rows}",
                                                      ("bad_rows.jsonl: 3 bad row(s); fix them or override on_bad_row=skip",
                                                       "bad_rows.jsonl:1: audio file not found", "bad_rows.jsonl:2:", "bad_rows.jsonl:3: not valid JSON")),
-    "repro: recipe's manifest missing": Case("repro", REPRO + " train_manifest={tmp}/nope.jsonl", ("recipe.json: train_manifest:", "does not exist")),
+    "repro: recipe's manifest missing": Case("repro", "--config {recipe_missing_json} --trials 1", ("recipe_missing.json: train_manifest:", "does not exist")),
 }
 
 
@@ -198,7 +202,8 @@ def inputs(tmp_path_factory, tiny_model_dir, tiny_manifests) -> dict[str, str]:
     recipe = {"model": str(tiny_model_dir), "train_manifest": str(tiny_manifests["train"]),
               "eval_manifests": [["heldout", str(tiny_manifests["heldout"])]], "device": "cpu", "max_steps": 1}
     (directory / "recipe.json").write_text(json.dumps(recipe))
-    for name in ("bad.json", "list.json", "unknown.json", "bad.yaml", "afile", "foreign", "recipe.json"):
+    (directory / "recipe_missing.json").write_text(json.dumps({**recipe, "train_manifest": str(directory / "nope.jsonl")}))
+    for name in ("bad.json", "list.json", "unknown.json", "bad.yaml", "afile", "foreign", "recipe.json", "recipe_missing.json"):
         paths[name.replace(".", "_")] = str(directory / name)
     return {**paths, "model": str(tiny_model_dir), "train": str(tiny_manifests["train"]),
             "heldout": str(tiny_manifests["heldout"])}

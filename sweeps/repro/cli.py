@@ -36,7 +36,7 @@ from sweeps.repro.selection import (
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
 from trainable.files import atomic_write_json
-from trainable.preflight import check_inputs, check_writable_folder, module_tree_to_check
+from trainable.preflight import check_writable_folder, input_exists, input_paths, module_tree_to_check
 
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
@@ -215,12 +215,15 @@ def load_config(path: Path, overrides: Sequence[str]) -> TrialConfig:
     """The recipe from any recipe file (``trainable.config_io.read_recipe``) with ``key=value``
     overrides on top (``trial.max_steps=50`` works too)."""
     try:
-        # A seed run reports to nobody: the sweep's mid-run evaluations (eval_every) would
-        # only cost decoding time, so they are off unless an override asks for them.
-        values = {**TrialConfig.from_dict(read_recipe(path)).to_dict(), "eval_every": 0, **parse_overrides(overrides)}
-        return TrialConfig.from_dict(values)
+        recipe = TrialConfig.from_dict(read_recipe(path))
     except ConfigError as error:
         raise ReproError(f"{path}: {error}") from None
+    # A seed run reports to nobody: the sweep's mid-run evaluations (eval_every) would
+    # only cost decoding time, so they are off unless an override asks for them.
+    try:
+        return TrialConfig.from_dict({**recipe.to_dict(), "eval_every": 0, **parse_overrides(overrides)})
+    except ConfigError as error:
+        raise ReproError(str(error) if str(error).startswith("override") else f"override {error}") from None
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -313,10 +316,9 @@ def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: 
     seed would fail the same way otherwise)."""
     from trainable.model import DeviceError, select_device
 
-    try:
-        check_inputs(config.resolved())
-    except ConfigError as error:
-        raise ReproError(f"{source}: {error}") from None
+    for field, path in input_paths(config.resolved()):
+        if "://" not in path and not input_exists(field, path):
+            raise ReproError(f"{_set_by(field, args, source)}: {field}: {path} does not exist")
     names = [name for name, _ in config.eval_manifests]
     if args.eval_set and args.eval_set not in names:
         raise ReproError(f"--eval-set {args.eval_set}: the recipe's eval sets are {', '.join(names)}")
@@ -332,6 +334,15 @@ def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: 
                              "override it, e.g. device=cpu") from None
         check_rows_here(config.resolved())
     check_adapter_targets(config.resolved(), source)
+
+
+def _set_by(field: str, args: argparse.Namespace, source: Path) -> str:
+    """Where a recipe field's value came from, for messages: --confirm-on, an override, or the file."""
+    if args.confirm_on and field == f"eval_manifests.{parse_confirm_flag(args.confirm_on).name}":
+        return f"--confirm-on {args.confirm_on}"
+    if field.split(".")[0] in parse_overrides(args.overrides):
+        return "override"
+    return str(source)
 
 
 def check_rows_here(config: TrialConfig) -> None:
