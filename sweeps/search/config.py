@@ -387,7 +387,11 @@ def _confirm_on(raw: Any, trial: TrialConfig) -> tuple[tuple[str, str], ...]:
     """``{test: path}``: one set, untouched by the sweep (no trial scores it), for repro."""
     if not isinstance(raw, dict) or len(raw) > 1:
         raise ConfigError(f"confirm_on: one {{name: manifest}} pair, the set repro confirms on, got {raw!r}")
-    pairs = tuple((str(name), str(path)) for name, path in raw.items())
+    for name, path in raw.items():
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"confirm_on.{name}: expected a manifest path, got {path!r} "
+                              "(in YAML, `{test: data/test.jsonl}` needs the space after the colon)")
+    pairs = tuple((str(name), path) for name, path in raw.items())
     for name, path in pairs:
         for other, other_path in trial.eval_manifests:
             if name == other or Path(path).absolute() == Path(other_path).absolute():
@@ -443,6 +447,13 @@ def _check_consistent(config: SweepConfig) -> None:
     if config.scheduler.kind == "asha" and config.trial.eval_every == 0:
         raise ConfigError(
             "scheduler: ASHA needs intermediate WER; set trial.eval_every > 0 or scheduler=none"
+        )
+    if config.scheduler.kind == "asha" and config.scheduler.grace_period > config.max_reports:
+        reports = config.max_reports
+        raise ConfigError(
+            f"scheduler.grace_period: {config.scheduler.grace_period} reports, but the longest trial makes {reports} "
+            f"(one per trial.eval_every = {config.trial.eval_every} steps, and one at the end); lower the grace period, "
+            "score more often, train longer, or set scheduler=none"
         )
     if len(config.points_to_evaluate) > config.num_samples:
         raise ConfigError(

@@ -84,6 +84,11 @@ def check_inputs_exist(sweep: SweepConfig) -> None:
         raise ConfigError(f"trial.model: {trial.model} does not exist (build the bundled demo model with: "
                           "python -m demo.pretrain --corpus data/demo/source --out data/demo/model)")
     check_inputs(trial, prefix="trial.")
+    for name, spec in sweep.confirm_on:  # repro reads it, not a trial: say so now, not after the sweep
+        confirm = trial.replace(eval_manifests=((name, spec),)).resolved()
+        path = confirm.eval_manifests[0][1]
+        if "://" not in path and not input_exists("eval_manifests", path):
+            raise ConfigError(f"confirm_on.{name}: {path} does not exist")
     for param in with_absolute_paths(sweep).search:
         for choice in param.choices if param.name in ("train_manifest", "model") else ():
             field = "train_manifest" if param.name == "train_manifest" else "model"

@@ -52,6 +52,15 @@ def test_bad_override_on_the_command_line_exits_2_naming_the_key(tmp_path, capsy
     assert "lora_rank" in capsys.readouterr().err
 
 
+def test_overrides_may_sit_on_either_side_of_an_option(tmp_path, capsys):
+    """Both overrides reach the config: only together do they make the grace period too long."""
+    from sweeps.run import main
+
+    argv = ["scheduler.grace_period=3", "--config", str(write_yaml(tmp_path, sweep_dict())), "trial.max_steps=50"]
+    assert main(argv) == 2
+    assert "scheduler.grace_period: 3 reports, but the longest trial makes 2" in capsys.readouterr().err
+
+
 def test_resources_beyond_this_machine_are_refused():
     from sweeps.search.experiment import check_local_resources
 
