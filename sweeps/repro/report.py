@@ -86,7 +86,7 @@ def _budget_record(budget: BudgetResult) -> dict[str, Any]:
 def _seed_record(seed: SeedResult) -> dict[str, Any]:
     return {
         "seed": seed.seed, "delta": seed.delta, "ci": seed.ci, "poi": seed.poi, "tuned_wer": seed.tuned_wer,
-        "baseline_wer": seed.baseline_wer, "words_fixed": seed.words_fixed, "words_broken": seed.words_broken,
+        "baseline_wer": seed.baseline_wer, "errors_removed": seed.errors_removed, "errors_added": seed.errors_added,
         "utterances_better": seed.utterances_better, "utterances_worse": seed.utterances_worse,
     }
 
@@ -375,14 +375,14 @@ def _seed_table(analysis: Analysis, orthographic: dict[str, Any] | None, cer: di
     lines = [
         f"## Per-seed results ({analysis.eval_set})",
         "",
-        "| seed | baseline WER | tuned WER | delta (points) | 95% CI (points) | POI | words fixed / broken | utterances better / worse | "
+        "| seed | baseline WER | tuned WER | delta (points) | 95% CI (points) | POI | errors removed / added (net, by utterance) | utterances better / worse | "
         "CER baseline -> tuned | orthographic WER baseline -> tuned |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in analysis.seeds:
         lines.append(
             f"| {s.seed} | {percent(s.baseline_wer)} | {percent(s.tuned_wer)} | {points(s.delta, True)} | "
-            f"[{points(s.ci[0], True)}, {points(s.ci[1], True)}] | {s.poi:.3f} | {s.words_fixed} / {s.words_broken} | "
+            f"[{points(s.ci[0], True)}, {points(s.ci[1], True)}] | {s.poi:.3f} | {s.errors_removed} / {s.errors_added} | "
             f"{s.utterances_better} / {s.utterances_worse} | {chars.get(s.seed, 'n/a')} | {ortho.get(s.seed, 'n/a')} |"
         )
     lines.append(
@@ -472,7 +472,10 @@ def _reading_guide(analysis: Analysis) -> str:
         "a one-sided non-inferiority test of its rise (tuned - baseline WER) with the same bootstrap: within budget when "
         "the upper 95% bound is at most the limit, over budget when the lower 95% bound exceeds it, else inconclusive. "
         "Recommended = a stable gain and every budget within. A gain measured on the set the sweep selected on is biased "
-        "upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately."
+        "upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately. "
+        "Per seed, errors removed / added sum each utterance's net change in word errors; the error analysis's words fixed "
+        "and broken compare the two alignments word by word, so the two count differently. A speaker's or a budget's "
+        "change is tuned - baseline (- = tuned is better), the opposite sign of delta."
     )
 
 

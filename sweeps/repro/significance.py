@@ -408,8 +408,8 @@ class SeedResult:
     poi: float
     baseline_wer: float
     tuned_wer: float
-    words_fixed: int
-    words_broken: int
+    errors_removed: int  # word errors fewer, summed over the utterances that got better
+    errors_added: int  # word errors more, summed over the utterances that got worse
     utterances_better: int
     utterances_worse: int
 
@@ -476,16 +476,17 @@ def analyse(
 
 
 def _seed_result(scores: PairedScores, i: int, draws: np.ndarray) -> SeedResult:
-    """One seed's delta, CI, POI and the fixed/broken counts behind it.
+    """One seed's delta, CI, POI and the error counts behind it.
 
-    Words fixed/broken are net per utterance (an utterance with 3 errors fewer fixed 3 words),
-    since error alignments are not kept per word.
+    Errors removed/added are net per utterance (an utterance with 3 errors fewer removes 3):
+    the scores table keeps error counts, not alignments. The error analysis's "words fixed
+    and broken" compare alignments word by word, so they count differently.
     """
     gap = scores.baseline_errors[i] - scores.tuned_errors[i]
     return SeedResult(
         seed=int(scores.seeds[i]), delta=float(scores.delta[i]), ci=interval(draws), poi=probability_of_improvement(draws),
         baseline_wer=float(scores.baseline_wer[i]), tuned_wer=float(scores.tuned_wer[i]),
-        words_fixed=int(gap[gap > 0].sum()), words_broken=int(-gap[gap < 0].sum()),
+        errors_removed=int(gap[gap > 0].sum()), errors_added=int(-gap[gap < 0].sum()),
         utterances_better=int((gap > 0).sum()), utterances_worse=int((gap < 0).sum()),
     )
 

@@ -30,7 +30,7 @@ def test_clear_gain_on_every_seed_is_a_stable_gain():
     assert result.ci[0] > 0 and result.poi == 1.0
     assert result.mean_delta == pytest.approx(0.049, abs=0.005)  # about half the utterances fix one of 10 words
     assert not result.power.underpowered, result.power.reasons
-    assert all(s.ci[0] > 0 and s.words_broken == 0 and s.words_fixed > 0 for s in result.seeds)
+    assert all(s.ci[0] > 0 and s.errors_added == 0 and s.errors_removed > 0 for s in result.seeds)
 
 
 def test_symmetric_noise_is_no_significant_change():
