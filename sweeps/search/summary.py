@@ -63,7 +63,8 @@ def describe_best(results: Any, sweep: SweepConfig) -> str:
     if best is None:
         return head + "\n" + no_best_reason(trials, sweep, getattr(results, "race", None)) + "; see summary.md."
     searched = ", ".join(f"{name}={value}" for name, value in searched_values(best, sweep).items())
-    lines = [head, f"Best trial {best['trial_id']}: {searched}"]
+    no_gain = no_gain_note(best, sweep)
+    lines = [head, *([no_gain] if no_gain else []), f"{'Least bad' if no_gain else 'Best'} trial {best['trial_id']}: {searched}"]
     if best.get("chosen_by") == "racing":
         race = best["race"]
         lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {len(race['finalists'])} "
@@ -75,9 +76,22 @@ def describe_best(results: Any, sweep: SweepConfig) -> str:
     for name, scores in best["eval_sets"].items():
         lines.append(f"  {name:>10} WER: tuned {_pct(scores.get('tuned_wer'))} vs baseline {_pct(scores.get('baseline_wer'))}"
                      + (" (the search trial's seed)" if best.get("chosen_by") == "racing" else ""))
-    if best.get("confirm_on"):
+    if best.get("confirm_on") and not no_gain:
         lines.append(f"Confirm it on {best['confirm_on']['name']}, which no trial scored: python -m sweeps.repro --sweep {sweep.name} --trials 5")
     return "\n".join(lines)
+
+
+def no_gain_note(best: dict[str, Any], sweep: SweepConfig) -> str | None:
+    """A sentence when the winner's select-set WER (its mean over seeds when raced) is no
+    better than the base model's; None when it beats it."""
+    base = best["eval_sets"].get(sweep.select_on, {}).get("baseline_wer")
+    raced = best.get("chosen_by") == "racing"
+    tuned = next(f["mean_wer"] for f in best["race"]["finalists"] if f["trial_id"] == best["trial_id"]) if raced else best.get("tuned_wer")
+    if base is None or tuned is None or tuned < base:
+        return None
+    return (f"No recipe beat the base model on {sweep.select_on}: the least bad {'mean ' if raced else ''}WER is "
+            f"{_pct(tuned)} against the base model's {_pct(base)}. Keep the base model, or search other learning "
+            "rates, target modules or training lengths.")
 
 
 def searched_values(best: dict[str, Any], sweep: SweepConfig) -> dict[str, str]:
@@ -142,7 +156,8 @@ def _write_best(out: io.StringIO, best: dict | None, trials: Any, sweep: SweepCo
     if best is None:
         out.write(f"**{no_best_reason(trials, sweep, race)}.**\n\n")
         return
-    out.write(f"## Best: trial `{best['trial_id']}`\n\n")
+    no_gain = no_gain_note(best, sweep)
+    out.write(f"## {'Least bad' if no_gain else 'Best'}: trial `{best['trial_id']}`\n\n" + (f"**{no_gain}**\n\n" if no_gain else ""))
     if best.get("chosen_by") == "racing":
         out.write(f"Chosen by racing: the finalist with the best mean `{sweep.select_on}` WER over its "
                   f"{len(best['selection_seeds'])} seeds whose mean WER increases keep the budgets (table below).\n\n")
@@ -166,7 +181,8 @@ def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sw
         return
     budgets = [name for name, _ in sweep.max_wer_increase]
     out.write(f"## Finalists raced across seeds\n\nThe {len(race)} best fully trained recipes within the budgets, "
-              f"retrained with {sweep.racing.seeds} new seeds each; mean ± sd over all their seeds.\n\n")
+              f"retrained with {sweep.racing.seeds} new seed{'s' if sweep.racing.seeds != 1 else ''} each; "
+              "mean ± sd over all their seeds.\n\n")
     columns = ["trial", *[results_column(n) for n in sweep.searched_names], "seeds",
                f"{sweep.select_on} WER (mean ± sd)", *[f"{name} WER increase, points (mean ± sd)" for name in budgets], "keeps budgets", "chosen"]
     out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")

@@ -55,6 +55,19 @@ def test_the_best_completed_trial_wins_not_an_early_stopped_one():
     assert "target_modules=qkvo" in printed and "tuned 30.00% vs baseline 60.00%" in printed
 
 
+def test_a_winner_no_better_than_the_base_model_is_called_least_bad_not_best(tmp_path):
+    table = pd.DataFrame([row(1, "TERMINATED", 0.65, 1e-3), row(2, "TERMINATED", 0.70, 2e-3)])  # baseline 0.6
+    best = best_trial(table, SWEEP)
+    printed = describe_best(SweepResults(trials=table, best=best, summary_markdown=""), SWEEP)
+    assert "No recipe beat the base model on heldout: the least bad WER is 65.00% against the base model's 60.00%" in printed
+    assert "Least bad trial t1" in printed and "Best trial" not in printed
+    summary = summary_markdown(table, best, SWEEP, "/x", None, results_dir=tmp_path)
+    assert "## Least bad: trial `t1`" in summary and "No recipe beat the base model" in summary
+    better = pd.DataFrame([row(1, "TERMINATED", 0.55, 1e-3)])
+    printed = describe_best(SweepResults(trials=better, best=best_trial(better, SWEEP), summary_markdown=""), SWEEP)
+    assert "Best trial t1" in printed and "No recipe beat" not in printed
+
+
 def test_no_completed_trial_means_no_best():
     table = pd.DataFrame([row(1, "ERROR", math.nan, 1e-3, error="x"), row(2, "STOPPED_EARLY", 0.2, 1e-3)])
     assert best_trial(table, SWEEP) is None
