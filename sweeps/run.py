@@ -106,6 +106,8 @@ def resolve_sweep(args: argparse.Namespace) -> SweepConfig:
     saved = SweepConfig.from_dict(read_yaml(saved_path))
     if args.config is None and not args.overrides:
         return saved
+    if args.config is None:  # overrides alone change the sweep as first run, not the default YAML
+        sweep = load_sweep_config(saved_path, args.overrides)
     changed = _changed_keys(saved.to_dict(), sweep.to_dict())
     if changed:
         raise ConfigError(

@@ -86,6 +86,9 @@ def test_resume_refuses_a_changed_search_space(tmp_path, monkeypatch):
     assert resolve_sweep(Namespace(config=str(config), overrides=[], name=None, resume=True)).name == "cli"
     resumed = resolve_sweep(Namespace(config=None, overrides=[], name="cli", resume=True))
     assert resumed == SweepConfig.from_dict(sweep_dict())
+    # Overrides without --config change the sweep as first run: the refusal names only them.
+    with pytest.raises(ConfigError, match=r"--resume: num_samples differ from"):
+        resolve_sweep(Namespace(config=None, overrides=["num_samples=9"], name="cli", resume=True))
 
 
 def test_dashboard_on_all_interfaces_warns_loudly(capsys):
