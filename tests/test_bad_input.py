@@ -93,7 +93,7 @@ CASES = {
     "run: missing audio file": Case("run", RUN_DATA + " --train-manifest {missing_audio}", ("missing_audio.jsonl:1:", "audio file not found"), stage="data"),
     # ---------------------------------------------------------------- python -m sweeps.run
     "sweep: --config missing": Case("sweep", "--config {tmp}/nope.yaml", ("nope.yaml: no such file",)),
-    "sweep: --config bad YAML": Case("sweep", "--config {bad_yaml}", ("bad.yaml: not valid YAML",)),
+    "sweep: --config bad YAML": Case("sweep", "--config {bad_yaml}", ("bad.yaml:2: not valid YAML (expected ',' or ']'",)),
     "sweep: unknown key": Case("sweep", "nums_samples=3", ("unknown key(s) nums_samples",)),
     "sweep: override without =": Case("sweep", "num_samples", ("override 'num_samples' is not KEY=VALUE",)),
     "sweep: ASHA's grace period beyond a trial's reports": Case("sweep", "trial.max_steps=50",
@@ -135,6 +135,7 @@ CASES = {
     "sweep: --storage is a file": Case("sweep", "--storage {afile}", ("--storage:", "is a file")),
     # ---------------------------------------------------------------- python -m sweeps.repro
     "repro: --config missing": Case("repro", "--config {tmp}/nope.json", ("--config", "nope.json: no such file")),
+    "repro: --config bad JSON": Case("repro", "--config {bad_json}", ("bad.json:1: not valid JSON",)),
     "repro: --sweep unknown": Case("repro", "--sweep nothing", ("--sweep nothing",)),
     "repro: --cpus-per-trial=-1": Case("repro", REPRO + " --cpus-per-trial=-1", ("--cpus-per-trial: must be > 0",)),
     "repro: --cpus-per-trial=nan": Case("repro", REPRO + " --cpus-per-trial=nan", ("--cpus-per-trial: expected a finite number",)),
@@ -271,6 +272,12 @@ def test_the_table_holds_forty_cases_or_more_across_the_three_command_lines():
 def test_a_row_error_names_its_file_and_line_once(inputs, tmp_path, monkeypatch, capsys):
     _, printed = run_case(CASES["run: missing text field"], inputs, tmp_path, monkeypatch, capsys)
     assert printed.count("missing_text.jsonl:1:") == 1, printed
+
+
+@pytest.mark.parametrize("name", ["repro: --config bad JSON", "sweep: --config bad YAML"])
+def test_a_malformed_config_file_is_named_once(name, inputs, tmp_path, monkeypatch, capsys):
+    _, printed = run_case(CASES[name], inputs, tmp_path, monkeypatch, capsys)
+    assert printed.count("bad.json" if "JSON" in name else "bad.yaml") == 1, printed
 
 
 def test_a_missing_manifest_gets_no_hint_about_the_demo_model(inputs, tmp_path, monkeypatch, capsys):

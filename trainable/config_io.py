@@ -34,7 +34,15 @@ def read_json(path: str | Path) -> Any:
 def read_yaml(path: str | Path) -> Any:
     import yaml
 
-    return _parse_file(path, yaml.safe_load, yaml.YAMLError, lambda error: f": not valid YAML: {error}")
+    return _parse_file(path, yaml.safe_load, yaml.YAMLError, _yaml_problem)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """``:3: not valid YAML (expected ',' or ']' ...)``: the line where PyYAML noticed it."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or not problem:
+        return f": not valid YAML: {error}"
+    return f":{mark.line + 1}: not valid YAML ({problem}, column {mark.column + 1})"
 
 
 def _parse_file(path: str | Path, parse, parse_error: type[Exception], describe) -> Any:

@@ -217,7 +217,7 @@ def load_config(path: Path, overrides: Sequence[str]) -> TrialConfig:
     try:
         recipe = TrialConfig.from_dict(read_recipe(path))
     except ConfigError as error:
-        raise ReproError(f"{path}: {error}") from None
+        raise ReproError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from None
     # A seed run reports to nobody: the sweep's mid-run evaluations (eval_every) would
     # only cost decoding time, so they are off unless an override asks for them.
     try:
