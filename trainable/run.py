@@ -93,9 +93,10 @@ def print_summary(summary: dict, output_dir: str, samples: int = 3) -> None:
           f"   CER baseline -> tuned   orthographic baseline -> tuned")
     for name, systems in summary["evals"].items():
         base, tuned = systems["baseline"], systems["tuned"]
-        change = (tuned["wer"] - base["wer"]) / base["wer"] if base["wer"] else float("nan")
-        points = 100 * (tuned["wer"] - base["wer"])
-        print(f"{name:<14}{base['num_utterances']:>6}{base['wer']:>10.4f}{tuned['wer']:>10.4f}{change:>+10.1%}{points:>+9.2f}"
+        # From a baseline of 0 no relative change exists: "n/a" rather than "+nan%".
+        change = f"{(tuned['wer'] - base['wer']) / base['wer']:+.1%}" if base["wer"] else "n/a"
+        points = 100 * (tuned["wer"] - base["wer"]) + 0.0  # + 0.0: no "-0.00"
+        print(f"{name:<14}{base['num_utterances']:>6}{base['wer']:>10.4f}{tuned['wer']:>10.4f}{change:>10}{points:>+9.2f}"
               f"   {base['cer']:.4f} -> {tuned['cer']:.4f}        {base['orthographic_wer']:.4f} -> {tuned['orthographic_wer']:.4f}")
     primary = summary["primary_eval"]
     baseline = json.loads((Path(output_dir) / f"{primary}_baseline.json").read_text())

@@ -96,11 +96,16 @@ def _seed_record(seed: SeedResult) -> dict[str, Any]:
 
 def points(value: float, sign: bool = False) -> str:
     """WER difference in percentage points, the unit people quote gains in."""
-    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+    return f"{_hundredths(value):+.2f}" if sign else f"{_hundredths(value):.2f}"
 
 
 def percent(value: float) -> str:
-    return f"{100 * value:.2f}%"
+    return f"{_hundredths(value):.2f}%"
+
+
+def _hundredths(value: float) -> float:
+    """100 × value to 2 decimals, a value that rounds to zero as 0 (never "-0.00")."""
+    return round(100 * value, 2) + 0.0
 
 
 def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> str:

@@ -394,7 +394,7 @@ def _needed_sizes(n_seeds: int, se_now: float, se_target: float, sd_delta: float
 
 
 def _points(value: float) -> str:
-    return f"{100 * value:.2f}"
+    return f"{round(100 * value, 2) + 0.0:.2f}"  # + 0.0: never "-0.00"
 
 
 # --------------------------------------------------------------------------- the whole analysis

@@ -575,3 +575,10 @@ def test_sclite_on_repros_trn_files_gives_each_seeds_totals(tmp_path, sclite_tot
     assert verdict["error_analysis"]["words_broken"] == [{"word": w, "count": 1} for w in ("$5", "c", "mister", "the")]
     assert verdict["error_analysis"]["words_fixed"] == [{"word": "go", "count": 2}, {"word": "on", "count": 2},
                                                         {"word": "sea", "count": 2}, {"word": "north", "count": 1}]
+
+
+def test_wer_figures_that_round_to_zero_print_without_a_minus_sign():
+    from sweeps.repro.report import percent, points
+
+    assert (points(-0.00001), points(-0.00001, sign=True), percent(-0.0)) == ("0.00", "+0.00", "0.00%")
+    assert (points(-0.0123, sign=True), points(0.0123, sign=True)) == ("-1.23", "+1.23")

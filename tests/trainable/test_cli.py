@@ -66,11 +66,13 @@ def test_summary_prints_wer_points_beside_the_relative_change(tmp_path, capsys):
     write_primary_reports(tmp_path)
     summary = {"elapsed_seconds": 70.0, "device": "cpu", "steps": 300, "steps_per_second": 6.0, "primary_eval": "heldout",
                "evals": {"heldout": {"baseline": scores(0.2827), "tuned": scores(0.1808)},
-                         "canary": {"baseline": scores(0.0166), "tuned": scores(0.0344)}}}
+                         "canary": {"baseline": scores(0.0166), "tuned": scores(0.0344)},
+                         "clean": {"baseline": scores(0.0), "tuned": scores(0.0)}}}
     print_summary(summary, str(tmp_path))
-    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("heldout ", "canary "))}
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("heldout ", "canary ", "clean "))}
     assert rows["heldout"][4:6] == ["-36.0%", "-10.19"]
     assert rows["canary"][4:6] == ["+107.2%", "+1.78"]
+    assert rows["clean"][4:6] == ["n/a", "+0.00"]  # no relative change from a baseline of 0
 
 
 def test_summary_prints_cer_speakers_substitutions_and_words_fixed_and_broken(tmp_path, capsys):
