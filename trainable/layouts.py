@@ -200,11 +200,12 @@ def _metadata_columns(path: Path) -> list[str]:
 
 
 def _metadata_records(path: Path) -> Iterator[dict]:
+    # utf-8-sig: a leading byte-order mark (Excel writes one) would otherwise stick to the first column's name
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             yield from csv.DictReader(handle)
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for line, raw in enumerate(handle, start=1):
                 if raw.strip():
                     try:
@@ -251,7 +252,7 @@ def read_common_voice(spec) -> Table:
 
 def tsv_header(path: Path) -> list[str]:
     """The column names on a TSV file's first line."""
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         return handle.readline().rstrip("\n").split("\t")
 
 
@@ -260,7 +261,7 @@ def _clip_durations(path: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     durations = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
             if len(row) >= 2 and row[1].replace(".", "", 1).isdigit():
                 durations[row[0]] = float(row[1]) / 1000
@@ -269,7 +270,7 @@ def _clip_durations(path: Path) -> dict[str, float]:
 
 def _common_voice_rows(tsv: Path, durations: dict[str, float], columns: list[str]) -> Iterator[dict]:
     # Common Voice writes its TSVs unquoted: a sentence may hold a lone '"'.
-    with open(tsv, newline="", encoding="utf-8") as handle:
+    with open(tsv, newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
             if durations and "duration" not in row:
                 row["duration"] = durations.get(row.get("path") or "")
@@ -310,6 +311,6 @@ def read_hub(spec) -> Table:
 
 def _json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as error:
         raise ManifestError(f"{path}: cannot read ({error})") from None

@@ -75,8 +75,12 @@ def read_manifest(path: str | Path) -> tuple[list[Utterance], list[RowProblem]]:
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, dict or RowProblem) for each row, whatever the file format."""
-    text = path.read_text(encoding="utf-8")
+    """(line number, dict or RowProblem) for each row, whatever the file format.
+
+    Read as ``utf-8-sig``: a leading byte-order mark (Excel writes one at the start of a CSV)
+    is dropped, so it neither hides a header row's first name nor breaks the first JSON line.
+    """
+    text = path.read_text(encoding="utf-8-sig")
     suffix = path.suffix.lower()
     if suffix in {".tsv", ".csv", ".txt"}:
         yield from _delimited_records(path, text, "\t" if suffix != ".csv" else ",")
@@ -117,13 +121,29 @@ def _json_list_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 
 
 def _delimited_records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Any]]:
-    """``path<TAB>text`` rows; a header row naming known fields is honoured if present."""
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    """``path<TAB>text`` rows; a header row naming known fields is honoured if present.
+
+    TSV (and .txt) is read unquoted, as speech corpora write it (Common Voice too, see
+    trainable.layouts): each physical line is one row and a ``"`` is just text, so a transcript
+    that starts with a quote neither loses it nor swallows the lines after it. CSV keeps csv
+    quoting, since a transcript holding a comma must be quoted there. A row's line number is the
+    physical line it starts on, also when a quoted CSV field spans several lines.
+    """
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
+    rows: list[tuple[int, list[str]]] = []  # (physical line the row starts on, fields)
+    try:
+        ended = 0  # reader.line_num: lines read so far, so the last line of the row just read
+        for row in reader:
+            rows.append((ended + 1, row))
+            ended = reader.line_num
+    except csv.Error as error:
+        raise ManifestError(f"{path}:{reader.line_num}: cannot parse ({error})") from None
     header = None
-    if rows and {c.strip().lower() for c in rows[0]} & set(AUDIO_FIELDS) and {c.strip().lower() for c in rows[0]} & set(TEXT_FIELDS):
-        header = [c.strip().lower() for c in rows[0]]
-    for line, row in enumerate(rows, start=1):
-        if not row or (line == 1 and header):
+    if rows and {c.strip().lower() for c in rows[0][1]} & set(AUDIO_FIELDS) and {c.strip().lower() for c in rows[0][1]} & set(TEXT_FIELDS):
+        header = [c.strip().lower() for c in rows[0][1]]
+    for index, (line, row) in enumerate(rows):
+        if not row or (index == 0 and header):
             continue
         if header:
             yield line, dict(zip(header, row))
