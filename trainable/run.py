@@ -56,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in SPECIAL_FLAGS:
             continue
         default = f.default if f.default is not MISSING else None
+        text = f.metadata.get("help", "")
         parser.add_argument(
             f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper(),
-            help=f"{f.metadata.get('help', '')} (default: {default})",
+            help=text if "(default:" in text else f"{text} (default: {default})",
         )
-    parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument("--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING or ERROR (default: INFO)")
     return parser
 
 
