@@ -106,18 +106,30 @@ def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 
 
 def _json_list_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    """A JSON list: 'line' is the 1-based item number, the closest thing to a line it has."""
+    """A JSON list: each item with the line it starts on."""
     try:
         records = json.loads(text)
     except json.JSONDecodeError as error:
         raise ManifestError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
     if not isinstance(records, list):
         raise ManifestError(f"{path}: a .json manifest must hold a list of objects")
-    for item, record in enumerate(records, start=1):
+    for line, record in zip(_item_lines(text), records):
         if not isinstance(record, dict):
-            yield item, RowProblem(f"{path}:item {item}", "bad json", f"expected a JSON object, got {type(record).__name__}")
+            yield line, RowProblem(f"{path}:{line}", "bad json", f"expected a JSON object, got {type(record).__name__}")
             continue
-        yield item, record
+        yield line, record
+
+
+def _item_lines(text: str) -> Iterator[int]:
+    """The line each item of a (valid) top-level JSON list starts on."""
+    decoder, position = json.JSONDecoder(), text.index("[") + 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            return
+        yield text.count("\n", 0, position) + 1
+        _, position = decoder.raw_decode(text, position)
 
 
 def _delimited_records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Any]]:

@@ -49,6 +49,14 @@ def test_json_list_and_tsv(audio_dir):
     assert tsv[1].source.endswith("m.tsv:2")
 
 
+def test_a_json_list_names_each_item_by_the_line_it_starts_on(audio_dir):
+    path = audio_dir / "list.json"
+    path.write_text('[\n  {"path": "audio/a0.wav", "text": "hello"},\n  5,\n  {"path": "audio/a0.wav",\n   "text": ""}, {"path": "audio/a1.wav", "text": "x"}\n]\n')
+    utterances, problems = read_manifest(path)
+    assert [u.source for u in utterances] == [f"{path}:2", f"{path}:5"]
+    assert [str(p) for p in problems] == [f"{path}:3: expected a JSON object, got int", f"{path}:4: empty transcript"]
+
+
 @pytest.mark.parametrize(
     "line, expected",
     [
