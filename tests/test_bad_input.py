@@ -153,6 +153,8 @@ CASES = {
     "repro: --determinism-reruns -1": Case("repro", REPRO + " --determinism-reruns -1", ("--determinism-reruns: must be >= 0",)),
     "repro: --seed -3": Case("repro", REPRO + " --seed -3", ("--seed: must be >= 0",)),
     "repro: --from-scores missing": Case("repro", "--from-scores {tmp}/nope.parquet", ("--from-scores", "no such file")),
+    "repro: --from-scores with an override": Case("repro", "--from-scores {recipe_json} max_steps=5",
+                                                  ("--from-scores reads stored scores and trains nothing: max_steps=5 would be ignored",)),
     "repro: override seed": Case("repro", REPRO + " seed=5", ("override seed: set per seed by repro",)),
     "repro: override lora_r=4.9": Case("repro", REPRO + " lora_r=4.9", ("override lora_r: expected int",)),
     "repro: override unknown field": Case("repro", REPRO + " lora_rank=4", ("override unknown", "lora_rank")),

@@ -152,6 +152,9 @@ def check_args(args: argparse.Namespace) -> None:
         parse_seeds(args.seeds)
     if args.from_scores and not Path(args.from_scores).is_file():
         raise ReproError(f"--from-scores {args.from_scores}: no such file")
+    if args.from_scores and (args.overrides or args.config or args.sweep or args.seeds):
+        given = args.overrides[:1] or [flag for flag, value in (("--config", args.config), ("--sweep", args.sweep), ("--seeds", args.seeds)) if value]
+        raise ReproError(f"--from-scores reads stored scores and trains nothing: {given[0]} would be ignored; drop it")
     if args.output_dir:
         try:
             check_writable_folder(args.output_dir, "--output-dir")
