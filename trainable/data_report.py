@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from trainable.audio import AudioError, header_seconds
 from trainable.manifest import ManifestError, RowProblem, Utterance
-from trainable.sources import read_source
+from trainable.sources import is_hub_spec, read_source
 from trainable.wer import normalise_casing_and_punctuation
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,12 @@ def report_from_config(config, tokenizer=None, views: Sequence[SetView] | None =
     return build_report(views[0], list(views[1:]), tokenizer, config, durations_from="audio headers")
 
 
-def undecoded_views(config) -> list[SetView]:
+def undecoded_views(config, hub: bool = True) -> list[SetView]:
     """Training set first, then each eval set: rows read from each source, durations from the
-    audio files' headers (soundfile.info), ``max_duration`` applied as a run applies it."""
-    views = [_undecoded_view("train", config.train_manifest, config.max_duration)]
-    return views + [_undecoded_view(name, spec, config.max_duration) for name, spec in config.eval_manifests]
+    audio files' headers (soundfile.info), ``max_duration`` applied as a run applies it.
+    ``hub=False`` leaves out datasets on a hub, which only a download could read."""
+    sets = [("train", config.train_manifest), *config.eval_manifests]
+    return [_undecoded_view(name, spec, config.max_duration) for name, spec in sets if hub or not is_hub_spec(spec)]
 
 
 def check_rows(views: Sequence[SetView], on_bad_row: str, skip_hint: str) -> None:

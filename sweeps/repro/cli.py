@@ -350,12 +350,13 @@ def _set_by(field: str, args: argparse.Namespace, source: Path) -> str:
 
 def check_rows_here(config: TrialConfig) -> None:
     """Bad rows would fail every seed the same way: list them before Ray starts, as a run
-    does. Only for seeds run on this machine: a cluster's workers may hold audio it lacks."""
+    does. Only for seeds run on this machine (a cluster's workers may hold audio it lacks),
+    and not for a hub dataset, which the seeds download."""
     from trainable.data_report import check_rows, undecoded_views
     from trainable.manifest import ManifestError
 
     try:
-        check_rows(undecoded_views(config), config.on_bad_row, skip_hint="override on_bad_row=skip")
+        check_rows(undecoded_views(config, hub=False), config.on_bad_row, skip_hint="override on_bad_row=skip")
     except (ManifestError, OSError) as error:
         raise ReproError(str(error)) from None
 

@@ -582,3 +582,14 @@ def test_wer_figures_that_round_to_zero_print_without_a_minus_sign():
 
     assert (points(-0.00001), points(-0.00001, sign=True), percent(-0.0)) == ("0.00", "+0.00", "0.00%")
     assert (points(-0.0123, sign=True), points(0.0123, sign=True)) == ("-1.23", "+1.23")
+
+
+def test_the_row_check_before_ray_reads_local_data_and_leaves_hub_datasets_to_the_seeds(tiny_config, monkeypatch):
+    import trainable.data_report as data_report
+
+    read = []
+    original = data_report.read_source
+    monkeypatch.setattr(data_report, "read_source", lambda spec: read.append(spec) or original(spec))
+    config = tiny_config.replace(eval_manifests=(*tiny_config.eval_manifests, ("hub", "someorg/speech:test"))).resolved()
+    repro.check_rows_here(config)
+    assert read == [config.train_manifest, *[path for name, path in config.eval_manifests if name != "hub"]]
