@@ -567,11 +567,13 @@ def baselines_identical(table: Any, cached_seeds: Collection[int] = ()) -> dict[
     must produce the same baseline hypotheses. Returns the check and the utterances that differ.
     ``cached_seeds`` read their baseline from another run's decode (trainable.decode_cache), so
     they are left out: only seeds that decoded it themselves can disagree."""
-    base = table[(table["system"] == "baseline") & ~table["seed"].isin(list(cached_seeds))]
+    baselines = table[table["system"] == "baseline"]
+    base = baselines[~baselines["seed"].isin(list(cached_seeds))]
     seeds = sorted(base["seed"].unique())
     if len(seeds) < 2:
-        why = (f"{len(cached_seeds)} of the seeds reused one cached baseline decode, so fewer than 2 decoded it"
-               if cached_seeds else "fewer than 2 seeds")
+        cached = baselines["seed"].isin(list(cached_seeds))
+        why = (f"{baselines.loc[cached, 'seed'].nunique()} of {baselines['seed'].nunique()} seeds read their baseline "
+               "from the decode cache, so fewer than 2 decoded it themselves" if cached.any() else "fewer than 2 seeds")
         return {"checked": False, "identical": None, "differing_utterances": [], "why": why}
     wide = base.pivot_table(index=["eval_set", "utterance_id"], columns="seed", values="hypothesis", aggfunc="first")
     differs = wide.nunique(axis=1, dropna=False) > 1
