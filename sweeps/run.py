@@ -141,6 +141,10 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
             search_trials = race_if_searched(sweep, paths)
         wall_seconds = time.monotonic() - started
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
+        if not resume:  # --analyze writes the summary again, timing included
+            from trainable.files import atomic_write_json
+
+            atomic_write_json(paths.results_dir / "run.json", {**read_json(paths.results_dir / "run.json"), "wall_seconds": wall_seconds})
         # A resumed sweep's trial time spans both runs, so no overhead ratio for it.
         return report_results(sweep, paths, None if resume else wall_seconds, search_trials)
     finally:
@@ -195,7 +199,7 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
     sweep = load_sweep_config(sweep_file, overrides)
     run = read_json(run_file)
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
-    return report_results(sweep, paths, wall_seconds=None)
+    return report_results(sweep, paths, wall_seconds=run.get("wall_seconds"))
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -138,6 +138,7 @@ def test_sweep_records_every_trial_and_a_failed_one(tiny_model_dir, tiny_manifes
     (results_dir / "trials.parquet").unlink()
     assert main(["--analyze", "unit"]) == 0
     assert read_trials(results_dir).equals(read_trials_from_bytes(before))
+    assert "sweep wall time" in (results_dir / "summary.md").read_text()  # kept in run.json
 
     # The winner can be chosen again under a canary budget, without training anything.
     done = trials.loc[[1, 3]]
