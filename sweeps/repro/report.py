@@ -44,7 +44,7 @@ def verdict_record(
         "seeds": [_seed_record(s) for s in analysis.seeds],
         "selection_bias": selection.get("selection_bias"),
         "budgets": {b.eval_set: _budget_record(b) for b in budgets},
-        "recommended": recommended(analysis, budgets),
+        "recommended": recommended(analysis, budgets, selection),
         "sentence": verdict_sentence(analysis, budgets, selection),
         "eval_set": analysis.eval_set,
         "selected_on": selection.get("selected_on"),
@@ -69,9 +69,11 @@ def verdict_record(
     }
 
 
-def recommended(analysis: Analysis, budgets: list[BudgetResult]) -> bool:
-    """A recipe to ship: a stable gain, and every budgeted eval set shown within its budget."""
-    return analysis.verdict == "stable gain" and all(b.decision == "within budget" for b in budgets)
+def recommended(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> bool:
+    """A recipe to ship: a stable gain, every budgeted eval set shown within its budget, and
+    not on the set the sweep selected it on (selection is not confirmation)."""
+    return (analysis.verdict == "stable gain" and all(b.decision == "within budget" for b in budgets)
+            and selection.get("selection_bias") is not True)
 
 
 def _budget_record(budget: BudgetResult) -> dict[str, Any]:
@@ -118,20 +120,40 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection:
         f"(baseline {percent(a.baseline_wer)}, tuned {percent(a.tuned_wer_mean)} ± {points(a.tuned_wer_sd)}), "
         f"95% CI [{points(a.ci[0], True)}, {points(a.ci[1], True)}], POI {a.poi:.2f}"
     )
-    deltas = [s.delta for s in a.seeds]
-    spread = f"per-seed deltas from {points(min(deltas), True)} to {points(max(deltas), True)}"
-    reasons = {
-        "stable gain": "every seed improves and the CI lies above 0",
-        "regression": "the CI lies below 0: the tuned adapter is worse",
-        "unstable": f"seeds disagree ({spread})",
-        "no significant change": "the CI includes 0",
-    }
-    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection)}: {numbers}; {reasons[a.verdict]}."
+    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection)}: {numbers}; {verdict_reason(a)}."
     if budgets:
         sentence += " Budgets: " + "; ".join(budget_clause(b) for b in budgets) + "."
     if a.power.underpowered:
         sentence += f" Underpowered ({'; '.join(a.power.reasons)})."
     return sentence
+
+
+def verdict_reason(a: Analysis) -> str:
+    """Which of the notes' rules decided the verdict, in the terms of this case."""
+    if a.verdict == "stable gain":
+        return "every seed improves and the CI lies above 0"
+    if a.verdict == "regression":
+        return "the CI lies below 0: the tuned adapter is worse"
+    deltas = [s.delta for s in a.seeds]
+    spread = f"per-seed deltas from {points(min(deltas), True)} to {points(max(deltas), True)}"
+    if a.verdict == "unstable":
+        above = [s.seed for s in a.seeds if s.ci[0] > 0]
+        below = [s.seed for s in a.seeds if s.ci[1] < 0]
+        if above and below:
+            return f"seeds significantly disagree: seed {_seeds(above)}'s CI lies above 0, seed {_seeds(below)}'s below ({spread})"
+        against = [s.seed for s in a.seeds if s.delta * a.mean_delta < 0]
+        return f"the CI excludes 0 but seed {_seeds(against)} went the other way ({spread})"
+    if a.ci[0] > 0:  # above 0, yet not a stable gain: a seed that did not improve, or POI < 0.95
+        flat = [s.seed for s in a.seeds if s.delta <= 0]
+        return (f"the CI lies above 0, but seed {_seeds(flat)} did not improve" if flat
+                else f"the CI lies above 0, but POI {a.poi:.2f} < 0.95")
+    if a.ci[1] < 0:
+        return "the CI lies below 0"
+    return "the CI includes 0"
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds))
 
 
 def _where_confirmed(selection: dict[str, Any]) -> str:
@@ -297,10 +319,12 @@ def _selection_line(record: dict[str, Any]) -> str:
 def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dict[str, Any]) -> str:
     """yes only for a stable gain with every budget shown within; the reasons otherwise."""
     if record["recommended"]:
-        return "yes (a stable gain, and every budget within)" + (
-            ", but only on the selection set: confirm on an untouched set before shipping" if record["selection_bias"] else "")
+        return "yes (a stable gain, and every budget within)"
     reasons = [] if analysis.verdict == "stable gain" else [f"the verdict is `{analysis.verdict}`"]
     reasons += [f"`{b.eval_set}` is {b.decision}" for b in budgets if b.decision != "within budget"]
+    if record["selection_bias"]:
+        reasons.append(f"`{analysis.eval_set}` is the set the sweep selected it on: confirm on an untouched set "
+                       "(best.json's confirm_on, or --confirm-on NAME=PATH)")
     return "no (" + "; ".join(reasons) + ")"
 
 
@@ -476,8 +500,8 @@ def _reading_guide(analysis: Analysis) -> str:
         "the CI excludes 0 while a seed goes the other way); else no significant change. A budget on another eval set is "
         "a one-sided non-inferiority test of its rise (tuned - baseline WER) with the same bootstrap: within budget when "
         "the upper 95% bound is at most the limit, over budget when the lower 95% bound exceeds it, else inconclusive. "
-        "Recommended = a stable gain and every budget within. A gain measured on the set the sweep selected on is biased "
-        "upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately. "
+        "Recommended = a stable gain and every budget within, on a set the sweep did not select on: a gain measured on "
+        "the set the sweep selected on is biased upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately. "
         "Per seed, errors removed / added sum each utterance's net change in word errors; the error analysis's words fixed "
         "and broken compare the two alignments word by word, so the two count differently. A speaker's or a budget's "
         "change is tuned - baseline (- = tuned is better), the opposite sign of delta."

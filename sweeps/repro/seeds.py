@@ -162,10 +162,13 @@ def rerun_checks(finished: list[dict]) -> list[dict[str, Any]]:
 
 
 def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, Any]]) -> dict[str, Any]:
-    """``deterministic: yes/no`` from both checks, kept apart from the verdict."""
+    """``deterministic: yes/no``, kept apart from the verdict. Only a same-seed rerun can show
+    "yes"; baselines that differ across seeds show "no" (decoding itself varied), identical
+    ones alone show nothing about training. Without a rerun: "unknown" unless baselines differ."""
     parts, verdicts = [], []
     if baseline_check.get("checked"):
-        verdicts.append(baseline_check["identical"])
+        if not baseline_check["identical"]:
+            verdicts.append(False)
         parts.append("baseline hypotheses identical across seeds" if baseline_check["identical"]
                      else f"baseline hypotheses differ across seeds on {baseline_check['count']} utterances")
     elif baseline_check.get("why"):
@@ -176,7 +179,7 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
         where = f" (ran on {devices[0]} then {devices[1]})" if len(set(devices)) > 1 else ""
         parts.append(f"seed {check['seed']} rerun gives identical hypotheses{where}" if check["identical"]
                      else f"seed {check['seed']} rerun differs on {check['differing']} hypotheses{where}")
-    deterministic = "unknown" if not verdicts else ("yes" if all(verdicts) else "no")
+    deterministic = "no" if not all(verdicts) else ("yes" if reruns else "unknown")
     if not reruns:
         parts.append("no same-seed rerun")
     return {"deterministic": deterministic, "detail": "; ".join(parts),

@@ -41,6 +41,9 @@ SCORE_COLUMNS = {
 VERDICTS = ("regression", "stable gain", "unstable", "no significant change")
 MIN_SPEAKERS_FOR_BLOCKS = 10
 MIN_SEEDS = 5
+# Fewer held-out units than this and a bootstrap over them cannot show the spread (one
+# utterance gives a CI of zero width): the gain is underpowered, a budget inconclusive.
+MIN_UNITS = 10
 # Standard normal quantiles: a two-sided 95 % interval is this many standard errors wide, and a
 # one-sided 95 % bound lies this many standard errors from the mean.
 Z_TWO_SIDED_WIDTH = 2 * 1.959964
@@ -350,15 +353,19 @@ def assess_power(
     reasons = []
     if n_seeds < MIN_SEEDS:
         reasons.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''} < {MIN_SEEDS}")
+    if n_units < MIN_UNITS:
+        reasons.append(f"{n_units} held-out {unit}{'s' if n_units != 1 else ''} < {MIN_UNITS}, too few to resample")
     if width > min_effect:
         reasons.append(f"the pooled 95% CI is {_points(width)} points wide, wider than the minimum effect of {_points(min_effect)} points")
-    seeds_needed, units_needed = max(MIN_SEEDS, n_seeds), n_units
+    seeds_needed, units_needed = max(MIN_SEEDS, n_seeds), max(MIN_UNITS, n_units)
     if width > min_effect and min_effect > 0:
         seeds_needed, units_needed = _needed_sizes(n_seeds, width / Z_TWO_SIDED_WIDTH, min_effect / Z_TWO_SIDED_WIDTH, sd_delta, n_units)
+        units_needed = max(MIN_UNITS, units_needed)
     needs = _needs(n_seeds, seeds_needed, n_units, units_needed, unit, utterances)
     if width > min_effect and min_effect <= 0:
-        needs.append("a minimum effect above 0 (--min-effect; the baseline WER is 0)")
-    target = f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect else "the seed count the verdict trusts"
+        needs.append("a minimum effect above 0 in WER points (--min-effect-abs; the baseline WER is 0, so a relative one is 0)")
+    target = (f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect
+              else "the seeds and held-out data the verdict trusts")
     needed = (f"Needed for {target}: " + " and ".join(needs) + ".") if needs else ""
     return Power(bool(reasons), reasons, needed, seeds_needed, units_needed)
 
@@ -522,10 +529,12 @@ def assess_budget(scores: PairedScores, limit: float, resamples: int = 10_000, s
     lower, upper = (float(bound) for bound in np.percentile(-draws.mean, [5, 95]))
     seed_rises = -scores.delta
     rise_mean = float(seed_rises.mean())
-    decision = decide_budget(lower, upper, limit)
+    decision = decide_budget(lower, upper, limit) if draws.units >= MIN_UNITS else "inconclusive"
     sd = float(seed_rises.std(ddof=1)) if len(seed_rises) > 1 else 0.0
     needed = ""
-    if decision == "inconclusive":
+    if draws.units < MIN_UNITS:
+        needed = f"Too few held-out {draws.unit}s to resample: at least {MIN_UNITS} (now {draws.units})."
+    elif decision == "inconclusive":
         needed = _what_settles(rise_mean, lower, upper, limit, sd, len(seed_rises), draws.units, draws.unit, len(scores.ref_words))
     return BudgetResult(
         eval_set=scores.eval_set, limit=float(limit), decision=decision, rise_mean=rise_mean, lower_95=lower, upper_95=upper,
