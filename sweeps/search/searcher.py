@@ -44,16 +44,17 @@ class SweepSearch(OptunaSearch):
             increase = result.get(wer_increase_name(name))
             if _finite(increase):
                 ot_trial.set_constraint(name, increase - limit)
+        if not isinstance(self.metric, list):  # a multi-objective study takes no reports
+            self._report_last(ot_trial, result)
         if result.get(COMPLETED_KEY):
             return super().on_trial_complete(trial_id, result=result, error=False)
-        if not isinstance(self.metric, list):
-            self._report_last(ot_trial, result)
         self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
     def _report_last(self, ot_trial: Any, result: dict) -> None:
-        """The result that made ASHA stop the trial never reaches ``on_trial_result``; record
-        it, so TPE ranks the pruned trial by how it stood when it was stopped."""
+        """The result that ended the trial never reaches ``on_trial_result`` (ASHA stops a trial
+        at its last report too); record it, so TPE ranks a pruned trial by how it stood when
+        it was stopped, and the study holds every report of a finished one."""
         value, step = result.get(self.metric), result.get(ITERATION_KEY)
         if _finite(value) and step is not None:
             with warnings.catch_warnings():  # a step already reported is kept as it was

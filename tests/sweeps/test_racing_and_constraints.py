@@ -145,6 +145,7 @@ def test_an_asha_stopped_trial_is_pruned_in_the_study_at_the_wer_it_was_stopped_
     stopped, done = search._ot_study.trials
     assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.5, 2: 0.45}
     assert done.state == optuna.trial.TrialState.COMPLETE and done.value == 0.3
+    assert done.intermediate_values == {1: 0.4, 2: 0.3}  # its last report too, which Tune passes only here
 
 
 def test_a_trial_over_the_budget_is_infeasible_to_optuna():
