@@ -61,3 +61,13 @@ def test_extrapolation_scales_training_and_eval_separately():
     table = {row + what: ratio for row, what, ratio, _ in rows(result)}
     assert table["P2eval utt/s: batched (16, length-sorted) / one at a time"] == "4.0x"
     assert table["P4peak RSS of the trial / RSS with the model loaded"] == "2.00"
+
+
+def test_the_bootstrap_benchmark_answers_help_without_running(capsys):
+    from benchmarks.bootstrap import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m benchmarks.bootstrap") and "speed-up" not in out
