@@ -154,10 +154,11 @@ def format_report(facts: dict[str, Any], settings: Settings, rows: list[dict[str
     if any(row["bound"] for row in rows):
         lines.append(f"oracle: a bound, not a searcher: TPE's {settings.startup_trials} random startup trials (the same draws), then a good "
                      "recipe that ASHA lets finish; TPE at this startup cannot reach a good recipe in fewer steps.")
-    short = [row["searcher"] for row in rows if row["short_of_seeds"] > 0]
+    short = [f"{row['searcher']} ({_pct(row['short_of_seeds'])} of replays)" for row in rows if row["short_of_seeds"] > 0]
     if short:
-        lines.append(f"Racing found fewer new seeds in the table than asked for some finalists in: {', '.join(short)} "
-                     "(those finalists were raced on the seeds there are).")
+        lines.append(f"Racing found fewer new seeds in the table than asked for some finalists in: {', '.join(short)}. "
+                     "Those finalists were raced on the seeds there are (a one-seed recipe on its one seed, at no "
+                     "retraining cost), which flatters those rows' racing figures.")
     return "\n".join(lines)
 
 
