@@ -44,7 +44,7 @@ SCORES_FILE = "scores.parquet"
 SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
-REQUIREMENTS = ("stable-gain", "within-budget")
+REQUIREMENTS = ("stable-gain", "within-budget", "recommended")
 MIN_RESAMPLES = 100  # the fewest sweeps.repro.significance.analyse takes for a 95% interval
 
 
@@ -131,6 +131,9 @@ def unmet_requirements(record: dict[str, Any], requirements: Sequence[str]) -> l
             unmet.append("--require within-budget: no eval set has a budget (best.json's max_wer_increase, or --max-wer-increase NAME=INCREASE)")
         unmet += [f"--require within-budget: {name} is {budget['decision']!r}"
                   for name, budget in record["budgets"].items() if budget["decision"] != "within budget"]
+    if "recommended" in requirements and not record["recommended"]:
+        unmet.append("--require recommended: not recommended (a stable gain, every budget within, on a set the sweep "
+                     "did not select on; report.md says which fails)")
     return unmet
 
 

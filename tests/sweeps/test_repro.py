@@ -382,6 +382,9 @@ def test_bad_budget_flags_exit_2_naming_the_problem(tmp_path, capsys, flag, mess
     ("stable-gain,within-budget", -0.3, 1, ["--require within-budget: canary is 'over budget'"]),
     ("within-budget", -0.3, 1, ["--require within-budget: canary is 'over budget'"]),
     ("within-budget,stable-gain", -0.1, 0, []),
+    ("recommended", -0.1, 0, []),
+    ("recommended", -0.3, 1, ["--require recommended: not recommended (a stable gain, every budget within, on a set the "
+                              "sweep did not select on; report.md says which fails)"]),
 ])
 def test_require_takes_a_comma_list_and_fails_on_any_unmet(tmp_path, capsys, require, canary_shift, expected, unmet):
     scores = write_table(planted_tables(canary_shift), tmp_path / "scores.parquet")
@@ -429,6 +432,8 @@ def test_selection_bias_is_in_the_headline_and_verdict(tmp_path, capsys, tested,
     assert f"**{verdict['sentence']}**" in report
     # Selection is not confirmation: a stable gain on the select set is not recommended, and the report says why.
     assert verdict["recommended"] is (not bias)
+    gate = repro.main(["--from-scores", str(scores), "--resamples", "300", "--output-dir", str(tmp_path / "gate"), "--require", "recommended"])
+    assert gate == (repro.EXIT_GATE_FAILED if bias else 0)
     assert ("`heldout` is the set the sweep selected it on: confirm on an untouched set" in report) is bool(bias)
     assert verdict["sentence"] in capsys.readouterr().out
 
