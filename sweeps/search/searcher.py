@@ -40,6 +40,9 @@ class SweepSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials or error or not result:
             return super().on_trial_complete(trial_id, result=result, error=error)
         ot_trial = self._ot_trials[trial_id]
+        if self._finished_in_study(ot_trial):  # a resumed sweep ends again a trial optuna.db holds as ended
+            self._completed_trials.add(trial_id)
+            return None
         for name, limit in self._budgets:
             increase = result.get(wer_increase_name(name))
             if _finite(increase):
@@ -60,6 +63,12 @@ class SweepSearch(OptunaSearch):
             with warnings.catch_warnings():  # a step already reported is kept as it was
                 warnings.simplefilter("ignore")
                 ot_trial.report(value, step)
+
+    def _finished_in_study(self, ot_trial: Any) -> bool:
+        from optuna.trial import TrialState
+
+        ended = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        return any(trial.number == ot_trial.number for trial in ended)
 
 
 def objective_metrics(select_on: str, objectives: tuple[str, ...]) -> list[str]:

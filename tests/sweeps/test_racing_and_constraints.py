@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import math
 
 import pandas as pd
@@ -146,6 +148,25 @@ def test_an_asha_stopped_trial_is_pruned_in_the_study_at_the_wer_it_was_stopped_
     assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.5, 2: 0.45}
     assert done.state == optuna.trial.TrialState.COMPLETE and done.value == 0.3
     assert done.intermediate_values == {1: 0.4, 2: 0.3}  # its last report too, which Tune passes only here
+
+
+@pytest.mark.parametrize("completed", [True, False])
+def test_a_resumed_sweep_may_end_a_trial_the_study_already_holds_as_finished(completed):
+    """After --resume Tune ends a finished trial again, and the restored searcher has lost
+    track of it: that must not fail (Optuna refuses to update a finished trial)."""
+    import optuna
+
+    search = searcher()
+    search.suggest("t")
+    ot_trial = search._ot_trials["t"]
+    search.on_trial_complete("t", result=report(0.3, 0.01, 2, completed))
+    search._completed_trials.discard("t")  # as the searcher's state is restored by --resume
+    search._ot_trials["t"] = ot_trial
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor warn that a constraint is set twice
+        search.on_trial_complete("t", result=report(0.3, 0.01, 2, completed))
+    [trial] = search._ot_study.trials
+    assert trial.state == (optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.PRUNED)
 
 
 def test_a_trial_over_the_budget_is_infeasible_to_optuna():
