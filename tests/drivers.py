@@ -27,11 +27,18 @@ def run_python(args: list[str], cwd: Path, log: Path, timeout: float = 600, env:
     killed with its process tree). Returns the log's text."""
     process = start_python(args, cwd, log, env)
     try:
-        assert process.wait(timeout=timeout) == 0, Path(log).read_text()[-6000:]
+        assert process.wait(timeout=timeout) == 0, failure_text(Path(log).read_text())
     finally:
         if process.poll() is None:
             kill_tree(process)
     return Path(log).read_text()
+
+
+def failure_text(output: str) -> str:
+    """A child pytest's FAILURES section, where its assertion is (its tail holds only the
+    captured logs of passing cases); any other child's last 6,000 characters."""
+    start = output.find("= FAILURES =")
+    return output[max(start - 100, 0):][:8000] if start >= 0 else output[-6000:]
 
 
 def kill_tree(process: subprocess.Popen) -> None:
