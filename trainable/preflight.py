@@ -26,15 +26,23 @@ def check_inputs(config: TrialConfig, prefix: str = "") -> None:
     """Model (when it is a local path), train and eval manifests or datasets exist (a hub
     dataset is fetched where it is read); ``config`` is resolved. ``prefix`` ("trial.")
     makes the message name the key as the user wrote it."""
-    for field, path in input_paths(config):
-        if "://" not in path and not input_exists(field, path):
-            raise ConfigError(f"{prefix}{field}: {path} does not exist")
+    missing = missing_input(config)
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: {missing[1]} does not exist")
+
+
+def missing_input(config: TrialConfig) -> tuple[str, str] | None:
+    """The first (field, path) the resolved recipe reads that is not here, or None."""
+    return next(((field, path) for field, path in input_paths(config) if not input_exists(field, path)), None)
 
 
 def input_exists(field: str, path: str) -> bool:
-    """The model folder, or a manifest or local dataset, is readable here."""
+    """The model folder, or a manifest or local dataset, is readable here; a URL (``s3://``)
+    or a hub dataset is read where it is used, so it counts as present."""
     from trainable.sources import is_hub_spec, source_exists
 
+    if "://" in path:
+        return True
     return Path(path).exists() if field == "model" else is_hub_spec(path) or source_exists(path)
 
 

@@ -36,7 +36,7 @@ from sweeps.repro.selection import (
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
 from trainable.files import atomic_write_json
-from trainable.preflight import check_writable_folder, input_exists, input_paths, module_tree_to_check
+from trainable.preflight import check_writable_folder, missing_input, module_tree_to_check
 
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
@@ -322,9 +322,10 @@ def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: 
     seed would fail the same way otherwise)."""
     from trainable.model import DeviceError, select_device
 
-    for field, path in input_paths(config.resolved()):
-        if "://" not in path and not input_exists(field, path):
-            raise ReproError(f"{_set_by(field, args, source)}: {field}: {path} does not exist")
+    missing = missing_input(config.resolved())
+    if missing:
+        field, path = missing
+        raise ReproError(f"{_set_by(field, args, source)}: {field}: {path} does not exist")
     names = [name for name, _ in config.eval_manifests]
     if args.eval_set and args.eval_set not in names:
         raise ReproError(f"--eval-set {args.eval_set}: the recipe's eval sets are {', '.join(names)}")

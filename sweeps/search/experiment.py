@@ -87,13 +87,13 @@ def check_inputs_exist(sweep: SweepConfig) -> None:
     for name, spec in sweep.confirm_on:  # repro reads it, not a trial: say so now, not after the sweep
         confirm = trial.replace(eval_manifests=((name, spec),)).resolved()
         path = confirm.eval_manifests[0][1]
-        if "://" not in path and not input_exists("eval_manifests", path):
+        if not input_exists("eval_manifests", path):
             raise ConfigError(f"confirm_on.{name}: {path} does not exist")
     for param in with_absolute_paths(sweep).search:
         for choice in param.choices if param.name in ("train_manifest", "model") else ():
             field = "train_manifest" if param.name == "train_manifest" else "model"
             local = field == "train_manifest" or looks_like_local_path(choice)
-            if local and "://" not in choice and not input_exists(field, choice):
+            if local and not input_exists(field, choice):
                 raise ConfigError(f"search.{param.name}.choices: {choice} does not exist")
 
 
