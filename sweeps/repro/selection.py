@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sweeps.budget import budget_limit
+from sweeps.confirm import confirm_pairs
 from sweeps.repro import ReproError
 from trainable.config import TrialConfig, parse_eval_manifest
 from trainable.config_io import ConfigError, coerce_number, read_json, read_mapping
@@ -77,15 +78,13 @@ def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
 def _sweep_yaml_choice(path: Path) -> SweepChoice:
     try:
         data = read_mapping(path)
+        if not isinstance(data.get("trial"), dict):
+            return SweepChoice()  # a plain recipe written as YAML
+        pairs = confirm_pairs(data.get("confirm_on") or {})
     except ConfigError as error:
-        raise ReproError(str(error)) from None
-    if not isinstance(data.get("trial"), dict):
-        return SweepChoice()  # a plain recipe written as YAML
-    confirm = data.get("confirm_on")
-    if confirm is not None and not (isinstance(confirm, dict) and len(confirm) == 1):
-        raise ReproError(f"{path}: confirm_on: one {{name: manifest}} pair, the set repro confirms on, got {confirm!r}")
+        raise ReproError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from None
     return SweepChoice(
-        confirm_on=EvalSet(*map(str, next(iter(confirm.items())))) if confirm else None,
+        confirm_on=EvalSet(*pairs[0]) if pairs else None,
         budgets=parse_budgets(data.get("max_wer_increase") or {}, f"{path}: max_wer_increase"),
     )
 

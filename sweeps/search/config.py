@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweeps.budget import budget_limit
+from sweeps.confirm import confirm_pairs
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError, apply_override, coerce_bool, coerce_number, parse_override, read_yaml, reject_unknown
 
@@ -385,13 +386,7 @@ def _selecting_on(trial: TrialConfig, select_on: str) -> TrialConfig:
 
 def _confirm_on(raw: Any, trial: TrialConfig) -> tuple[tuple[str, str], ...]:
     """``{test: path}``: one set, untouched by the sweep (no trial scores it), for repro."""
-    if not isinstance(raw, dict) or len(raw) > 1:
-        raise ConfigError(f"confirm_on: one {{name: manifest}} pair, the set repro confirms on, got {raw!r}")
-    for name, path in raw.items():
-        if not isinstance(path, str) or not path.strip():
-            raise ConfigError(f"confirm_on.{name}: expected a manifest path, got {path!r} "
-                              "(in YAML, `{test: data/test.jsonl}` needs the space after the colon)")
-    pairs = tuple((str(name), path) for name, path in raw.items())
+    pairs = confirm_pairs(raw)
     for name, path in pairs:
         for other, other_path in trial.eval_manifests:
             if name == other or Path(path).absolute() == Path(other_path).absolute():

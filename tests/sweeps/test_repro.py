@@ -641,3 +641,13 @@ def test_a_perfect_baseline_points_to_an_absolute_minimum_effect(tmp_path):
     tuned = (rng.random((5, 40)) < 0.05).astype(int)
     verdict = _verdict_from(table_from_errors(np.zeros(40, dtype=int), tuned, np.full(40, 10)), tmp_path)
     assert verdict["baseline_wer"] == 0 and "--min-effect-abs" in verdict["needed"]
+
+
+def test_a_sweep_yaml_confirm_set_without_a_path_is_refused_before_any_seed(tmp_path, monkeypatch, capsys):
+    """YAML reads `{test:data/test.jsonl}` (no space) as a name without a path: the same refusal
+    the sweep gives, not a run on a manifest called 'None'."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(repro, "run_all_seeds", lambda *a: pytest.fail("no seed may run"))
+    (tmp_path / "sweep.yaml").write_text("name: s\ntrial: {max_steps: 5}\nconfirm_on: {test:data/test.jsonl}\n")
+    assert repro.main(["--config", "sweep.yaml", "--trials", "1"]) == repro.EXIT_BAD_INPUT
+    assert "sweep.yaml: confirm_on.test:data/test.jsonl: expected a manifest path, got None" in capsys.readouterr().err
