@@ -33,6 +33,7 @@ def verdict_record(
     other_eval_sets = {name: plain_wers(table, name) for name in eval_sets_in_order(table) if name != analysis.eval_set}
     return {
         "verdict": analysis.verdict,
+        "verdict_rule": analysis.verdict_rule,
         "underpowered": analysis.power.underpowered,
         "mean_delta": analysis.mean_delta,
         "ci": analysis.ci,
@@ -129,27 +130,25 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection:
 
 
 def verdict_reason(a: Analysis) -> str:
-    """Which of the notes' rules decided the verdict, in the terms of this case."""
-    if a.verdict == "stable gain":
-        return "every seed improves and the CI lies above 0"
-    if a.verdict == "regression":
-        return "the CI lies below 0: the tuned adapter is worse"
+    """The rule that decided the verdict (``Analysis.verdict_rule``), in the terms of this case."""
     deltas = [s.delta for s in a.seeds]
     spread = f"per-seed deltas from {points(min(deltas), True)} to {points(max(deltas), True)}"
-    if a.verdict == "unstable":
+    if a.verdict_rule == "seeds_disagree":
         above = [s.seed for s in a.seeds if s.ci[0] > 0]
         below = [s.seed for s in a.seeds if s.ci[1] < 0]
-        if above and below:
-            return f"seeds significantly disagree: seed {_seeds(above)}'s CI lies above 0, seed {_seeds(below)}'s below ({spread})"
+        return f"seeds significantly disagree: seed {_seeds(above)}'s CI lies above 0, seed {_seeds(below)}'s below ({spread})"
+    if a.verdict_rule == "opposite_seed":
         against = [s.seed for s in a.seeds if s.delta * a.mean_delta < 0]
         return f"the CI excludes 0 but seed {_seeds(against)} went the other way ({spread})"
-    if a.ci[0] > 0:  # above 0, yet not a stable gain: a seed that did not improve, or POI < 0.95
-        flat = [s.seed for s in a.seeds if s.delta <= 0]
-        return (f"the CI lies above 0, but seed {_seeds(flat)} did not improve" if flat
-                else f"the CI lies above 0, but POI {a.poi:.2f} < 0.95")
-    if a.ci[1] < 0:
-        return "the CI lies below 0"
-    return "the CI includes 0"
+    if a.verdict_rule == "seed_not_improved":
+        return f"the CI lies above 0, but seed {_seeds([s.seed for s in a.seeds if s.delta <= 0])} did not improve"
+    if a.verdict_rule == "poi_below_95":
+        return f"the CI lies above 0, but POI {a.poi:.2f} < 0.95"
+    return {
+        "ci_below_0": "the CI lies below 0: the tuned adapter is worse",
+        "all_seeds_improve": "every seed improves and the CI lies above 0",
+        "ci_includes_0": "the CI includes 0",
+    }[a.verdict_rule]
 
 
 def _seeds(seeds: list[int]) -> str:

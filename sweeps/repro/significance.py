@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, NamedTuple, Sequence
 
 import numpy as np
 
@@ -318,19 +318,45 @@ def probability_of_improvement(draws: np.ndarray) -> float:
 # --------------------------------------------------------------------------- verdict and power
 
 
-def decide_verdict(mean_delta: float, ci: Sequence[float], poi: float, seed_deltas: Sequence[float], seed_cis: Sequence[Sequence[float]]) -> str:
+class Verdict(NamedTuple):
+    """The verdict and the rule that decided it (one of ``VERDICT_RULES``)."""
+
+    name: str
+    rule: str
+
+
+# Each rule, in the notes' order, with the verdict it gives.
+VERDICT_RULES = {
+    "ci_below_0": "regression",
+    "all_seeds_improve": "stable gain",
+    "seeds_disagree": "unstable",
+    "opposite_seed": "unstable",
+    "seed_not_improved": "no significant change",
+    "poi_below_95": "no significant change",
+    "ci_includes_0": "no significant change",
+}
+
+
+def decide_verdict(mean_delta: float, ci: Sequence[float], poi: float, seed_deltas: Sequence[float], seed_cis: Sequence[Sequence[float]]) -> Verdict:
     """The notes' rules, evaluated in order; the first that holds is the verdict."""
+    rule = _verdict_rule(mean_delta, ci, poi, seed_deltas, seed_cis)
+    return Verdict(VERDICT_RULES[rule], rule)
+
+
+def _verdict_rule(mean_delta: float, ci: Sequence[float], poi: float, seed_deltas: Sequence[float], seed_cis: Sequence[Sequence[float]]) -> str:
     low, high = ci
     if high < 0:
-        return "regression"
+        return "ci_below_0"
     if low > 0 and poi >= 0.95 and all(d > 0 for d in seed_deltas):
-        return "stable gain"
-    seeds_disagree = any(c[0] > 0 for c in seed_cis) and any(c[1] < 0 for c in seed_cis)
+        return "all_seeds_improve"
+    if any(c[0] > 0 for c in seed_cis) and any(c[1] < 0 for c in seed_cis):
+        return "seeds_disagree"
     sign = np.sign(mean_delta)
-    opposite_seed = (low > 0 or high < 0) and any(np.sign(d) == -sign for d in seed_deltas if d != 0)
-    if seeds_disagree or opposite_seed:
-        return "unstable"
-    return "no significant change"
+    if (low > 0 or high < 0) and any(np.sign(d) == -sign for d in seed_deltas if d != 0):
+        return "opposite_seed"
+    if low > 0:  # above 0, yet not a stable gain: a seed that did not improve, or POI < 0.95
+        return "seed_not_improved" if any(d <= 0 for d in seed_deltas) else "poi_below_95"
+    return "ci_includes_0"
 
 
 @dataclass(frozen=True)
@@ -427,6 +453,7 @@ class Analysis:
 
     eval_set: str
     verdict: str
+    verdict_rule: str  # which of VERDICT_RULES decided it
     power: Power
     mean_delta: float
     ci: list[float]
@@ -469,11 +496,11 @@ def analyse(
     baseline_wer = float(scores.baseline_wer.mean())
     relative = None if min_effect is not None else min_effect_relative
     effect = float(min_effect) if min_effect is not None else min_effect_relative * baseline_wer
-    verdict = decide_verdict(mean_delta, ci, poi, deltas, [s.ci for s in seeds])
+    verdict, rule = decide_verdict(mean_delta, ci, poi, deltas, [s.ci for s in seeds])
     power = assess_power(len(seeds), ci, effect, sd_delta, draws.units, draws.unit, len(scores.ref_words))
     tuned = scores.tuned_wer
     return Analysis(
-        eval_set=scores.eval_set, verdict=verdict, power=power, mean_delta=mean_delta, ci=ci, poi=poi,
+        eval_set=scores.eval_set, verdict=verdict, verdict_rule=rule, power=power, mean_delta=mean_delta, ci=ci, poi=poi,
         sd_delta=sd_delta, baseline_wer=baseline_wer, tuned_wer_mean=float(tuned.mean()),
         tuned_wer_sd=float(tuned.std(ddof=1)) if len(tuned) > 1 else 0.0, min_effect=effect,
         min_effect_relative=relative, seeds=seeds, unit=draws.unit, units=draws.units,

@@ -612,6 +612,7 @@ def test_the_headline_gives_the_rule_that_decided_the_verdict(tmp_path):
     that, not 'the CI includes 0'."""
     flat = _verdict_from(shifted_table([0.1, 0.1, 0.1, 0.1, 0.0]), tmp_path / "flat")
     assert flat["verdict"] == "no significant change" and flat["ci"][0] > 0
+    assert flat["verdict_rule"] == "seed_not_improved"
     assert flat["sentence"].rstrip(".").endswith("the CI lies above 0, but seed 4 did not improve")
     rng = np.random.default_rng(1)
     baseline = np.full(300, 3)
@@ -620,8 +621,10 @@ def test_the_headline_gives_the_rule_that_decided_the_verdict(tmp_path):
     against = _verdict_from(table_from_errors(baseline, np.array([*gains, mixed]), np.full(300, 10)), tmp_path / "against")
     assert against["verdict"] == "unstable" and against["seeds"][4]["delta"] < 0 < against["seeds"][4]["ci"][1]
     assert "the CI excludes 0 but seed 4 went the other way" in against["sentence"]
+    assert against["verdict_rule"] == "opposite_seed"
     noisy = _verdict_from(noisy_table(), tmp_path / "noisy")
     assert noisy["verdict"] == "no significant change" and "; the CI includes 0." in noisy["sentence"]
+    assert noisy["verdict_rule"] == "ci_includes_0"
 
 
 def test_one_utterance_cannot_make_a_gain_or_a_budget_certain(tmp_path):

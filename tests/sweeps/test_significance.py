@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,22 +108,22 @@ def test_min_effect_decides_the_underpowered_flag():
 
 
 @pytest.mark.parametrize(
-    "mean, ci, poi, deltas, cis, expected",
+    "mean, ci, poi, deltas, cis, expected, rule",
     [
-        (-0.02, [-0.03, -0.01], 0.0, [-0.02, -0.02], [[-0.03, -0.01]] * 2, "regression"),
+        (-0.02, [-0.03, -0.01], 0.0, [-0.02, -0.02], [[-0.03, -0.01]] * 2, "regression", "ci_below_0"),
         # A regression wins over disagreeing seeds: rule 1 comes first.
-        (-0.02, [-0.04, -0.001], 0.0, [0.01, -0.05], [[0.005, 0.02], [-0.06, -0.04]], "regression"),
-        (0.02, [0.01, 0.03], 0.99, [0.02, 0.02], [[0.01, 0.03]] * 2, "stable gain"),
+        (-0.02, [-0.04, -0.001], 0.0, [0.01, -0.05], [[0.005, 0.02], [-0.06, -0.04]], "regression", "ci_below_0"),
+        (0.02, [0.01, 0.03], 0.99, [0.02, 0.02], [[0.01, 0.03]] * 2, "stable gain", "all_seeds_improve"),
         # CI above 0 but POI below 0.95 (only possible with odd draws): not a stable gain.
-        (0.02, [0.001, 0.03], 0.94, [0.02, 0.02], [[0.01, 0.03]] * 2, "no significant change"),
-        (0.02, [0.01, 0.03], 0.99, [0.05, -0.01], [[0.04, 0.06], [-0.02, 0.0]], "unstable"),
-        (0.0, [-0.01, 0.01], 0.5, [0.02, -0.02], [[0.01, 0.03], [-0.03, -0.01]], "unstable"),
-        (0.02, [0.01, 0.03], 0.99, [0.04, 0.0], [[0.03, 0.05], [-0.01, 0.01]], "no significant change"),
-        (0.001, [-0.01, 0.01], 0.6, [0.002, -0.001], [[-0.01, 0.01]] * 2, "no significant change"),
+        (0.02, [0.001, 0.03], 0.94, [0.02, 0.02], [[0.01, 0.03]] * 2, "no significant change", "poi_below_95"),
+        (0.02, [0.01, 0.03], 0.99, [0.05, -0.01], [[0.04, 0.06], [-0.02, 0.0]], "unstable", "opposite_seed"),
+        (0.0, [-0.01, 0.01], 0.5, [0.02, -0.02], [[0.01, 0.03], [-0.03, -0.01]], "unstable", "seeds_disagree"),
+        (0.02, [0.01, 0.03], 0.99, [0.04, 0.0], [[0.03, 0.05], [-0.01, 0.01]], "no significant change", "seed_not_improved"),
+        (0.001, [-0.01, 0.01], 0.6, [0.002, -0.001], [[-0.01, 0.01]] * 2, "no significant change", "ci_includes_0"),
     ],
 )
-def test_verdict_rules_in_the_notes_order(mean, ci, poi, deltas, cis, expected):
-    assert sig.decide_verdict(mean, ci, poi, deltas, cis) == expected
+def test_verdict_rules_in_the_notes_order(mean, ci, poi, deltas, cis, expected, rule):
+    assert sig.decide_verdict(mean, ci, poi, deltas, cis) == (expected, rule)
 
 
 # --------------------------------------------------------------------------- the bootstrap itself
@@ -347,3 +348,10 @@ def test_the_budget_reuses_the_gains_bootstrap_with_the_sign_flipped():
 ])
 def test_budget_decision_rules(lower, upper, limit, expected):
     assert sig.decide_budget(lower, upper, limit) == expected
+
+
+def test_readme_names_every_verdict_rule():
+    """verdict.json's verdict_rule is documented: a rule added here and not there fails."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [rule for rule in sig.VERDICT_RULES if f"`{rule}`" not in readme]
+    assert not missing, f"README.md does not name verdict rules {missing}"
