@@ -149,3 +149,16 @@ def no_ray_driver_in_the_test_process():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ray, "init", refuse)
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def decode_cache_of_this_test_run(tmp_path_factory):
+    """Baseline decodes go to a cache folder of this test run, not the user's
+    ~/.cache/trainable/decodes: a test never reads a decode an earlier run or the user made,
+    and leaves nothing behind. Child processes (sweeps, repro, Ray workers) inherit it."""
+    from trainable.decode_cache import ENV_VAR
+
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get(ENV_VAR):
+            patch.setenv(ENV_VAR, str(tmp_path_factory.mktemp("decodes")))
+        yield
