@@ -150,6 +150,8 @@ CASES = {
     "repro: --seeds a,b": Case("repro", REPRO + " --seeds a,b", ("--seeds", "expected integers")),
     "repro: --trials 0": Case("repro", REPRO + " --trials 0", ("--trials: must be >= 1",)),
     "repro: --trials abc": Case("repro", REPRO + " --trials abc", ("--trials",)),
+    "repro: --trials and --seeds disagree": Case("repro", REPRO + " --seeds 3,4", ("--trials 1 and --seeds 3,4 (2 seeds) disagree",)),
+    "repro: --from-scores with --trials": Case("repro", "--from-scores {recipe_json} --trials 3", ("--trials would be ignored",)),
     "repro: --determinism-reruns -1": Case("repro", REPRO + " --determinism-reruns -1", ("--determinism-reruns: must be >= 0",)),
     "repro: --seed -3": Case("repro", REPRO + " --seed -3", ("--seed: must be >= 0",)),
     "repro: --from-scores missing": Case("repro", "--from-scores {tmp}/nope.parquet", ("--from-scores", "no such file")),

@@ -41,6 +41,7 @@ from trainable.preflight import check_writable_folder, missing_input, module_tre
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
 # Fields a repro run sets itself: overriding them on the command line would be silently lost.
+DEFAULT_TRIALS = 5  # the fewest seeds the verdict trusts (MIN_SEEDS in significance.py)
 SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--confirm-on", metavar="NAME=PATH", help="score this eval set first, in place of the set the sweep selected on "
                         "(default: the confirm_on of best.json or of a sweep YAML; without one, repro tests the selection set and says the gain is biased upward)")
     seeds = parser.add_argument_group("seeds and determinism")
-    seeds.add_argument("--trials", type=int, default=5, metavar="N", help="number of seeds (default 5, the fewest the verdict trusts)")
+    seeds.add_argument("--trials", type=int, metavar="N", help=f"number of seeds (default {DEFAULT_TRIALS}, the fewest the verdict trusts)")
     seeds.add_argument("--seeds", metavar="S1,S2,...", help="explicit seeds (default: config seed + 1 ... + N, skipping the seeds the sweep selected with)")
     seeds.add_argument("--determinism-reruns", type=int, default=1, metavar="K", help="rerun the first K seeds once each and compare hypotheses (default 1; 0 = off)")
     ray_group = parser.add_argument_group("Ray")
@@ -144,7 +145,8 @@ def check_args(args: argparse.Namespace) -> None:
     _check_number("--gpus-per-trial", args.gpus_per_trial, at_least=0)
     if args.gpus_per_trial > 1 and not float(args.gpus_per_trial).is_integer():
         raise ReproError(f"--gpus-per-trial: a fraction of one GPU or a whole number of GPUs, got {args.gpus_per_trial:g}")
-    _check_number("--trials", args.trials, at_least=1)
+    if args.trials is not None:
+        _check_number("--trials", args.trials, at_least=1)
     _check_number("--determinism-reruns", args.determinism_reruns, at_least=0)
     _check_number("--resamples", args.resamples, at_least=MIN_RESAMPLES)
     _check_number("--seed", args.seed, at_least=0)
@@ -152,11 +154,15 @@ def check_args(args: argparse.Namespace) -> None:
     if args.min_effect_abs is not None:
         _check_number("--min-effect-abs", args.min_effect_abs, above=0, at_most=1)
     if args.seeds:
-        parse_seeds(args.seeds)
+        count = len(parse_seeds(args.seeds))
+        if args.trials is not None and args.trials != count:
+            raise ReproError(f"--trials {args.trials} and --seeds {args.seeds} ({count} seed{'s' if count != 1 else ''}) disagree: "
+                             "--seeds sets the seeds; drop --trials")
     if args.from_scores and not Path(args.from_scores).is_file():
         raise ReproError(f"--from-scores {args.from_scores}: no such file")
-    if args.from_scores and (args.overrides or args.config or args.sweep or args.seeds):
-        given = args.overrides[:1] or [flag for flag, value in (("--config", args.config), ("--sweep", args.sweep), ("--seeds", args.seeds)) if value]
+    ignored = (("--config", args.config), ("--sweep", args.sweep), ("--seeds", args.seeds), ("--trials", args.trials))
+    if args.from_scores and (args.overrides or any(value is not None for _, value in ignored)):
+        given = args.overrides[:1] or [flag for flag, value in ignored if value is not None]
         raise ReproError(f"--from-scores reads stored scores and trains nothing: {given[0]} would be ignored; drop it")
     if args.output_dir:
         try:
@@ -255,9 +261,10 @@ def choose_seeds(args: argparse.Namespace, config_seed: int, selection_seeds: Se
         if reused:
             print(f"repro: --seeds reuses seed(s) {reused} the sweep selected this recipe with; their runs flatter it", file=sys.stderr)
     else:
-        if args.trials < 1:
-            raise ReproError(f"--trials {args.trials}: need at least 1 seed (5 for a verdict that is not underpowered)")
-        seeds = default_seeds(config_seed, args.trials, selection_seeds)
+        trials = DEFAULT_TRIALS if args.trials is None else args.trials
+        if trials < 1:
+            raise ReproError(f"--trials {trials}: need at least 1 seed ({DEFAULT_TRIALS} for a verdict that is not underpowered)")
+        seeds = default_seeds(config_seed, trials, selection_seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ReproError(f"--seeds {args.seeds!r}: need distinct seeds")
     return seeds

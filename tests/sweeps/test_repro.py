@@ -225,6 +225,15 @@ def test_seeds_avoid_the_sweeps_own_seed_unless_given(capsys):
         repro.choose_seeds(parse(["--trials", "0"]), 42)
 
 
+def test_trials_and_seeds_must_agree(capsys):
+    """--seeds sets the seeds; a --trials that says another count is refused, not silently lost."""
+    assert repro.main(["--trials", "3", "--seeds", "1,2"]) == repro.EXIT_BAD_INPUT
+    assert "--trials 3 and --seeds 1,2 (2 seeds) disagree" in capsys.readouterr().err
+    parse = repro.build_parser().parse_args
+    repro.check_args(parse(["--trials", "2", "--seeds", "1,2", "--address", "auto"]))  # agreeing is fine
+    assert repro.choose_seeds(parse([]), 42) == [43, 44, 45, 46, 47]  # default: 5 seeds
+
+
 def test_seed_configs_give_each_run_its_seed_folder_and_threads(tmp_path):
     config = TrialConfig(max_steps=2)
     runs = seeds.seed_configs(config, [5, 6], reruns=1, repro_dir=tmp_path, cpus=2.0)
