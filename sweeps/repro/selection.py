@@ -37,10 +37,9 @@ class EvalSet:
 
 @dataclass(frozen=True)
 class SweepChoice:
-    """What a recipe file says about how the recipe was chosen. ``from_sweep`` is False for a
-    plain recipe: then no select set is known."""
+    """What a recipe file says about how the recipe was chosen. ``selected_on`` is None when no
+    sweep chose it (a plain recipe, or a sweep YAML's ``trial:``)."""
 
-    from_sweep: bool = False
     selected_on: EvalSet | None = None
     confirm_on: EvalSet | None = None
     budgets: dict[str, float] = field(default_factory=dict)
@@ -67,7 +66,6 @@ def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
     if not isinstance(select_name, str) or select_name not in paths:
         raise ReproError(f"{path}: select_on: {select_name!r} is not one of the recipe's eval sets ({', '.join(paths)})")
     return SweepChoice(
-        from_sweep=True,
         selected_on=EvalSet(select_name, paths[select_name]),
         confirm_on=_confirm_set(data.get("confirm_on"), path),
         budgets=parse_budgets(data.get("max_wer_increase") or {}, f"{path}: max_wer_increase"),

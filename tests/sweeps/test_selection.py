@@ -26,7 +26,7 @@ def test_best_json_with_select_and_confirm_sets(tmp_path):
     path = best_json(tmp_path, select_on="dev", confirm_on={"name": "test", "path": "data/test.jsonl"},
                      max_wer_increase={"canary": 0.02}, selection_seeds=[42, 1042, 2042])
     choice = read_sweep_choice(path, RECIPE)
-    assert choice == SweepChoice(True, EvalSet("dev", str(Path("data/dev.jsonl").absolute())), EvalSet("test", "data/test.jsonl"),
+    assert choice == SweepChoice(EvalSet("dev", str(Path("data/dev.jsonl").absolute())), EvalSet("test", "data/test.jsonl"),
                                  {"canary": 0.02}, (42, 1042, 2042))
     config = confirmation_config(RECIPE, choice, choice.confirm_on)
     assert config.eval_manifests == (("test", "data/test.jsonl"), ("canary", "data/canary.jsonl"))
@@ -34,7 +34,7 @@ def test_best_json_with_select_and_confirm_sets(tmp_path):
 
 def test_an_older_best_json_selects_on_the_recipes_first_eval_set(tmp_path):
     choice = read_sweep_choice(best_json(tmp_path, sweep="demo", eval_wer=0.1), RECIPE)
-    assert choice.from_sweep and choice.selected_on.name == "dev" and choice.confirm_on is None and choice.selection_seeds == ()
+    assert choice.selected_on.name == "dev" and choice.confirm_on is None and choice.selection_seeds == ()
     assert confirmation_config(RECIPE, choice, None) == RECIPE
 
 
