@@ -77,18 +77,20 @@ def _most_common(counts: Counter, top: int) -> list[tuple[Any, int]]:
 
 def speaker_wers(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Corpus WER per speaker from report rows (``id``, ``speaker``, ``ref_words``, ``errors``);
-    rows of several seeds pool their errors. Empty references are left out, as in the
+    rows of several seeds pool their errors into the WER, while ``utterances`` and
+    ``ref_words`` count each utterance once. Empty references are left out, as in the
     corpus WER; an unknown speaker is ``""``."""
     found: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["ref_words"] <= 0:
             continue
-        entry = found.setdefault(str(row.get("speaker") or ""), {"ids": set(), "ref_words": 0, "errors": 0})
-        entry["ids"].add(row["id"])
-        entry["ref_words"] += int(row["ref_words"])
+        entry = found.setdefault(str(row.get("speaker") or ""), {"words": {}, "scored_words": 0, "errors": 0})
+        entry["words"][row["id"]] = int(row["ref_words"])
+        entry["scored_words"] += int(row["ref_words"])
         entry["errors"] += int(row["errors"])
     return {
-        speaker: {"utterances": len(e["ids"]), "ref_words": e["ref_words"], "errors": e["errors"], "wer": e["errors"] / e["ref_words"]}
+        speaker: {"utterances": len(e["words"]), "ref_words": sum(e["words"].values()), "errors": e["errors"],
+                  "wer": e["errors"] / e["scored_words"]}
         for speaker, e in sorted(found.items())
     }
 

@@ -48,6 +48,16 @@ def test_speaker_changes_pool_errors_over_words_and_keep_unknown_speakers():
                        "change": pytest.approx(-0.1)}
 
 
+def test_speaker_changes_over_seeds_pool_the_wer_but_count_each_utterance_once():
+    """Repro pools 3 seeds' rows: the WER pools their errors, the table's counts stay one eval set's."""
+    one_seed = [{"id": "a", "speaker": "s1", "ref_words": 4}, {"id": "b", "speaker": "s1", "ref_words": 6}]
+    baseline = [dict(row, seed=seed, errors=1) for seed in range(3) for row in one_seed]
+    tuned = [dict(row, errors=seed) for row, seed in zip(baseline, [0, 0, 1, 1, 2, 2])]
+    (row,) = speaker_changes(baseline, tuned)
+    assert (row["utterances"], row["ref_words"]) == (2, 10)
+    assert row["baseline_wer"] == pytest.approx(6 / 30) and row["tuned_wer"] == pytest.approx(6 / 30)
+
+
 def test_many_speakers_show_the_largest_changes_both_ways():
     rows = [{"speaker": f"s{i:02d}", "change": (i - 10) / 100} for i in range(20)]
     shown = [r["speaker"] for r in speakers_to_show(rows, limit=4)]
