@@ -82,7 +82,7 @@ def _budget_record(budget: BudgetResult) -> dict[str, Any]:
         "decision": budget.decision, "rise_mean": budget.rise_mean, "upper_95": budget.upper_95, "lower_95": budget.lower_95,
         "limit": budget.limit, "seed_rises": budget.seed_rises, "seeds_over": budget.seeds_over, "needed": budget.needed,
         "resampling_unit": budget.unit, "resampling_units": budget.units, "utterances": budget.utterances,
-        "ref_words": budget.ref_words,
+        "ref_words": budget.ref_words, "dropped_empty_references": budget.dropped_empty,
     }
 
 
@@ -335,6 +335,8 @@ def budget_explanation(budget: BudgetResult) -> str:
     text = (f"Mean rise {points(b.rise_mean, True)} WER points, one-sided 95% bounds [{points(b.lower_95, True)}, "
             f"{points(b.upper_95, True)}] against a limit of {points(b.limit, True)}, over {len(b.seed_rises)} seeds and "
             f"{b.units} {unit}.")
+    if b.dropped_empty:
+        text += f" {b.dropped_empty} utterance{'s' if b.dropped_empty != 1 else ''} with an empty normalised reference {'are' if b.dropped_empty != 1 else 'is'} not scored."
     if b.seeds_over:
         text += (f" {b.seeds_over} of {len(b.seed_rises)} seeds alone rose past the limit (worst {points(max(b.seed_rises), True)}); "
                  "the decision weighs every seed and the utterance sampling.")

@@ -546,6 +546,7 @@ class BudgetResult:
     units: int
     utterances: int
     ref_words: int
+    dropped_empty: int = 0  # utterances whose normalised reference is empty: not scored
 
 
 def assess_budget(scores: PairedScores, limit: float, resamples: int = 10_000, seed: int = 0) -> BudgetResult:
@@ -567,6 +568,7 @@ def assess_budget(scores: PairedScores, limit: float, resamples: int = 10_000, s
         eval_set=scores.eval_set, limit=float(limit), decision=decision, rise_mean=rise_mean, lower_95=lower, upper_95=upper,
         seed_rises=[float(r) for r in seed_rises], seeds_over=int(sum(over_budget(r, limit) for r in seed_rises)),
         needed=needed, unit=draws.unit, units=draws.units, utterances=len(scores.ref_words), ref_words=int(scores.ref_words.sum()),
+        dropped_empty=scores.dropped_empty,
     )
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from sweeps.repro import significance as sig
+from sweeps.repro.report import budget_explanation
 
 try:
     from scores_tables import noisy_table, shifted_table, table_from_errors
@@ -226,6 +227,9 @@ def test_empty_references_are_dropped_and_counted():
     scores = sig.paired_scores(sig.validate_scores(table), "heldout")
     assert scores.dropped_empty == 1 and len(scores.ref_words) == 3
     assert scores.delta[0] == pytest.approx(1 / 15)
+    budget = sig.assess_budget(scores, 0.02, resamples=200)
+    assert budget.dropped_empty == 1  # a budget says so too, in report.md's words
+    assert "1 utterance with an empty normalised reference is not scored." in budget_explanation(budget)
 
 
 # --------------------------------------------------------------------------- validation
