@@ -13,6 +13,7 @@ key; either library would add a second schema and messages we would rewrap anywa
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import numbers
@@ -116,13 +117,20 @@ def apply_override(raw: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 def reject_unknown(given: Iterable[str], known: Iterable[str], where: str = "", noun: str = "key") -> None:
-    """Name every key that is not a known one (as ``where.key``), and list the known ones."""
+    """Name every key that is not a known one (as ``where.key``, with the closest known key
+    when one is close: a typo is the usual cause), and list the known ones."""
     known = sorted(known)
     unknown = sorted(set(map(str, given)) - set(known))
     if unknown:
         prefix = f"{where}." if where else ""
-        names = ", ".join(prefix + key for key in unknown)
+        names = ", ".join(prefix + key + did_you_mean(key, known) for key in unknown)
         raise ConfigError(f"unknown {noun}(s) {names}; known: {', '.join(known) or 'none'}")
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean lora_r?)`` for a key close to a known one, else ``""``."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def coerce_number(value: Any, kind: type, where: str) -> int | float:

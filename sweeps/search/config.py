@@ -6,6 +6,7 @@ before torch or Ray load. Every error names the key that is wrong.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,9 @@ from typing import Any, Literal
 from sweeps.budget import budget_limit
 from sweeps.confirm import confirm_pairs
 from trainable.config import TrialConfig, target_module_set_name
-from trainable.config_io import ConfigError, apply_override, coerce_bool, coerce_number, parse_override, read_yaml, reject_unknown
+from trainable.config_io import (
+    ConfigError, apply_override, coerce_bool, coerce_number, did_you_mean, parse_override, read_yaml, reject_unknown,
+)
 
 # Fields the trainable sets for each trial itself, so a sweep may neither fix nor search them.
 PER_TRIAL_FIELDS = ("output_dir", "num_threads")
@@ -208,17 +211,28 @@ def results_column(name: str) -> str:
 
 
 def load_sweep_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepConfig:
-    """Read a sweep YAML, apply ``dotted.key=value`` overrides on top, validate."""
+    """Read a sweep YAML, apply ``dotted.key=value`` overrides on top, validate. An error the
+    YAML alone does not have is blamed on the overrides, so nobody searches the file for it."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep config is a mapping of keys (name, trial, search, ...)")
+    merged = copy.deepcopy(raw)
     for override in overrides:
         keys, value = parse_override(override)
-        apply_override(raw, keys, value)
+        apply_override(merged, keys, value)
     try:
-        return SweepConfig.from_dict(raw)
+        return SweepConfig.from_dict(merged)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        blame = path if not overrides or _fails(raw) else f"override{'s' if len(overrides) > 1 else ''} {' '.join(overrides)}"
+        raise ConfigError(f"{blame}: {error}") from None
+
+
+def _fails(raw: dict[str, Any]) -> bool:
+    try:
+        SweepConfig.from_dict(raw)
+    except ConfigError:
+        return True
+    return False
 
 
 def _trial_config(raw: Any) -> TrialConfig:
@@ -243,7 +257,7 @@ def _search_param(name: str, spec: Any, trial: TrialConfig) -> SearchParam:
     where = f"search.{name}"
     known_fields = {f.name: f for f in fields(TrialConfig)}
     if name not in known_fields:
-        raise ConfigError(f"{where}: not a TrialConfig field; known: {', '.join(sorted(known_fields))}")
+        raise ConfigError(f"{where}: not a TrialConfig field{did_you_mean(name, known_fields)}; known: {', '.join(sorted(known_fields))}")
     if name in PER_TRIAL_FIELDS:
         raise ConfigError(f"{where}: set per trial by the sweep, cannot be searched")
     if isinstance(spec, list):

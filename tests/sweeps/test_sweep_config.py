@@ -112,6 +112,21 @@ def test_bad_values_are_rejected_naming_the_key(tmp_path, override, named):
     with pytest.raises(ConfigError) as caught:
         load_sweep_config(path, [override])
     assert named in str(caught.value)
+    assert str(caught.value).startswith(f"override {override}: ")  # the YAML alone is fine: blame the override
+
+
+def test_an_error_of_the_yaml_itself_names_the_file_even_with_overrides(tmp_path):
+    path = write_yaml(tmp_path, sweep_dict(num_samples=0))
+    with pytest.raises(ConfigError, match=rf"^{path}: num_samples"):
+        load_sweep_config(path, ["trial.max_steps=50"])
+    assert load_sweep_config(path, ["num_samples=3"]).num_samples == 3  # an override may mend the file
+
+
+def test_a_misspelt_key_gets_the_closest_known_one():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) nums_samples \(did you mean num_samples\?\)"):
+        SweepConfig.from_dict({**sweep_dict(), "nums_samples": 4})
+    with pytest.raises(ConfigError, match=r"search.lora_rank: not a TrialConfig field \(did you mean lora_r\?\)"):
+        SweepConfig.from_dict(sweep_dict(search={"lora_rank": [4]}))
 
 
 @pytest.mark.parametrize("text", ["num_samples", "=3", "trial..max_steps=3"])
