@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -198,7 +199,7 @@ def train(
             consecutive_nonfinite = 0
             optimizer.step()
             state.losses.append(step_loss / finite_batches)
-        scheduler.step()
+        _advance(scheduler)
         state.step += 1
         state.train_seconds = time.perf_counter() - started
         if progress:
@@ -207,6 +208,15 @@ def train(
             on_eval(state, lambda directory: save_checkpoint(directory, model, optimizer, scheduler, state))
             model.train()
     return state
+
+
+def _advance(scheduler) -> None:
+    """One step of the learning-rate schedule, also after a skipped (non-finite) step, so the
+    schedule follows the step count. Torch warns when that happens before any optimizer step;
+    the run already reports the skip (nonfinite_steps), so the warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+        scheduler.step()
 
 
 def _clip(parameters, max_norm: float) -> float:
