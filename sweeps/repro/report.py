@@ -14,7 +14,7 @@ from typing import Any
 
 from sweeps.repro.error_report import pooled_error_analysis, render_error_analysis, sclite_hint, write_trn_files
 from sweeps.repro.significance import (
-    Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
+    MIN_SEEDS, MIN_UNITS, Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
 )
 from trainable.files import atomic_output, atomic_write_json, atomic_write_text
 
@@ -71,10 +71,11 @@ def verdict_record(
 
 
 def recommended(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> bool:
-    """A recipe to ship: a stable gain, every budgeted eval set shown within its budget, and
-    not on the set the sweep selected it on (selection is not confirmation)."""
-    return (analysis.verdict == "stable gain" and all(b.decision == "within budget" for b in budgets)
-            and selection.get("selection_bias") is not True)
+    """A recipe to ship: a stable gain on enough seeds and held-out units to trust (a verdict on
+    fewer than 5 seeds is a sign test weaker than p = 0.05), every budgeted eval set shown within
+    its budget, and not on the set the sweep selected it on (selection is not confirmation)."""
+    return (analysis.verdict == "stable gain" and not analysis.power.too_few
+            and all(b.decision == "within budget" for b in budgets) and selection.get("selection_bias") is not True)
 
 
 def _budget_record(budget: BudgetResult) -> dict[str, Any]:
@@ -316,10 +317,14 @@ def _selection_line(record: dict[str, Any]) -> str:
 
 
 def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dict[str, Any]) -> str:
-    """yes only for a stable gain with every budget shown within; the reasons otherwise."""
+    """yes only for a stable gain on enough seeds with every budget shown within; the reasons otherwise."""
     if record["recommended"]:
-        return "yes (a stable gain, and every budget within)"
+        imprecise = " (its size is less certain than the minimum effect: see Underpowered)" if analysis.power.underpowered else ""
+        return f"yes (a stable gain{imprecise}, and every budget within)"
     reasons = [] if analysis.verdict == "stable gain" else [f"the verdict is `{analysis.verdict}`"]
+    if analysis.power.too_few:
+        reasons.append(f"{len(analysis.seeds)} seed(s) and {analysis.units} held-out {analysis.unit}(s): a recommendation needs "
+                       f"at least {MIN_SEEDS} seeds (--trials {MIN_SEEDS}) and {MIN_UNITS} {analysis.unit}s")
     reasons += [f"`{b.eval_set}` is {b.decision}" for b in budgets if b.decision != "within budget"]
     if record["selection_bias"]:
         reasons.append(f"`{analysis.eval_set}` is the set the sweep selected it on: confirm on an untouched set "
@@ -501,7 +506,7 @@ def _reading_guide(analysis: Analysis) -> str:
         "the CI excludes 0 while a seed goes the other way); else no significant change. A budget on another eval set is "
         "a one-sided non-inferiority test of its rise (tuned - baseline WER) with the same bootstrap: within budget when "
         "the upper 95% bound is at most the limit, over budget when the lower 95% bound exceeds it, else inconclusive. "
-        "Recommended = a stable gain and every budget within, on a set the sweep did not select on: a gain measured on "
+        f"Recommended = a stable gain on at least {MIN_SEEDS} seeds and {MIN_UNITS} held-out units, every budget within, on a set the sweep did not select on: a gain measured on "
         "the set the sweep selected on is biased upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately. "
         "Per seed, errors removed / added sum each utterance's net change in word errors; the error analysis's words fixed "
         "and broken compare the two alignments word by word, so the two count differently. A speaker's or a budget's "

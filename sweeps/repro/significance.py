@@ -368,6 +368,7 @@ class Power:
     needed: str
     seeds_needed: int
     units_needed: int
+    too_few: bool = False  # fewer than MIN_SEEDS seeds or MIN_UNITS units: too few to trust any verdict
 
 
 def assess_power(
@@ -393,7 +394,7 @@ def assess_power(
     target = (f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect
               else "the seeds and held-out data the verdict trusts")
     needed = (f"Needed for {target}: " + " and ".join(needs) + ".") if needs else ""
-    return Power(bool(reasons), reasons, needed, seeds_needed, units_needed)
+    return Power(bool(reasons), reasons, needed, seeds_needed, units_needed, too_few=n_seeds < MIN_SEEDS or n_units < MIN_UNITS)
 
 
 def _needs(n_seeds: int, seeds_needed: int, n_units: int, units_needed: int, unit: str, utterances: int) -> list[str]:

@@ -365,11 +365,22 @@ def test_seeds_over_the_limit_alone_are_folded_into_the_budget_explanation(tmp_p
 
 
 def test_an_unbudgeted_canary_that_gets_worse_is_still_a_warning(tmp_path, capsys):
-    scores = write_table(planted_tables(seeds=3), tmp_path / "scores.parquet")
+    scores = write_table(planted_tables(seeds=5), tmp_path / "scores.parquet")
     assert repro.main(["--from-scores", str(scores), "--resamples", "300"]) == 0
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["budgets"] == {} and verdict["recommended"] is True
-    assert "Warning: `canary` is worse with the adapter on 3 of 3 seeds" in capsys.readouterr().out
+    assert "Warning: `canary` is worse with the adapter on 5 of 5 seeds" in capsys.readouterr().out
+
+
+def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path):
+    """Every seed improving is a sign test with p = 2^-S: 3 seeds (p = 0.125) cannot back a
+    recommendation, though the verdict rules still call it a stable gain."""
+    scores = write_table(planted_tables(seeds=3), tmp_path / "scores.parquet")
+    assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--require", "recommended"]) == 1
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["verdict"] == "stable gain" and verdict["recommended"] is False
+    assert "3 seed(s) and 12 held-out speaker(s): a recommendation needs at least 5 seeds (--trials 5)" in (
+        tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -427,7 +438,7 @@ def write_run_json(directory: Path, selected: dict | None, eval_manifests: list)
     ("heldout", None, None),                                                # no sweep: not known
 ])
 def test_selection_bias_is_in_the_headline_and_verdict(tmp_path, capsys, tested, selected, bias):
-    scores = write_table(planted_tables(-0.05, seeds=3), tmp_path / "scores.parquet")
+    scores = write_table(planted_tables(-0.05, seeds=5), tmp_path / "scores.parquet")
     write_run_json(tmp_path, selected, [["heldout", "/d/heldout.jsonl"], ["canary", "/d/canary.jsonl"]])
     assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--output-dir", str(tmp_path / "out")]) == 0
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
