@@ -205,8 +205,10 @@ def train(
         if progress:
             progress(state, scheduler.get_last_lr()[0])
         if on_eval and config.eval_every and state.step % config.eval_every == 0 and state.step < config.max_steps:
+            paused = time.perf_counter()
             on_eval(state, lambda directory: save_checkpoint(directory, model, optimizer, scheduler, state))
             model.train()
+            started += time.perf_counter() - paused  # train_seconds (and steps/s) count training only
     return state
 
 

@@ -128,6 +128,17 @@ def test_report_callback_and_resume_from_checkpoint_continue_exactly(tiny_config
     assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
 
 
+def test_train_seconds_leave_out_mid_run_evaluations(tiny_config, tmp_path):
+    """steps/s is a training speed: a mid-run evaluation (here one that takes 1.5 s more) is
+    not training time, or eval_every would look like a slower trainer."""
+    import time
+
+    config = tiny_config.replace(max_steps=4, eval_every=2, output_dir=str(tmp_path / "run"))
+    result = train_and_evaluate(config, report=lambda metrics, checkpoint_dir: metrics["step"] == 2 and time.sleep(1.5))
+    assert result["train_seconds"] < result["elapsed_seconds"] - 1.5
+    assert result["steps_per_second"] == pytest.approx(4 / result["train_seconds"])
+
+
 def test_bad_target_module_lists_the_real_names(tiny_config):
     with pytest.raises(ValueError, match=r"qproj.*q_proj"):
         train_and_evaluate(tiny_config.replace(target_modules=("qproj",)))
