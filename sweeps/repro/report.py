@@ -119,7 +119,7 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection:
     n = len(a.seeds)
     numbers = (
         f"mean delta {points(a.mean_delta, sign=True)} WER points over {n} seed{'s' if n != 1 else ''} "
-        f"(baseline {percent(a.baseline_wer)}, tuned {percent(a.tuned_wer_mean)} ± {points(a.tuned_wer_sd)} sd), "
+        f"(baseline {percent(a.baseline_wer)}, tuned {percent(a.tuned_wer_mean)}{f' ± {points(a.tuned_wer_sd)} sd' if n > 1 else ''}), "
         f"95% CI [{points(a.ci[0], True)}, {points(a.ci[1], True)}], POI {a.poi:.2f}"
     )
     sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection)}: {numbers}; {verdict_reason(a)}."

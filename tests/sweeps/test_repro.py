@@ -381,6 +381,10 @@ def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path):
     assert verdict["verdict"] == "stable gain" and verdict["recommended"] is False
     assert "3 seed(s) and 12 held-out speaker(s): a recommendation needs at least 5 seeds (--trials 5)" in (
         tmp_path / "report.md").read_text()
+    one = write_table(planted_tables(seeds=1), tmp_path / "one" / "scores.parquet")
+    repro.main(["--from-scores", str(one), "--resamples", "300"])
+    sentence = json.loads((tmp_path / "one" / "verdict.json").read_text())["sentence"]
+    assert "over 1 seed (" in sentence and " sd)" not in sentence  # one seed has no spread to report
 
 
 @pytest.mark.parametrize("flag, message", [
