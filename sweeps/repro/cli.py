@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(record["sentence"])
+    print(f"Recommended: {record['recommendation']}")
     for warning in record.get("warnings", []):  # a canary that got worse must not hide in report.md
         print(f"Warning: {warning}")
     unmet = unmet_requirements(record, args.require)

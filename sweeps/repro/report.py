@@ -31,7 +31,7 @@ def verdict_record(
     """The headline keys (verdict ... recommended) first, then the extras a reader needs to trust them.
     ``selection`` holds ``selection_bias``, ``selected_on`` and ``confirmed_on``."""
     other_eval_sets = {name: plain_wers(table, name) for name in eval_sets_in_order(table) if name != analysis.eval_set}
-    return {
+    record = {
         "verdict": analysis.verdict,
         "verdict_rule": analysis.verdict_rule,
         "underpowered": analysis.power.underpowered,
@@ -68,6 +68,8 @@ def verdict_record(
         "other_eval_sets": other_eval_sets,
         "error_analysis": pooled_error_analysis(table, analysis.eval_set),
     }
+    record["recommendation"] = _recommendation(analysis, budgets, record)  # "yes (...)" or "no (reasons)"
+    return record
 
 
 def recommended(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> bool:
@@ -299,7 +301,7 @@ def _verdict_section(analysis: Analysis, record: dict[str, Any], budgets: list[B
     lines.append(f"- Confirmed on: {_selection_line(record)}")
     for budget in budgets:
         lines.append(f"- Budget on `{budget.eval_set}`: `{budget.decision}`. {budget_explanation(budget)}")
-    lines.append(f"- Recommended: {_recommendation(analysis, budgets, record)}")
+    lines.append(f"- Recommended: {record['recommendation']}")
     lines.append(f"- Deterministic: {determinism.get('deterministic', 'unknown')} — {determinism.get('detail', 'not checked')}")
     lines += [f"- Warning: {line}" for line in record.get("warnings", [])]
     return "\n".join(lines)

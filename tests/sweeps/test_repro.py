@@ -372,7 +372,7 @@ def test_an_unbudgeted_canary_that_gets_worse_is_still_a_warning(tmp_path, capsy
     assert "Warning: `canary` is worse with the adapter on 5 of 5 seeds" in capsys.readouterr().out
 
 
-def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path):
+def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path, capsys):
     """Every seed improving is a sign test with p = 2^-S: 3 seeds (p = 0.125) cannot back a
     recommendation, though the verdict rules still call it a stable gain."""
     scores = write_table(planted_tables(seeds=3), tmp_path / "scores.parquet")
@@ -381,6 +381,8 @@ def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path):
     assert verdict["verdict"] == "stable gain" and verdict["recommended"] is False
     assert "3 seed(s) and 12 held-out speaker(s): a recommendation needs at least 5 seeds (--trials 5)" in (
         tmp_path / "report.md").read_text()
+    assert verdict["recommendation"].startswith("no (3 seed(s)")
+    assert f"Recommended: {verdict['recommendation']}" in capsys.readouterr().out  # printed, not only in report.md
     one = write_table(planted_tables(seeds=1), tmp_path / "one" / "scores.parquet")
     repro.main(["--from-scores", str(one), "--resamples", "300"])
     sentence = json.loads((tmp_path / "one" / "verdict.json").read_text())["sentence"]
