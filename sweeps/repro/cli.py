@@ -45,6 +45,7 @@ DEFAULT_TRIALS = 5  # the fewest seeds the verdict trusts (MIN_SEEDS in signific
 SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 REQUIREMENTS = ("stable-gain", "within-budget", "recommended")
 MIN_RESAMPLES = 100  # the fewest sweeps.repro.significance.analyse takes for a 95% interval
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and decide with bootstrap statistics whether the WER gain is real: stable gain, regression, unstable "
         "or no significant change, plus an underpowered flag and a determinism check.",
         epilog="Exit status: 0 done; 1 a seed failed, or a --require is not met; "
-        "2 bad input (config, overrides, scores table).",
+        "2 bad input (config, overrides, scores table), 130 interrupted.",
     )
     source = parser.add_argument_group("what to rerun (default: best.json of the newest sweep under results/)")
     source.add_argument("--sweep", metavar="NAME", help="use results/NAME/best.json")
@@ -113,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReproError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("repro: interrupted, so no verdict: scores.parquet, verdict.json and report.md are written once every seed "
+              "has finished. The finished seeds' own reports stay in their seed_* folders; the same command starts again.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(record["sentence"])
     print(f"Recommended: {record['recommendation']}")
     for warning in record.get("warnings", []):  # a canary that got worse must not hide in report.md

@@ -225,6 +225,15 @@ def test_seeds_avoid_the_sweeps_own_seed_unless_given(capsys):
         repro.choose_seeds(parse(["--trials", "0"]), 42)
 
 
+def test_ctrl_c_says_what_is_kept_instead_of_a_traceback(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(repro, "rerun", interrupted)
+    assert repro.main(["--trials", "2", "--address", "auto"]) == repro.EXIT_INTERRUPTED == 130
+    assert "repro: interrupted, so no verdict" in capsys.readouterr().err
+
+
 def test_trials_and_seeds_must_agree(capsys):
     """--seeds sets the seeds; a --trials that says another count is refused, not silently lost."""
     assert repro.main(["--trials", "3", "--seeds", "1,2"]) == repro.EXIT_BAD_INPUT
