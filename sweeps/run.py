@@ -171,7 +171,8 @@ def race_if_searched(sweep: SweepConfig, paths: SweepPaths) -> Any:
 
 def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None, search_trials: Any = None) -> int:
     """Write and print the results; ``search_trials``: the search's trials table if already
-    read since the search ended (else it is read from Ray's saved state)."""
+    read since the search ended (else it is read from Ray's saved state). Exit status 0 for
+    a finished sweep with a winner, 1 for none or for an unfinished sweep."""
     from sweeps.search.results import write_results
     from sweeps.search.summary import describe_best
 
@@ -179,9 +180,9 @@ def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | 
     print()
     print(describe_best(results, sweep))
     print(f"Results: {paths.results_dir}/ (trials.parquet, best.json, summary.md)")
-    if results.unfinished:
-        print(f"The sweep was interrupted; continue it with: python -m sweeps.run --resume --name {sweep.name}")
-    return 0 if results.best is not None else 1
+    # An unfinished sweep (search or race) has no answer yet: describe_best said so first
+    # thing, with the --resume command, and best.json says "complete": false.
+    return 0 if results.best is not None and not results.unfinished else 1
 
 
 def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:

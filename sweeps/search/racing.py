@@ -5,7 +5,9 @@ seed (the winner's curse). The ``racing.finalists`` best distinct recipes that k
 budget are trained again with ``racing.seeds`` new seeds each, as trials of a second Tune
 experiment beside the search's (``<sweep>-racing``: the same trainable, resources,
 storage and resume); the winner is the finalist with the best mean select-set WER over all
-its seeds whose mean WER increase keeps every budget.
+its seeds whose mean WER increase keeps every budget. Only finalists whose race runs all
+completed compete, and no winner is chosen while any race run is unfinished: a 1-seed WER
+beside 3-seed means is not a fair race.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from sweeps.budget import over_budget, within_budget
 from sweeps.search.config import SweepConfig
+from sweeps.search.trial import ERROR, STOPPED_EARLY
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.metrics import PRIMARY_TUNED, metric_name, metric_value
 
@@ -22,6 +25,9 @@ RACING_SUFFIX = "-racing"
 # Racing seeds are the trial seed + 1000, + 2000, ...: never a seed repro would pick by
 # default (seed + 1 ... + N), so repro's seeds stay new to the recipe.
 SEED_STRIDE = 1000
+# A finalist's race: every race run completed; some not yet run (the race was interrupted);
+# all ended but some failed (errored or without its final report: it cannot be compared).
+RACE_COMPLETE, RACE_UNFINISHED, RACE_FAILED = "complete", "unfinished", "failed"
 
 
 def racing_seeds(seed: int, count: int) -> list[int]:
@@ -89,20 +95,43 @@ def race_recipes(finalists: list[dict[str, Any]], sweep: SweepConfig) -> list[di
 
 def race_table(finalists: list[dict[str, Any]], race_trials: Any, sweep: SweepConfig, completed: str) -> list[dict[str, Any]]:
     """Per finalist: its seeds, select-set WER and budgeted WER increases per seed (the
-    search trial's seed first), their means and sds, and whether the means keep the budgets."""
+    search trial's seed first), their means and sds, whether the means keep the budgets, and
+    ``race_status``: whether its race runs all completed (``RACE_COMPLETE``), some are still
+    to run (``RACE_UNFINISHED``: no race trial yet, pending, running or paused) or all ended
+    with some failed (``RACE_FAILED``). ``race_trials``: None when the race has not started."""
     by_key: dict[tuple, list[dict]] = {recipe_key(f, sweep): [f] for f in finalists}
+    ended = {key: 0 for key in by_key}
     if race_trials is not None and len(race_trials):
-        for _, row in race_trials[race_trials["status"] == completed].iterrows():
-            runs = by_key.get(recipe_key(row, sweep))
-            if runs is not None:
-                runs.append(row.to_dict())
-    return [_race_entry(runs, sweep) for runs in by_key.values()]
+        for _, row in race_trials.iterrows():
+            key = recipe_key(row, sweep)
+            if key not in by_key:
+                continue
+            if row["status"] in (completed, STOPPED_EARLY, ERROR):
+                ended[key] += 1
+            if row["status"] == completed:
+                by_key[key].append(row.to_dict())
+    entries = []
+    for key, runs in by_key.items():
+        entry = _race_entry(runs, sweep)
+        entry["race_runs"] = len(runs) - 1
+        entry["race_status"] = (RACE_COMPLETE if len(runs) - 1 >= sweep.racing.seeds
+                                else RACE_FAILED if ended[key] >= sweep.racing.seeds else RACE_UNFINISHED)
+        entries.append(entry)
+    return entries
+
+
+def unfinished_race_runs(entries: list[dict[str, Any]], sweep: SweepConfig) -> int:
+    """Race runs not yet run to an end, over the finalists still racing."""
+    return sum(sweep.racing.seeds - entry["race_runs"] for entry in entries if entry["race_status"] == RACE_UNFINISHED)
 
 
 def race_winner(entries: list[dict[str, Any]], sweep: SweepConfig) -> dict[str, Any] | None:
-    """The finalist with the best mean select-set WER among those whose mean increases keep
-    every budget; None when none does."""
-    feasible = [entry for entry in entries if entry["keeps_budgets"]]
+    """The finalist with the best mean select-set WER among those whose race runs all
+    completed and whose mean increases keep every budget; None when none does, and None
+    while any finalist's race is unfinished (its missing seeds could change the answer)."""
+    if any(entry.get("race_status") == RACE_UNFINISHED for entry in entries):
+        return None
+    feasible = [entry for entry in entries if entry["keeps_budgets"] and entry.get("race_status", RACE_COMPLETE) == RACE_COMPLETE]
     if not feasible:
         return None
     sign = 1 if sweep.mode == "min" else -1

@@ -16,8 +16,8 @@ from typing import Any
 from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig, results_column
-from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner
-from sweeps.search.summary import summary_markdown
+from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner, unfinished_race_runs
+from sweeps.search.summary import race_unfinished_note, resume_command, summary_markdown, unfinished_trials
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError
@@ -36,14 +36,20 @@ class SweepResults:
     best: dict[str, Any] | None
     summary_markdown: str
     race: list[dict[str, Any]] | None = None  # the raced finalists (sweeps.search.racing.race_table)
+    unfinished_search: int | None = None  # search trials not run to an end (None: count them in ``trials``)
+    unfinished_race: int = 0  # race runs not run to an end
 
     def count(self, status: str) -> int:
         return int((self.trials["status"] == status).sum()) if len(self.trials) else 0
 
     @property
     def unfinished(self) -> int:
-        """Trials neither completed, stopped nor errored: the sweep was interrupted."""
-        return len(self.trials) - sum(self.count(status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
+        """Search trials and race runs neither completed, stopped nor errored (or not yet
+        started): the sweep was interrupted, and ``--resume`` finishes it."""
+        search = self.unfinished_search
+        if search is None:
+            search = len(self.trials) - sum(self.count(status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
+        return search + self.unfinished_race
 
 
 def write_results(
@@ -58,20 +64,47 @@ def write_results(
     if trials is None:
         trials = trials_table(experiment_path, sweep)
     race_trials = _race_trials(experiment_path + RACING_SUFFIX, sweep)
-    race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED) if race_trials is not None else None
+    unfinished_search = unfinished_trials(trials, sweep)
+    race = None
+    if sweep.racing.enabled and not unfinished_search:  # the race starts once the search has ended
+        race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED)
+    unfinished_race = unfinished_race_runs(race, sweep) if race else 0
     best = best_trial(trials, sweep, race)
+    best_file = best_file_record(best, sweep, unfinished_search + unfinished_race, race)
+    if best is not None:
+        best = best_file
     summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds, race, results_dir) + summary_section(results_dir)
     for name, table in (("trials.parquet", trials), ("racing.parquet", race_trials)):
         if table is not None:
             with atomic_output(results_dir / name) as tmp:
                 table.to_parquet(tmp, index=False)
     best_path = results_dir / "best.json"
-    if best is not None:
-        atomic_write_json(best_path, best)
+    if best_file is not None:
+        atomic_write_json(best_path, best_file)
     elif best_path.exists():
         best_path.unlink()  # a stale winner from an earlier run of the same name would mislead
     atomic_write_text(results_dir / "summary.md", summary)
-    return SweepResults(trials=trials, best=best, summary_markdown=summary, race=race)
+    return SweepResults(trials=trials, best=best, summary_markdown=summary, race=race,
+                        unfinished_search=unfinished_search, unfinished_race=unfinished_race)
+
+
+def best_file_record(best: dict[str, Any] | None, sweep: SweepConfig, unfinished: int,
+                     race: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """What best.json holds: the winner with ``complete: true``; for an unfinished sweep,
+    ``complete: false``, the count of unfinished trials and race runs and the command that
+    finishes it, beside the best so far of an interrupted search, or alone (no recipe) while
+    the race is unfinished, so repro refuses it rather than take another sweep's best.json.
+    None: a finished sweep with no winner (the file is removed)."""
+    if not unfinished:
+        return None if best is None else best | {"complete": True}
+    marker = {"complete": False, "unfinished": unfinished, "resume": resume_command(sweep)}
+    if best is not None:
+        return best | marker | {"note": f"Best so far of an unfinished sweep ({unfinished} unfinished), not its winner."}
+    record = {"sweep": sweep.name, **marker, "note": race_unfinished_note(sweep, unfinished) if race else
+              f"The sweep is unfinished ({unfinished} unfinished) and no trial has completed yet: no recipe is chosen."}
+    if race:
+        record["race"] = {"seeds_per_finalist": sweep.racing.seeds + 1, "finalists": [_race_record(entry, sweep) for entry in race]}
+    return record
 
 
 def trials_table(experiment_path: str, sweep: SweepConfig):

@@ -15,6 +15,7 @@ from sweeps.budget import within_budget
 from sweeps.search import analysis
 from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.experiment import STUDY_DB
+from sweeps.search.racing import RACE_COMPLETE, RACE_UNFINISHED, unfinished_race_runs
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 from trainable.config import target_module_set_name
 from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name, metric_value
@@ -24,6 +25,35 @@ LEAST_VIOLATING_SHOWN = 5
 
 def budget_text(sweep: SweepConfig) -> str:
     return ", ".join(f"{name} within +{100 * limit:g} points of its baseline" for name, limit in sweep.max_wer_increase)
+
+
+def resume_command(sweep: SweepConfig) -> str:
+    return f"python -m sweeps.run --resume --name {sweep.name}"
+
+
+def unfinished_trials(trials: Any, sweep: SweepConfig) -> int:
+    """Search trials not run to an end: started but neither completed, stopped nor errored,
+    and those of ``num_samples`` not started at all (an interrupted search)."""
+    ended = sum(_count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
+    return len(trials) - ended + max(0, sweep.num_samples - len(trials))
+
+
+def race_unfinished_note(sweep: SweepConfig, runs: int) -> str:
+    seeds = sweep.racing.seeds + 1
+    return (f"The race of finalists is unfinished ({runs} race run{'s' if runs != 1 else ''} not finished): no winner is "
+            f"chosen until every finalist has its {seeds} seeds. Continue it with: {resume_command(sweep)}")
+
+
+def unfinished_note(trials: Any, sweep: SweepConfig, race: list[dict] | None) -> str | None:
+    """A sentence, with the command that finishes it, for an interrupted sweep; None when finished."""
+    search = unfinished_trials(trials, sweep)
+    if search:
+        then = ", then races the finalists" if sweep.racing.enabled else ""
+        return (f"The sweep is unfinished: {search} of its {max(len(trials), sweep.num_samples)} search trials have not "
+                f"finished, so any best trial below is only the best so far. Continue it with: {resume_command(sweep)} "
+                f"(it keeps the finished trials{then})")
+    runs = unfinished_race_runs(race, sweep) if race else 0
+    return race_unfinished_note(sweep, runs) if runs else None
 
 
 def summary_markdown(
@@ -37,8 +67,11 @@ def summary_markdown(
     counts = {status: _count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR)}
     out.write(f"# Sweep `{sweep.name}`\n\n")
     out.write(f"{len(trials)} trials: {counts[COMPLETED]} completed, {counts[STOPPED_EARLY]} stopped early, {counts[ERROR]} errored")
-    other = len(trials) - sum(counts.values())
+    other = unfinished_trials(trials, sweep)
     out.write(f", {other} unfinished.\n\n" if other else ".\n\n")
+    unfinished = unfinished_note(trials, sweep, race)
+    if unfinished:
+        out.write(f"**{unfinished}.** `best.json` says `\"complete\": false`, and repro refuses it until the sweep is finished.\n\n")
     out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
     _write_roles(out, sweep)
     _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials)
@@ -60,11 +93,19 @@ def describe_best(results: Any, sweep: SweepConfig) -> str:
         f"Sweep {sweep.name}: {len(trials)} trials, {results.count(COMPLETED)} completed, "
         f"{results.count(STOPPED_EARLY)} stopped early, {results.count(ERROR)} errored."
     )
+    race = getattr(results, "race", None)
+    unfinished = unfinished_note(trials, sweep, race)
+    if unfinished:
+        head += "\n" + unfinished + "."
     if best is None:
-        return head + "\n" + no_best_reason(trials, sweep, getattr(results, "race", None)) + "; see summary.md."
+        if unfinished and race:
+            return "\n".join([head, *_race_progress_lines(race, sweep)])
+        return head + "\n" + no_best_reason(trials, sweep, race) + "; see summary.md."
     searched = ", ".join(f"{name}={value}" for name, value in searched_values(best, sweep).items())
     no_gain = no_gain_note(best, sweep)
-    lines = [head, *([no_gain] if no_gain else []), f"{'Least bad' if no_gain else 'Best'} trial {best['trial_id']}: {searched}"]
+    title = "Best so far" if unfinished else "Least bad" if no_gain else "Best"
+    lines = [head, *([no_gain] if no_gain else []), f"{title}: trial {best['trial_id']}: {searched}" if unfinished
+             else f"{title} trial {best['trial_id']}: {searched}"]
     if best.get("chosen_by") == "racing":
         race = best["race"]
         lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {len(race['finalists'])} "
@@ -76,7 +117,7 @@ def describe_best(results: Any, sweep: SweepConfig) -> str:
     for name, scores in best["eval_sets"].items():
         lines.append(f"  {name:>10} WER: tuned {_pct(scores.get('tuned_wer'))} vs baseline {_pct(scores.get('baseline_wer'))}"
                      + (" (the search trial's seed)" if best.get("chosen_by") == "racing" else ""))
-    if best.get("confirm_on") and not no_gain:
+    if best.get("confirm_on") and not no_gain and not unfinished:
         lines.append(f"Confirm it on {best['confirm_on']['name']}, which no trial scored: python -m sweeps.repro --sweep {sweep.name} --trials 5")
     return "\n".join(lines)
 
@@ -105,12 +146,27 @@ def searched_values(best: dict[str, Any], sweep: SweepConfig) -> dict[str, str]:
 
 def no_best_reason(trials: Any, sweep: SweepConfig, race: list[dict] | None = None) -> str:
     completed = _count(trials, COMPLETED)
+    if race and any(entry.get("race_status") == RACE_UNFINISHED for entry in race):
+        return race_unfinished_note(sweep, unfinished_race_runs(race, sweep))
+    if race and not any(entry.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for entry in race):
+        return f"No finalist completed its race runs ({len(race)} finalists; see the race table), so there is no best config"
     if race:
         return (f"No raced finalist kept {budget_text(sweep)} on the mean over its seeds ({len(race)} finalists, each within "
                 "on the search's own seed), so there is no best config")
     if completed and sweep.max_wer_increase:
         return f"No completed trial kept {budget_text(sweep)} ({completed} completed), so there is no best config"
     return "No trial completed, so there is no best config"
+
+
+def _race_progress_lines(race: list[dict], sweep: SweepConfig) -> list[str]:
+    """Each finalist's seeds so far, for a race that has not finished."""
+    lines = []
+    for entry in race:
+        done = entry["race_status"] == RACE_COMPLETE
+        lines.append(f"  finalist {entry['trial_id']}: {len(entry['seeds'])} of {sweep.racing.seeds + 1} seeds "
+                     f"({', '.join(map(str, entry['seeds']))}){'' if done else ', ' + entry['race_status']}; "
+                     f"mean {sweep.select_on} WER so far {_pct(entry['mean_wer'])}")
+    return lines
 
 
 def _race_lines(best: dict[str, Any]) -> list[str]:
@@ -154,10 +210,14 @@ def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, con
 
 def _write_best(out: io.StringIO, best: dict | None, trials: Any, sweep: SweepConfig, race: list[dict] | None) -> None:
     if best is None:
-        out.write(f"**{no_best_reason(trials, sweep, race)}.**\n\n")
+        if race and any(entry.get("race_status") == RACE_UNFINISHED for entry in race):
+            out.write("**No winner is chosen while the race is unfinished** (the finalists' seeds so far are in the table below).\n\n")
+        else:
+            out.write(f"**{no_best_reason(trials, sweep, race)}.**\n\n")
         return
     no_gain = no_gain_note(best, sweep)
-    out.write(f"## {'Least bad' if no_gain else 'Best'}: trial `{best['trial_id']}`\n\n" + (f"**{no_gain}**\n\n" if no_gain else ""))
+    title = "Best so far" if best.get("complete") is False else "Least bad" if no_gain else "Best"
+    out.write(f"## {title}: trial `{best['trial_id']}`\n\n" + (f"**{no_gain}**\n\n" if no_gain else ""))
     if best.get("chosen_by") == "racing":
         out.write(f"Chosen by racing: the finalist with the best mean `{sweep.select_on}` WER over its "
                   f"{len(best['selection_seeds'])} seeds whose mean WER increases keep the budgets (table below).\n\n")
@@ -180,16 +240,19 @@ def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sw
     if not race:
         return
     budgets = [name for name, _ in sweep.max_wer_increase]
+    seeds = sweep.racing.seeds + 1
     out.write(f"## Finalists raced across seeds\n\nThe {len(race)} best fully trained recipes within the budgets, "
-              f"retrained with {sweep.racing.seeds} new seed{'s' if sweep.racing.seeds != 1 else ''} each; "
-              "mean ± sd over all their seeds.\n\n")
-    columns = ["trial", *[results_column(n) for n in sweep.searched_names], "seeds",
+              f"each to be retrained with {sweep.racing.seeds} new seed{'s' if sweep.racing.seeds != 1 else ''}; "
+              f"mean ± sd over the seeds each has. Only a finalist with all {seeds} seeds ({RACE_COMPLETE}) can win.\n\n")
+    columns = ["trial", *[results_column(n) for n in sweep.searched_names], "seeds", "race",
                f"{sweep.select_on} WER (mean ± sd)", *[f"{name} WER increase, points (mean ± sd)" for name in budgets], "keeps budgets", "chosen"]
     out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for entry in race:
         recipe = entry["recipe"]
+        status = entry.get("race_status", RACE_COMPLETE)
         cells = [f"`{entry['trial_id']}`", *[_format(recipe.get(results_column(n))) for n in sweep.searched_names],
-                 ", ".join(map(str, entry["seeds"])), f"{_pct(entry['mean_wer'])} ± {_points(entry['sd_wer'])}"]
+                 ", ".join(map(str, entry["seeds"])), status if status == RACE_COMPLETE else f"**{status}** ({len(entry['seeds'])} of {seeds} seeds)",
+                 f"{_pct(entry['mean_wer'])} ± {_points(entry['sd_wer'])}"]
         for name in budgets:
             cells.append(f"{_points(entry['mean_wer_increases'][name], sign=True)} ± {_points(entry['sd_wer_increases'][name])}")
         cells += ["yes" if entry["keeps_budgets"] else "no", "**yes**" if best and best["trial_id"] == entry["trial_id"] else ""]

@@ -26,7 +26,7 @@ SWEEP = SweepConfig.from_dict({
     "trial": {"eval_every": 50, "max_steps": 200, "model": "some/model",
               "eval_manifests": {"dev": "dev.jsonl", "canary": "canary.jsonl"}},
     "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "target_modules": ["qv", "fc"]},
-    "num_samples": 6,
+    "num_samples": 5,  # search_table()'s trials: a finished search
     "max_wer_increase": {"canary": 0.02},
     "confirm_on": {"test": "test.jsonl"},
     "racing": {"finalists": 2, "seeds": 2},
@@ -112,6 +112,79 @@ def test_the_summary_and_console_say_how_the_winner_was_chosen():
     printed = describe_best(SweepResults(trials=search_table(), best=best, summary_markdown=summary, race=entries), SWEEP)
     assert "Best trial t2" in printed and "mean dev WER 21.33%" in printed and "seeds 42, 1042, 2042" in printed
     assert "Confirm it on test, which no trial scored" in printed
+
+
+def interrupted_race() -> pd.DataFrame:
+    """t1's two race runs finished, t2's two still PENDING: the race was interrupted."""
+    rows = race_rows(1e-3, [0.20, 0.20], [0.01, 0.01]) + race_rows(2e-3, [0.21, 0.22], [0.01, 0.012])
+    for row in rows[2:]:
+        row.update(status="PENDING", eval_wer=math.nan, dev_tuned_wer=math.nan, canary_tuned_wer=math.nan)
+    return pd.DataFrame(rows)
+
+
+def test_an_unfinished_race_chooses_no_winner_and_says_how_to_finish_it():
+    """t2 has its search seed only: its 1-seed WER must not be compared with t1's 3-seed mean."""
+    from sweeps.search.racing import unfinished_race_runs
+    from sweeps.search.results import SweepResults, best_file_record
+
+    finalists = choose_finalists(search_table(), SWEEP, COMPLETED)
+    entries = race_table(finalists, interrupted_race(), SWEEP, COMPLETED)
+    assert [(e["trial_id"], e["race_status"], e["seeds"]) for e in entries] == [
+        ("t1", "complete", [42, 1042, 2042]), ("t2", "unfinished", [42])]
+    assert unfinished_race_runs(entries, SWEEP) == 2
+    assert race_winner(entries, SWEEP) is None and best_trial(search_table(), SWEEP, entries) is None
+
+    record = best_file_record(None, SWEEP, 2, entries)
+    assert record["complete"] is False and record["unfinished"] == 2 and "config" not in record
+    assert record["resume"] == "python -m sweeps.run --resume --name race"
+    assert [f["race_status"] for f in record["race"]["finalists"]] == ["complete", "unfinished"]
+
+    summary = summary_markdown(search_table(), None, SWEEP, "/x", None, entries)
+    assert "The race of finalists is unfinished (2 race runs not finished)" in summary
+    assert "python -m sweeps.run --resume --name race" in summary and '"complete": false' in summary
+    assert "**unfinished** (1 of 3 seeds)" in summary and "**yes**" not in summary
+    printed = describe_best(SweepResults(trials=search_table(), best=None, summary_markdown=summary, race=entries,
+                                         unfinished_search=0, unfinished_race=2), SWEEP)
+    assert "race of finalists is unfinished" in printed and "--resume --name race" in printed
+    assert "finalist t2: 1 of 3 seeds (42), unfinished" in printed
+    assert "Best trial" not in printed and "Confirm it on" not in printed
+
+
+def test_a_race_not_started_yet_is_unfinished_not_a_single_seed_choice():
+    """Interrupted between the search and the race (no race experiment saved): still no winner."""
+    from sweeps.search.racing import unfinished_race_runs
+
+    entries = race_table(choose_finalists(search_table(), SWEEP, COMPLETED), None, SWEEP, COMPLETED)
+    assert [e["race_status"] for e in entries] == ["unfinished", "unfinished"] and unfinished_race_runs(entries, SWEEP) == 4
+    assert best_trial(search_table(), SWEEP, entries) is None
+
+
+def test_a_finalist_whose_race_run_failed_cannot_win_on_fewer_seeds():
+    race = interrupted_race()
+    race.loc[2, "status"], race.loc[3, "status"] = "ERROR", COMPLETED
+    race.loc[3, ["eval_wer", "dev_tuned_wer", "canary_tuned_wer"]] = [0.10, 0.10, 0.03]
+    entries = race_table(choose_finalists(search_table(), SWEEP, COMPLETED), race, SWEEP, COMPLETED)
+    assert [e["race_status"] for e in entries] == ["complete", "failed"]
+    assert race_winner(entries, SWEEP)["trial_id"] == "t1"  # t2's 2-seed mean (15.5%) does not count
+
+
+def test_an_interrupted_search_shows_its_best_so_far_not_a_winner_to_confirm():
+    from sweeps.search.results import SweepResults, best_file_record
+
+    plain = SweepConfig.from_dict({**SWEEP.to_dict(), "racing": {"finalists": 0, "seeds": 0}})
+    table = search_table()
+    table.loc[4, "status"] = "RUNNING"
+    best = best_trial(table, plain)
+    record = best_file_record(best, plain, 1)  # t5 still RUNNING
+    assert record["complete"] is False and record["unfinished"] == 1 and record["config"] == best["config"]
+    printed = describe_best(SweepResults(trials=table, best=record, summary_markdown=""), plain)
+    lines = printed.splitlines()
+    assert lines[1].startswith("The sweep is unfinished: 1 of its 5 search trials have not finished")
+    assert "python -m sweeps.run --resume --name race" in lines[1]
+    assert "Best so far: trial t1" in printed and "Confirm it on" not in printed
+    summary = summary_markdown(table, record, plain, "/x", None)
+    assert "## Best so far: trial `t1`" in summary and "1 unfinished" in summary
+    assert best_file_record(best, plain, 0)["complete"] is True
 
 
 def searcher(budgets=(("canary", 0.02),), objectives=()):

@@ -16,7 +16,8 @@ SWEEP = SweepConfig.from_dict({
     # Eval sets named here, not the demo's defaults: the rows below carry heldout_* columns.
     "trial": {"eval_every": 50, "model": "some/model", "eval_manifests": {"heldout": "h.jsonl", "canary": "c.jsonl"}},
     "search": {"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}, "target_modules": ["qv", "qkvo"]},
-    "num_samples": 4,
+    # 1: every table below is a finished search (one of fewer trials than num_samples is unfinished).
+    "num_samples": 1,
 })
 
 

@@ -124,3 +124,22 @@ def test_inputs_check_accepts_dataset_specs(tiny_config, tmp_path):
     trial["eval_manifests"]["test"] = f"{tmp_path / 'nowhere'}:test"
     with pytest.raises(ConfigError, match="trial.eval_manifests.test: .*nowhere:test does not exist"):
         check_inputs_exist(SweepConfig.from_dict({"name": "d", "trial": trial, "scheduler": "none"}))
+
+
+@pytest.mark.parametrize("unfinished_search, unfinished_race, best, status", [
+    (0, 0, {"trial_id": "t1"}, 0), (0, 2, None, 1), (1, 0, {"trial_id": "t1"}, 1), (0, 0, None, 1)])
+def test_an_unfinished_sweep_exits_1_even_with_a_best_so_far(monkeypatch, capsys, unfinished_search, unfinished_race, best, status):
+    """An interrupted search or race is no answer yet: exit 1, whatever best so far there is."""
+    import pandas as pd
+
+    import sweeps.search.results as results
+    import sweeps.search.summary as summary
+    from sweeps.run import report_results
+    from sweeps.search.experiment import SweepPaths
+
+    made = results.SweepResults(trials=pd.DataFrame(), best=best, summary_markdown="",
+                                unfinished_search=unfinished_search, unfinished_race=unfinished_race)
+    monkeypatch.setattr(results, "write_results", lambda *args, **kwargs: made)
+    monkeypatch.setattr(summary, "describe_best", lambda results, sweep: "described")
+    paths = SweepPaths(results_dir="r", storage_path="s", experiment_path="e")
+    assert report_results(SweepConfig.from_dict(sweep_dict()), paths, None) == status
