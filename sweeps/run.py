@@ -169,14 +169,15 @@ def race_if_searched(sweep: SweepConfig, paths: SweepPaths) -> Any:
     return trials
 
 
-def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None, search_trials: Any = None) -> int:
+def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None, search_trials: Any = None,
+                   sweep_as_run: SweepConfig | None = None) -> int:
     """Write and print the results; ``search_trials``: the search's trials table if already
     read since the search ended (else it is read from Ray's saved state). Exit status 0 for
     a finished sweep with a winner, 1 for none or for an unfinished sweep."""
     from sweeps.search.results import write_results
     from sweeps.search.summary import describe_best
 
-    results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds, trials=search_trials)
+    results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds, trials=search_trials, sweep_as_run=sweep_as_run)
     print()
     print(describe_best(results, sweep))
     print(f"Results: {paths.results_dir}/ (trials.parquet, best.json, summary.md)")
@@ -200,7 +201,9 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
     sweep = load_sweep_config(sweep_file, overrides)
     run = read_json(run_file)
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
-    return report_results(sweep, paths, wall_seconds=run.get("wall_seconds"))
+    # The race raced the finalists of the sweep's own budgets: under others, a new finalist was not raced.
+    as_run = load_sweep_config(sweep_file) if overrides else None
+    return report_results(sweep, paths, wall_seconds=run.get("wall_seconds"), sweep_as_run=as_run)
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

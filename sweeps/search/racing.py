@@ -28,6 +28,9 @@ SEED_STRIDE = 1000
 # A finalist's race: every race run completed; some not yet run (the race was interrupted);
 # all ended but some failed (errored or without its final report: it cannot be compared).
 RACE_COMPLETE, RACE_UNFINISHED, RACE_FAILED = "complete", "unfinished", "failed"
+# A finalist only under other budgets than the race's (``--analyze NAME max_wer_increase...``):
+# it has its search seed alone, and cannot be compared with the raced means.
+NOT_RACED = "not raced"
 
 
 def racing_seeds(seed: int, count: int) -> list[int]:
@@ -93,12 +96,16 @@ def race_recipes(finalists: list[dict[str, Any]], sweep: SweepConfig) -> list[di
     return recipes
 
 
-def race_table(finalists: list[dict[str, Any]], race_trials: Any, sweep: SweepConfig, completed: str) -> list[dict[str, Any]]:
+def race_table(finalists: list[dict[str, Any]], race_trials: Any, sweep: SweepConfig, completed: str,
+               raced: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Per finalist: its seeds, select-set WER and budgeted WER increases per seed (the
     search trial's seed first), their means and sds, whether the means keep the budgets, and
     ``race_status``: whether its race runs all completed (``RACE_COMPLETE``), some are still
-    to run (``RACE_UNFINISHED``: no race trial yet, pending, running or paused) or all ended
-    with some failed (``RACE_FAILED``). ``race_trials``: None when the race has not started."""
+    to run (``RACE_UNFINISHED``: no race trial yet, pending, running or paused), all ended
+    with some failed (``RACE_FAILED``), or it was never in the race (``NOT_RACED``).
+    ``race_trials``: None when the race has not started. ``raced``: the finalists the race
+    was run for (chosen under the sweep's own budgets; default ``finalists``)."""
+    raced_keys = {recipe_key(f, sweep) for f in (finalists if raced is None else raced)}
     by_key: dict[tuple, list[dict]] = {recipe_key(f, sweep): [f] for f in finalists}
     ended = {key: 0 for key in by_key}
     if race_trials is not None and len(race_trials):
@@ -114,7 +121,7 @@ def race_table(finalists: list[dict[str, Any]], race_trials: Any, sweep: SweepCo
     for key, runs in by_key.items():
         entry = _race_entry(runs, sweep)
         entry["race_runs"] = len(runs) - 1
-        entry["race_status"] = (RACE_COMPLETE if len(runs) - 1 >= sweep.racing.seeds
+        entry["race_status"] = (NOT_RACED if key not in raced_keys else RACE_COMPLETE if len(runs) - 1 >= sweep.racing.seeds
                                 else RACE_FAILED if ended[key] >= sweep.racing.seeds else RACE_UNFINISHED)
         entries.append(entry)
     return entries

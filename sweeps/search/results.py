@@ -54,11 +54,14 @@ class SweepResults:
 
 def write_results(
     experiment_path: str, results_dir: str | Path, sweep: SweepConfig, wall_seconds: float | None = None, trials: Any = None,
+    sweep_as_run: SweepConfig | None = None,
 ) -> SweepResults:
     """Read the search (and the race of its finalists, when there was one), choose the
     winner, then write trials.parquet, racing.parquet, best.json and summary.md atomically.
     ``trials``: the search's trials table when the caller already read it (``trials_table``
-    of the same, finished experiment), so it is not read again."""
+    of the same, finished experiment), so it is not read again. ``sweep_as_run``: the sweep
+    as it ran, when ``sweep`` chooses under other budgets (``--analyze NAME
+    max_wer_increase...``): its budgets chose the finalists that were raced."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     if trials is None:
@@ -66,10 +69,13 @@ def write_results(
     race_trials = _race_trials(experiment_path + RACING_SUFFIX, sweep)
     unfinished_search = unfinished_trials(trials, sweep)
     race = None
+    unfinished_race = 0
     if sweep.racing.enabled and not unfinished_search:  # the race starts once the search has ended
-        race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED)
-    unfinished_race = unfinished_race_runs(race, sweep) if race else 0
-    best = best_trial(trials, sweep, race)
+        as_run = sweep_as_run or sweep
+        raced = choose_finalists(trials, as_run, COMPLETED)
+        race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED, raced=raced)
+        unfinished_race = unfinished_race_runs(race_table(raced, race_trials, as_run, COMPLETED), as_run)
+    best = best_trial(trials, sweep, race) if not unfinished_race else None
     best_file = best_file_record(best, sweep, unfinished_search + unfinished_race, race)
     if best is not None:
         best = best_file

@@ -15,7 +15,7 @@ from sweeps.budget import within_budget
 from sweeps.search import analysis
 from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.experiment import STUDY_DB
-from sweeps.search.racing import RACE_COMPLETE, RACE_UNFINISHED, unfinished_race_runs
+from sweeps.search.racing import NOT_RACED, RACE_COMPLETE, RACE_UNFINISHED, unfinished_race_runs
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 from trainable.config import target_module_set_name
 from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name, metric_value
@@ -42,6 +42,20 @@ def race_unfinished_note(sweep: SweepConfig, runs: int) -> str:
     seeds = sweep.racing.seeds + 1
     return (f"The race of finalists is unfinished ({runs} race run{'s' if runs != 1 else ''} not finished): no winner is "
             f"chosen until every finalist has its {seeds} seeds. Continue it with: {resume_command(sweep)}")
+
+
+def not_raced_note(race: list[dict] | None) -> str | None:
+    """For finalists chosen under other budgets than the race's: they were not raced, so the
+    winner is chosen among the raced finalists only; None when every finalist was raced."""
+    unraced = [entry["trial_id"] for entry in race or () if entry.get("race_status") == NOT_RACED]
+    if not unraced:
+        return None
+    raced = sum(entry.get("race_status") == RACE_COMPLETE for entry in race)
+    return (f"Finalist{'s' if len(unraced) != 1 else ''} {', '.join(unraced)} under these budgets "
+            f"{'were' if len(unraced) != 1 else 'was'} not raced (the race ran the finalists of the sweep's own budgets), "
+            f"so {'they have' if len(unraced) != 1 else 'it has'} the search's single seed only and cannot win: the winner is "
+            f"chosen among the {raced} raced finalist{'s' if raced != 1 else ''}. Racing {'them' if len(unraced) != 1 else 'it'} "
+            "needs a new sweep with these budgets (--resume keeps the sweep's own)")
 
 
 def unfinished_note(trials: Any, sweep: SweepConfig, race: list[dict] | None) -> str | None:
@@ -107,10 +121,13 @@ def describe_best(results: Any, sweep: SweepConfig) -> str:
     lines = [head, *([no_gain] if no_gain else []), f"{title}: trial {best['trial_id']}: {searched}" if unfinished
              else f"{title} trial {best['trial_id']}: {searched}"]
     if best.get("chosen_by") == "racing":
-        race = best["race"]
-        lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {len(race['finalists'])} "
-                      f"raced finalist{'s' if len(race['finalists']) != 1 else ''}" + (f" with {budget_text(sweep)})" if sweep.max_wer_increase else ")"))
+        raced = sum(f.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for f in best["race"]["finalists"])
+        lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {raced} "
+                      f"raced finalist{'s' if raced != 1 else ''}" + (f" with {budget_text(sweep)})" if sweep.max_wer_increase else ")"))
         lines += _race_lines(best)
+        unraced = not_raced_note(race)
+        if unraced:
+            lines.append(unraced + ".")
     elif sweep.max_wer_increase:
         within = _count_within_budget(trials, sweep)
         lines[-1] += f" (best of {within} completed trial{'' if within == 1 else 's'} with {budget_text(sweep)})"
@@ -149,7 +166,8 @@ def no_best_reason(trials: Any, sweep: SweepConfig, race: list[dict] | None = No
     if race and any(entry.get("race_status") == RACE_UNFINISHED for entry in race):
         return race_unfinished_note(sweep, unfinished_race_runs(race, sweep))
     if race and not any(entry.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for entry in race):
-        return f"No finalist completed its race runs ({len(race)} finalists; see the race table), so there is no best config"
+        return (f"No finalist completed its race runs ({len(race)} finalists; see the race table), so there is no best config"
+                + (f". {not_raced_note(race)}" if not_raced_note(race) else ""))
     if race:
         return (f"No raced finalist kept {budget_text(sweep)} on the mean over its seeds ({len(race)} finalists, each within "
                 "on the search's own seed), so there is no best config")
@@ -258,6 +276,9 @@ def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sw
         cells += ["yes" if entry["keeps_budgets"] else "no", "**yes**" if best and best["trial_id"] == entry["trial_id"] else ""]
         out.write("| " + " | ".join(cells) + " |\n")
     out.write("\n")
+    unraced = not_raced_note(race)
+    if unraced:
+        out.write(f"**{unraced}.**\n\n")
 
 
 def _write_tradeoff(out: io.StringIO, trials: Any, best: dict | None, sweep: SweepConfig, results_dir: Path, study: Any) -> None:

@@ -168,6 +168,35 @@ def test_a_finalist_whose_race_run_failed_cannot_win_on_fewer_seeds():
     assert race_winner(entries, SWEEP)["trial_id"] == "t1"  # t2's 2-seed mean (15.5%) does not count
 
 
+def test_under_another_budget_an_unraced_finalist_is_marked_and_cannot_win():
+    """--analyze NAME max_wer_increase.canary=0.011: t2 drops out, t5 becomes a finalist but
+    was never raced; its single-seed 22% must not beat t1's 3-seed mean of 23.67%."""
+    from sweeps.search.results import SweepResults
+
+    table = search_table()
+    table.loc[4, ["eval_wer", "dev_tuned_wer"]] = 0.22
+    tight = SweepConfig.from_dict({**SWEEP.to_dict(), "max_wer_increase": {"canary": 0.011}})
+    race = pd.DataFrame(race_rows(1e-3, [0.26, 0.25], [0.01, 0.01]) + race_rows(2e-3, [0.21, 0.22], [0.01, 0.012]))
+    raced = choose_finalists(table, SWEEP, COMPLETED)
+    assert [f["trial_id"] for f in raced] == ["t1", "t2"]
+    entries = race_table(choose_finalists(table, tight, COMPLETED), race, tight, COMPLETED, raced=raced)
+    assert [(e["trial_id"], e["race_status"], len(e["seeds"])) for e in entries] == [("t1", "complete", 3), ("t5", "not raced", 1)]
+    best = best_trial(table, tight, entries)
+    assert best["trial_id"] == "t1" and best["selection_seeds"] == [42, 1042, 2042]
+
+    summary = summary_markdown(table, best, tight, "/x", None, entries)
+    assert "**not raced** (1 of 3 seeds)" in summary
+    assert "Finalist t5 under these budgets was not raced" in summary and "chosen among the 1 raced finalist" in summary
+    printed = describe_best(SweepResults(trials=table, best=best, summary_markdown=summary, race=entries), tight)
+    assert "among 1 raced finalist with" in printed and "Finalist t5 under these budgets was not raced" in printed
+    assert "needs a new sweep with these budgets" in printed
+
+    # Every finalist under the new budget unraced: no winner, and the reason says why.
+    none_raced = race_table(choose_finalists(table, tight, COMPLETED)[1:], race, tight, COMPLETED, raced=raced)
+    assert best_trial(table, tight, none_raced) is None
+    assert "No finalist completed its race runs" in summary_markdown(table, None, tight, "/x", None, none_raced)
+
+
 def test_an_interrupted_search_shows_its_best_so_far_not_a_winner_to_confirm():
     from sweeps.search.results import SweepResults, best_file_record
 

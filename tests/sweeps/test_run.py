@@ -143,3 +143,19 @@ def test_an_unfinished_sweep_exits_1_even_with_a_best_so_far(monkeypatch, capsys
     monkeypatch.setattr(summary, "describe_best", lambda results, sweep: "described")
     paths = SweepPaths(results_dir="r", storage_path="s", experiment_path="e")
     assert report_results(SweepConfig.from_dict(sweep_dict()), paths, None) == status
+
+
+def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypatch):
+    """The race raced the finalists of the sweep's own budgets; --analyze with another budget
+    must say which those were, so a new finalist shows as not raced."""
+    import sweeps.run as run
+
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict(max_wer_increase={"canary": 0.02})))
+    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": "s", "experiment_path": "e"}))
+    monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
+    seen = {}
+    monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, search_trials=None, sweep_as_run=None:
+                        seen.update(sweep=sweep, as_run=sweep_as_run) or 0)
+    assert run.analyze("cli", ["max_wer_increase.canary=0.001"]) == 0
+    assert dict(seen["sweep"].max_wer_increase) == {"canary": 0.001} and dict(seen["as_run"].max_wer_increase) == {"canary": 0.02}
