@@ -75,6 +75,8 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     for section in ("trial", "config"):
         if isinstance(data.get(section), dict):
             return data[section]
+    if data.get("complete") is False:  # a best.json of an unfinished sweep that chose no recipe yet
+        raise ConfigError(f"{path}: holds no recipe: {data.get('note') or 'its sweep is unfinished'}")
     return data
 
 

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from sweeps.repro import ReproError
 from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds, scores_table, seed_configs, write_scores
 from sweeps.repro.selection import (
-    EvalSet, SweepChoice, check_budgets, confirmation_config, default_seeds, parse_budget_flags, parse_confirm_flag,
+    EvalSet, SweepChoice, check_budgets, check_sweep_finished, confirmation_config, default_seeds, parse_budget_flags, parse_confirm_flag,
     read_sweep_choice, selection_bias,
 )
 from trainable.config import TrialConfig
@@ -304,6 +304,7 @@ class ReproRecord:
 def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     """Train every seed through Ray, store scores.parquet, then analyse and report."""
     source, name, default_dir = find_config_source(args)
+    check_sweep_finished(source)  # an interrupted sweep's best.json is not its winner
     recipe = load_config(source, args.overrides)
     choice = read_sweep_choice(source, recipe)
     confirm = parse_confirm_flag(args.confirm_on) if args.confirm_on else choice.confirm_on

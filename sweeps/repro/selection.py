@@ -46,6 +46,27 @@ class SweepChoice:
     selection_seeds: tuple[int, ...] = ()
 
 
+def check_sweep_finished(path: Path) -> None:
+    """Refuse a best.json that says its sweep is unfinished (``"complete": false``: search
+    trials or race runs not finished): it holds the best so far, or no recipe at all while
+    the race is unfinished, not the sweep's winner, and the finished sweep may choose another."""
+    if path.suffix != ".json":
+        return
+    try:
+        data = read_json(path)
+    except ConfigError as error:
+        raise ReproError(str(error)) from None
+    if not isinstance(data, dict) or data.get("complete") is not False:
+        return
+    name = data.get("sweep") or path.parent.name
+    unfinished = data.get("unfinished")
+    count = f" ({unfinished} search trial(s) or race run(s) not finished)" if isinstance(unfinished, int) else ""
+    holds = "its best recipe so far, not its winner" if isinstance(data.get("config"), dict) else "no winner yet"
+    resume = data.get("resume") or f"python -m sweeps.run --resume --name {name}"
+    raise ReproError(f"{path}: sweep {name!r} is unfinished{count}, so best.json holds {holds}. "
+                     f"Finish it with: {resume}, then run repro again")
+
+
 def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
     """The sweep's keys of a best.json (older ones lack select_on, confirm_on and
     selection_seeds: their select set is the recipe's first eval set); a sweep YAML's

@@ -689,3 +689,37 @@ def test_a_sweep_yaml_confirm_set_without_a_path_is_refused_before_any_seed(tmp_
     (tmp_path / "sweep.yaml").write_text("name: s\ntrial: {max_steps: 5}\nconfirm_on: {test:data/test.jsonl}\n")
     assert repro.main(["--config", "sweep.yaml", "--trials", "1"]) == repro.EXIT_BAD_INPUT
     assert "sweep.yaml: confirm_on.test:data/test.jsonl: expected a manifest path, got None" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keys, holds", [
+    ({"unfinished": 2, "resume": "python -m sweeps.run --resume --name demo", "note": "race unfinished"}, "holds no winner yet"),
+    ({"unfinished": 1, "resume": "python -m sweeps.run --resume --name demo", "trial_id": "t1"}, "its best recipe so far"),
+])
+def test_repro_refuses_the_best_json_of_an_unfinished_sweep(tmp_path, monkeypatch, capsys, keys, holds):
+    """An interrupted sweep's best.json ("complete": false) is not its winner: exit 2 naming
+    the file and the command that finishes the sweep, before any seed runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(repro, "run_all_seeds", lambda *a, **k: pytest.fail("no seed may run"))
+    best = write_best(tmp_path / "results" / "demo" / "best.json", complete=False, **keys)
+    if "trial_id" not in keys:  # while the race is unfinished, best.json holds no recipe
+        data = json.loads(best.read_text())
+        del data["config"]
+        best.write_text(json.dumps(data))
+    for argv in (["--config", str(best)], ["--sweep", "demo"], []):
+        assert repro.main([*argv, "--trials", "2"]) == repro.EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert "best.json: sweep 'demo' is unfinished" in err and holds in err
+        assert "Finish it with: python -m sweeps.run --resume --name demo, then run repro again" in err
+    from sweeps.repro.selection import check_sweep_finished
+
+    check_sweep_finished(write_best(best, complete=True))  # a finished sweep's best.json is accepted
+    check_sweep_finished(write_best(best))  # and one written before "complete" existed
+
+
+def test_trainable_run_refuses_a_best_json_that_holds_no_recipe(tmp_path):
+    from trainable.config_io import ConfigError, read_recipe
+
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"sweep": "demo", "complete": False, "note": "The race of finalists is unfinished"}))
+    with pytest.raises(ConfigError, match="best.json: holds no recipe: The race of finalists is unfinished"):
+        read_recipe(best)
