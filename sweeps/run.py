@@ -139,7 +139,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
         with tune_console():
             tuner.fit()  # the results are read back from Ray's saved state, as --analyze does
             search_trials = race_if_searched(sweep, paths)
-        wall_seconds = time.monotonic() - started
+        wall_seconds = time.monotonic() - started  # search and race: the summary's trial time counts both
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
         if not resume:  # --analyze writes the summary again, timing included
             from trainable.files import atomic_write_json

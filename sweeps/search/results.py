@@ -79,7 +79,7 @@ def write_results(
     best_file = best_file_record(best, sweep, unfinished_search + unfinished_race, race)
     if best is not None:
         best = best_file
-    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds, race, results_dir) + summary_section(results_dir)
+    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds, race, results_dir, race_trials) + summary_section(results_dir)
     for name, table in (("trials.parquet", trials), ("racing.parquet", race_trials)):
         if table is not None:
             with atomic_output(results_dir / name) as tmp:

@@ -72,7 +72,7 @@ def unfinished_note(trials: Any, sweep: SweepConfig, race: list[dict] | None) ->
 
 def summary_markdown(
     trials: Any, best: dict | None, sweep: SweepConfig, experiment_path: str, wall_seconds: float | None,
-    race: list[dict] | None = None, results_dir: Path | None = None,
+    race: list[dict] | None = None, results_dir: Path | None = None, race_trials: Any = None,
 ) -> str:
     """Counts, the winner beside the baseline, the race, the trade-off, parameter importance,
     a leaderboard and errors. ``results_dir`` is where the trade-off plot and the Optuna
@@ -88,7 +88,7 @@ def summary_markdown(
         out.write(f"**{unfinished}.** `best.json` says `\"complete\": false`, and repro refuses it until the sweep is finished.\n\n")
     out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
     _write_roles(out, sweep)
-    _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials)
+    _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials, race_trials)
     _write_best(out, best, trials, sweep, race)
     _write_race(out, race, best, sweep)
     if results_dir is not None:
@@ -214,15 +214,20 @@ def _write_roles(out: io.StringIO, sweep: SweepConfig) -> None:
                   "set the winner was chosen on, and its gain there is biased upward.\n\n")
 
 
-def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: int) -> None:
+def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: int, race_trials: Any = None) -> None:
+    """Trial time summed over the search's trials and the race's (``race_trials``): the sweep's
+    wall time spans both, so the overhead ratio must count both."""
     if not len(trials):
         return
-    trial_seconds = float(trials["wall_seconds"].fillna(0).sum())
-    out.write(f"Trial time: {trial_seconds:.0f} s summed over trials")
+    search_seconds = float(trials["wall_seconds"].fillna(0).sum())
+    race_seconds = float(race_trials["wall_seconds"].fillna(0).sum()) if race_trials is not None and len(race_trials) else 0.0
+    trial_seconds = search_seconds + race_seconds
+    out.write(f"Trial time: {trial_seconds:.0f} s summed over trials"
+              + (f" ({search_seconds:.0f} s search, {race_seconds:.0f} s race)" if race_trials is not None else ""))
     if wall_seconds:
         ideal = trial_seconds / concurrency
-        out.write(f"; sweep wall time {wall_seconds:.0f} s; overhead ratio {wall_seconds / ideal:.2f}" if ideal else "")
-        out.write(f" (wall / (trial time / {concurrency} concurrent))")
+        out.write(f"; sweep wall time {wall_seconds:.0f} s" + (" (search and race)" if race_trials is not None else ""))
+        out.write(f"; overhead ratio {wall_seconds / ideal:.2f} (wall / (trial time / {concurrency} concurrent))" if ideal else "")
     out.write(".\n\n")
 
 

@@ -216,6 +216,21 @@ def test_an_interrupted_search_shows_its_best_so_far_not_a_winner_to_confirm():
     assert best_file_record(best, plain, 0)["complete"] is True
 
 
+def test_the_overhead_ratio_counts_the_race_trials_time_too():
+    """The sweep's wall time spans the search and the race: 213 s against 202 s of search and
+    193 s of race trial time, 2 at a time, is an overhead of 1.08, not 213 / (202 / 2) = 2.11."""
+    two = SweepConfig.from_dict({**SWEEP.to_dict(), "max_concurrent_trials": 2})
+    table = search_table()
+    table["wall_seconds"] = [50.0, 50.0, 50.0, 2.0, 50.0]
+    race = pd.DataFrame(race_rows(1e-3, [0.26, 0.25], [0.01, 0.01]) + race_rows(2e-3, [0.21, 0.22], [0.01, 0.012]))
+    race["wall_seconds"] = [48.0, 48.0, 48.0, 49.0]
+    entries = race_table(choose_finalists(table, two, COMPLETED), race, two, COMPLETED)
+    summary = summary_markdown(table, best_trial(table, two, entries), two, "/x", 213.0, entries, race_trials=race)
+    assert "Trial time: 395 s summed over trials (202 s search, 193 s race); sweep wall time 213 s (search and race); overhead ratio 1.08" in summary
+    plain = summary_markdown(table, best_trial(table, two), two, "/x", 101.0)  # no race: the search's time alone
+    assert "Trial time: 202 s summed over trials; sweep wall time 101 s; overhead ratio 1.00" in plain
+
+
 def searcher(budgets=(("canary", 0.02),), objectives=()):
     pytest.importorskip("ray")
     import optuna
