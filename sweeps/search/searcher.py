@@ -12,6 +12,10 @@ when a trial ends:
   budget (> 0: infeasible), so TPE moves toward recipes that keep the budgets;
 - with ``objectives``, the study is multi-objective: the select set's WER and each other
   objective set's WER increase.
+
+On ``--resume`` (Ray restores the searcher from its last saved state) a study trial left
+RUNNING that the restored searcher does not know is marked FAIL: it was asked before the
+driver died but after that state was saved, so no Tune trial will ever end it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,34 @@ class SweepSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result=result, error=False)
         self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.fail_orphaned_trials()
+
+    def fail_orphaned_trials(self) -> list[int]:
+        """Mark FAIL the study's RUNNING trials that this searcher does not track, and say so
+        in one line; returns their numbers.
+
+        ``optuna.db`` records each ``ask()`` as it happens, but Ray saves the searcher state
+        only now and then: a trial asked after the last save and before the driver died is
+        RUNNING in the study while the restored searcher (which asks a new one instead)
+        never heard of it. Left RUNNING, the study would hold a trial the sweep never ran.
+        """
+        from optuna.trial import TrialState
+
+        if self._ot_study is None:
+            return []
+        tracked = {ot_trial._trial_id for ot_trial in self._ot_trials.values()}
+        running = self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        orphans = [trial for trial in running if trial._trial_id not in tracked]
+        for trial in orphans:
+            self._ot_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        if orphans:
+            numbers = ", ".join(str(trial.number) for trial in orphans)
+            print(f"note: resumed study {self._study_name!r}: trial(s) {numbers} were asked before the driver stopped "
+                  "but never started in the sweep; marked FAIL in the Optuna study", flush=True)
+        return [trial.number for trial in orphans]
 
     def _report_last(self, ot_trial: Any, result: dict) -> None:
         """The result that ended the trial never reaches ``on_trial_result`` (ASHA stops a trial

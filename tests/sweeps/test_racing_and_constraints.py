@@ -231,7 +231,11 @@ def test_the_overhead_ratio_counts_the_race_trials_time_too():
     assert "Trial time: 202 s summed over trials; sweep wall time 101 s; overhead ratio 1.00" in plain
 
 
-def searcher(budgets=(("canary", 0.02),), objectives=()):
+def lr_space(trial) -> dict:  # a module-level function: the searcher's saved state pickles it
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}
+
+
+def searcher(budgets=(("canary", 0.02),), objectives=(), **study):
     pytest.importorskip("ray")
     import optuna
 
@@ -240,9 +244,8 @@ def searcher(budgets=(("canary", 0.02),), objectives=()):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = objective_metrics("dev", objectives) if objectives else "eval_wer"
     return SweepSearch(
-        space=lambda trial: {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)},
-        metric=metric, mode=["min"] * len(metric) if objectives else "min",
-        sampler=optuna.samplers.TPESampler(seed=0), budgets=budgets,
+        space=lr_space, metric=metric, mode=["min"] * len(metric) if objectives else "min",
+        sampler=optuna.samplers.TPESampler(seed=0), budgets=budgets, **study,
     )
 
 
@@ -284,6 +287,36 @@ def test_a_resumed_sweep_may_end_a_trial_the_study_already_holds_as_finished(com
         search.on_trial_complete("t", result=report(0.3, 0.01, 2, completed))
     [trial] = search._ot_study.trials
     assert trial.state == (optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.PRUNED)
+
+
+def test_a_resumed_searcher_fails_the_study_trial_asked_after_its_saved_state(tmp_path, capsys):
+    """kill -9 of the driver after an ask() that optuna.db recorded but Ray's saved searcher
+    state did not: on --resume that trial must not stay RUNNING in the study forever."""
+    import optuna
+
+    from sweeps.search.space import study_storage
+
+    State = optuna.trial.TrialState
+    study = {"storage": study_storage(tmp_path / "optuna.db"), "study_name": "r2"}
+    search = searcher(**study)
+    search.suggest("done")
+    search.on_trial_complete("done", result=report(0.3, 0.01, 2, True))
+    search.suggest("running")  # unfinished: --resume continues it from its checkpoint
+    search.save(str(tmp_path / "searcher-state.pkl"))  # Ray's last save before the kill
+    search.suggest("lost")  # asked (so RUNNING in optuna.db), then the driver died
+
+    restored = searcher(**study)  # Tuner.restore's searcher, then its saved state
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    assert [t.state for t in restored._ot_study.trials] == [State.COMPLETE, State.RUNNING, State.FAIL]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "trial(s) 2 were asked before the driver stopped" in out and "FAIL" in out
+
+    # The sweep goes on: the resumed trial ends, a new one is asked in place of the lost one.
+    restored.on_trial_complete("running", result=report(0.2, 0.01, 2, True))
+    restored.suggest("new")
+    reloaded = optuna.load_study(study_name="r2", storage=study_storage(tmp_path / "optuna.db"))
+    assert [t.state for t in reloaded.trials] == [State.COMPLETE, State.COMPLETE, State.FAIL, State.RUNNING]
+    assert restored.fail_orphaned_trials() == []  # the new trial is tracked: nothing more to fail
 
 
 def test_a_trial_over_the_budget_is_infeasible_to_optuna():
