@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # A run whose losses are non-finite this many optimiser steps in a row is diverging, not unlucky.
 MAX_CONSECUTIVE_NONFINITE = 20
+# In a checkpoint directory: the TrainState (step, data position, losses) as JSON.
+TRAIN_STATE_FILE = "train_state.json"
 # Kept encoder outputs (decoder-only adapters, see EncoderCache) stop growing at this size.
 ENCODER_CACHE_BYTES = 2 * 1024**3
 
@@ -248,7 +250,7 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, state: TrainSt
             },
             tmp,
         )
-    atomic_write_json(directory / "train_state.json", state.__dict__)
+    atomic_write_json(directory / TRAIN_STATE_FILE, state.__dict__)
 
 
 def load_checkpoint(directory: str, model, optimizer, scheduler) -> TrainState:
@@ -263,4 +265,15 @@ def load_checkpoint(directory: str, model, optimizer, scheduler) -> TrainState:
     torch.set_rng_state(saved["torch_rng"])
     np.random.set_state(saved["numpy_rng"])
     random.setstate(saved["python_rng"])
-    return TrainState(**json.loads((directory / "train_state.json").read_text()))
+    return TrainState(**json.loads((directory / TRAIN_STATE_FILE).read_text()))
+
+
+def checkpoint_step(directory: str | Path | None) -> int:
+    """The step a checkpoint directory was saved at (what a run resumed from it starts
+    from); 0 without a directory or a readable train state in it."""
+    if not directory:
+        return 0
+    try:
+        return int(json.loads((Path(directory) / TRAIN_STATE_FILE).read_text()).get("step", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0

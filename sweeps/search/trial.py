@@ -53,8 +53,10 @@ def train_trial(config: dict[str, Any], sweep: str = "", searched: tuple[str, ..
         if _report_if_finished(recipe, reporter):
             return
         try:
-            check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
             with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
+                # A retried or resumed trial has reported up to its checkpoint's step already.
+                reporter.last_step = restored_step(resume_from)
+                check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
                 _run(recipe, reporter, resume_from)
         except Exception as error:
             raise TrialFailed(describe_failure(error, recipe, reporter.last_step, node, context.get_trial_id())) from error
@@ -102,6 +104,8 @@ class TuneReporter:
     def __init__(self, extra: dict[str, Any], gauges: TrialGauges | None = None):
         self.extra = extra  # added to every report: node, node_ip, node_id, num_threads
         self.gauges = gauges
+        # The step of the last report, for a failure message; a trial restored from a
+        # checkpoint starts from that checkpoint's step (``restored_step``), not 0.
         self.last_step = 0
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -116,6 +120,14 @@ class TuneReporter:
             self.gauges.record(row)
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)
+
+
+def restored_step(resume_from: str | Path | None) -> int:
+    """The step of the checkpoint a trial restarts from (its last report before a crash or
+    the driver's end), 0 for a first attempt."""
+    from trainable.train import checkpoint_step
+
+    return checkpoint_step(resume_from)
 
 
 def describe_failure(error: BaseException, recipe: TrialConfig, step: int, node: dict[str, str], trial_id: str) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
 
 from trainable.config import TARGET_MODULE_SETS, ConfigError, TrialConfig
 from trainable.manifest import ManifestError
-from sweeps.search.trial import TuneReporter, _report_if_finished, describe_failure, trial_config_from_tune
+from sweeps.search.trial import TrialFailed, TuneReporter, _report_if_finished, describe_failure, trial_config_from_tune
 
 
 def tune_config(**changes) -> dict:
@@ -71,3 +72,69 @@ def test_finished_trial_reports_its_summary_instead_of_training(monkeypatch, tmp
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert _report_if_finished(recipe, reporter)
     assert sent[0]["eval_wer"] == 0.3 and sent[0]["baseline_wer"] == 0.5 and sent[0]["done"] and sent[0]["step"] == 300
+
+
+class FakeContext:
+    """What ``tune.get_context()`` gives a trial, without Ray: no storage (the trial works in
+    its current folder), no resources."""
+
+    def get_storage(self):
+        return None
+
+    def get_trial_id(self):
+        return "0d624c38"
+
+    def get_trial_resources(self):
+        raise RuntimeError("outside a trial")
+
+
+def failing_attempt(monkeypatch, tmp_path, checkpoint_step: int | None) -> str:
+    """Run ``train_trial`` (Ray and training faked) restored from a checkpoint saved at
+    ``checkpoint_step`` (None: a first attempt), where training diverges at step 39; the message."""
+    from ray import tune
+
+    import sweeps.search.trial as trial
+    from trainable.train import NonFiniteLossError, TrainState
+
+    checkpoint = None
+    if checkpoint_step is not None:  # as trainable.train.save_checkpoint leaves it
+        (tmp_path / "checkpoint").mkdir()
+        (tmp_path / "checkpoint" / "train_state.json").write_text(json.dumps(TrainState(step=checkpoint_step).__dict__))
+        checkpoint = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tune, "get_context", lambda: FakeContext())
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: checkpoint)
+    monkeypatch.setattr(trial, "TrialGauges", lambda *args: nullcontext())
+    monkeypatch.setattr(trial, "check_data_on_node", lambda recipe: None)
+    resumed_from = []
+
+    def diverge(recipe, reporter, resume_from):
+        resumed_from.append(resume_from)
+        raise NonFiniteLossError("losses were non-finite for 20 steps in a row at step 39")
+
+    monkeypatch.setattr(trial, "_run", diverge)
+    with pytest.raises(TrialFailed) as failed:
+        trial.train_trial(tune_config(max_steps=40, eval_every=20))
+    assert resumed_from == [str(tmp_path / "checkpoint") if checkpoint else None]
+    return str(failed.value)
+
+
+def test_a_retry_restored_from_its_checkpoint_fails_at_the_checkpoint_step_not_before_the_first_report(monkeypatch, tmp_path):
+    """A trial that reported at step 20, crashed, and was retried from that checkpoint by
+    Tune (max_failures) or --resume, then failed again before its next report."""
+    message = failing_attempt(monkeypatch, tmp_path, checkpoint_step=20)
+    assert message.startswith("trial 0d624c38 failed at step 20 of 40 on ")
+    assert "NonFiniteLossError: losses were non-finite for 20 steps in a row at step 39" in message
+
+
+def test_a_first_attempt_fails_before_the_first_report(monkeypatch, tmp_path):
+    assert "failed before the first report on " in failing_attempt(monkeypatch, tmp_path, checkpoint_step=None)
+
+
+def test_restored_step_reads_the_checkpoints_train_state(tmp_path):
+    from sweeps.search.trial import restored_step
+
+    assert restored_step(None) == 0
+    assert restored_step(str(tmp_path)) == 0  # no train state: nothing known, as for a first attempt
+    (tmp_path / "train_state.json").write_text(json.dumps({"step": 20, "epoch": 0}))
+    assert restored_step(str(tmp_path)) == 20
