@@ -289,6 +289,28 @@ def test_a_resumed_sweep_may_end_a_trial_the_study_already_holds_as_finished(com
     assert trial.state == (optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.PRUNED)
 
 
+def test_a_resumed_sweep_may_report_again_on_a_trial_the_study_already_holds_as_finished(tmp_path):
+    """A trial that ended in optuna.db after Ray's last save comes back unfinished on --resume
+    and reports again: that must not stop the sweep (Optuna refuses to update a finished trial)."""
+    import optuna
+
+    from sweeps.search.space import study_storage
+
+    study = {"storage": study_storage(tmp_path / "optuna.db"), "study_name": "r3"}
+    search = searcher(**study)
+    search.suggest("t")
+    search.save(str(tmp_path / "searcher-state.pkl"))  # Ray's last save before the kill
+    search.on_trial_result("t", report(0.4, 0.01, 1, False))
+    search.on_trial_complete("t", result=report(0.3, 0.01, 2, True))
+
+    restored = searcher(**study)
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    restored.on_trial_result("t", report(0.41, 0.01, 1, False))  # its rerun's first report
+    restored.on_trial_complete("t", result=report(0.3, 0.01, 2, True))
+    [trial] = optuna.load_study(study_name="r3", storage=study_storage(tmp_path / "optuna.db")).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.3 and trial.intermediate_values == {1: 0.4, 2: 0.3}
+
+
 def test_a_resumed_searcher_fails_the_study_trial_asked_after_its_saved_state(tmp_path, capsys):
     """kill -9 of the driver after an ask() that optuna.db recorded but Ray's saved searcher
     state did not: on --resume that trial must not stay RUNNING in the study forever."""
