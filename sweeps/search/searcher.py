@@ -153,16 +153,6 @@ class FixedRecipes(Searcher):
         with open(checkpoint_path, "wb") as handle:
             pickle.dump(self.get_state(), handle)
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        try:
-            super().on_trial_result(trial_id, result)
-        except UpdateFinishedTrialError:
-            # A trial that ended in optuna.db after Ray's last saved state comes back unfinished
-            # on --resume and reports again: the study keeps it as it ended.
-            pass
-
     def restore(self, checkpoint_path: str) -> None:
         import pickle
 
