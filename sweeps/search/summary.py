@@ -353,8 +353,13 @@ def _write_leaderboard(out: io.StringIO, trials: Any, sweep: SweepConfig) -> Non
     board = trials.sort_values([sweep.metric], ascending=sweep.mode == "min", na_position="last", kind="stable")
     out.write("## Trials\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for _, row in board.iterrows():
+        row = {**row, "status": STATUS_WORDS.get(row.get("status"), row.get("status"))}
         out.write("| " + " | ".join(_format(row.get(column)) for column in columns) + " |\n")
     out.write("\n")
+
+
+# The trials table names a status as the counts above it do; trials.parquet keeps Tune's.
+STATUS_WORDS = {COMPLETED: "completed", STOPPED_EARLY: "stopped early", ERROR: "errored"}
 
 
 def _write_errors(out: io.StringIO, trials: Any) -> None:

@@ -108,6 +108,8 @@ def test_the_summary_and_console_say_how_the_winner_was_chosen():
     best = best_trial(search_table(), SWEEP, entries)
     summary = summary_markdown(search_table(), best, SWEEP, "/x", None, entries)
     assert "## Finalists raced across seeds" in summary and "21.33% ± 0.58" in summary
+    trials_table = summary.split("## Trials")[1]
+    assert "| completed |" in trials_table and "TERMINATED" not in trials_table  # as the counts above it say
     assert "`test` (`test.jsonl`) is kept for repro's confirmation" in summary
     printed = describe_best(SweepResults(trials=search_table(), best=best, summary_markdown=summary, race=entries), SWEEP)
     assert "Best trial t2" in printed and "mean dev WER 21.33%" in printed and "seeds 42, 1042, 2042" in printed
