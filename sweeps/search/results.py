@@ -17,7 +17,7 @@ from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner, unfinished_race_runs
-from sweeps.search.summary import race_unfinished_note, resume_command, summary_markdown, unfinished_trials
+from sweeps.search.summary import race_unfinished_note, resume_command, summary_markdown, unended_trials, unfinished_trials
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
 from trainable.config import TrialConfig, target_module_set_name
 from trainable.config_io import ConfigError
@@ -46,9 +46,7 @@ class SweepResults:
     def unfinished(self) -> int:
         """Search trials and race runs neither completed, stopped nor errored (or not yet
         started): the sweep was interrupted, and ``--resume`` finishes it."""
-        search = self.unfinished_search
-        if search is None:
-            search = len(self.trials) - sum(self.count(status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
+        search = unended_trials(self.trials) if self.unfinished_search is None else self.unfinished_search
         return search + self.unfinished_race
 
 
@@ -74,7 +72,9 @@ def write_results(
         as_run = sweep_as_run or sweep
         raced = choose_finalists(trials, as_run, COMPLETED)
         race = race_table(choose_finalists(trials, sweep, COMPLETED), race_trials, sweep, COMPLETED, raced=raced)
-        unfinished_race = unfinished_race_runs(race_table(raced, race_trials, as_run, COMPLETED), as_run)
+        # The race as run: under other budgets ``race`` shows other finalists than were raced.
+        as_raced = race if sweep_as_run is None else race_table(raced, race_trials, as_run, COMPLETED)
+        unfinished_race = unfinished_race_runs(as_raced, as_run)
     best = best_trial(trials, sweep, race) if not unfinished_race else None
     best_file = best_file_record(best, sweep, unfinished_search + unfinished_race, race)
     if best is not None:

@@ -32,10 +32,14 @@ def resume_command(sweep: SweepConfig) -> str:
 
 
 def unfinished_trials(trials: Any, sweep: SweepConfig) -> int:
-    """Search trials not run to an end: started but neither completed, stopped nor errored,
-    and those of ``num_samples`` not started at all (an interrupted search)."""
-    ended = sum(_count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
-    return len(trials) - ended + max(0, sweep.num_samples - len(trials))
+    """Search trials not run to an end: started but not ended (``unended_trials``), and
+    those of ``num_samples`` not started at all (an interrupted search)."""
+    return unended_trials(trials) + max(0, sweep.num_samples - len(trials))
+
+
+def unended_trials(trials: Any) -> int:
+    """Trials started but neither completed, stopped nor errored."""
+    return len(trials) - sum(_count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
 
 
 def race_unfinished_note(sweep: SweepConfig, runs: int) -> str:
