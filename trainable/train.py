@@ -265,7 +265,11 @@ def load_checkpoint(directory: str, model, optimizer, scheduler) -> TrainState:
     torch.set_rng_state(saved["torch_rng"])
     np.random.set_state(saved["numpy_rng"])
     random.setstate(saved["python_rng"])
-    return TrainState(**json.loads((directory / TRAIN_STATE_FILE).read_text()))
+    return TrainState(**_train_state(directory))
+
+
+def _train_state(directory: Path) -> dict:
+    return json.loads((directory / TRAIN_STATE_FILE).read_text())
 
 
 def checkpoint_step(directory: str | Path | None) -> int:
@@ -274,6 +278,6 @@ def checkpoint_step(directory: str | Path | None) -> int:
     if not directory:
         return 0
     try:
-        return int(json.loads((Path(directory) / TRAIN_STATE_FILE).read_text()).get("step", 0))
+        return int(_train_state(Path(directory)).get("step", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return 0

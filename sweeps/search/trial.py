@@ -41,6 +41,8 @@ def train_trial(config: dict[str, Any], sweep: str = "", searched: tuple[str, ..
     """
     from ray import tune
 
+    from trainable.train import checkpoint_step
+
     context = tune.get_context()
     trial_dir = trial_directory(context)
     recipe = trial_config_from_tune(config, output_dir=trial_dir / "run", cpus=trial_cpus(context))
@@ -55,7 +57,7 @@ def train_trial(config: dict[str, Any], sweep: str = "", searched: tuple[str, ..
         try:
             with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
                 # A retried or resumed trial has reported up to its checkpoint's step already.
-                reporter.last_step = restored_step(resume_from)
+                reporter.last_step = checkpoint_step(resume_from)
                 check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
                 _run(recipe, reporter, resume_from)
         except Exception as error:
@@ -105,7 +107,7 @@ class TuneReporter:
         self.extra = extra  # added to every report: node, node_ip, node_id, num_threads
         self.gauges = gauges
         # The step of the last report, for a failure message; a trial restored from a
-        # checkpoint starts from that checkpoint's step (``restored_step``), not 0.
+        # checkpoint starts from that checkpoint's step (``checkpoint_step``), not 0.
         self.last_step = 0
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -120,14 +122,6 @@ class TuneReporter:
             self.gauges.record(row)
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)
-
-
-def restored_step(resume_from: str | Path | None) -> int:
-    """The step of the checkpoint a trial restarts from (its last report before a crash or
-    the driver's end), 0 for a first attempt."""
-    from trainable.train import checkpoint_step
-
-    return checkpoint_step(resume_from)
 
 
 def describe_failure(error: BaseException, recipe: TrialConfig, step: int, node: dict[str, str], trial_id: str) -> str:

@@ -131,10 +131,10 @@ def test_a_first_attempt_fails_before_the_first_report(monkeypatch, tmp_path):
     assert "failed before the first report on " in failing_attempt(monkeypatch, tmp_path, checkpoint_step=None)
 
 
-def test_restored_step_reads_the_checkpoints_train_state(tmp_path):
-    from sweeps.search.trial import restored_step
+def test_checkpoint_step_reads_the_checkpoints_train_state(tmp_path):
+    from trainable.train import checkpoint_step
 
-    assert restored_step(None) == 0
-    assert restored_step(str(tmp_path)) == 0  # no train state: nothing known, as for a first attempt
+    assert checkpoint_step(None) == 0
+    assert checkpoint_step(str(tmp_path)) == 0  # no train state: nothing known, as for a first attempt
     (tmp_path / "train_state.json").write_text(json.dumps({"step": 20, "epoch": 0}))
-    assert restored_step(str(tmp_path)) == 20
+    assert checkpoint_step(str(tmp_path)) == 20
