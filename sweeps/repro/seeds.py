@@ -35,12 +35,18 @@ def run_seed(config: dict[str, Any]) -> dict[str, Any]:
     trial = TrialConfig.from_dict(config)
     check_data_on_node(trial)  # on a cluster: a worker without the data names itself and the paths
     summary = train_and_evaluate(trial)
+    return {**seed_result(summary, trial), "node": node_label()}
+
+
+def seed_result(summary: dict[str, Any], trial: TrialConfig) -> dict[str, Any]:
+    """What the driver keeps of a finished seed run: the per-utterance rows read from its
+    output dir, and how it ran (from its summary.json)."""
     return {
         "rows": utterance_rows(Path(trial.output_dir), [name for name, _ in trial.eval_manifests], trial.seed),
         "steps": summary.get("steps"),
         "elapsed_seconds": summary.get("elapsed_seconds"),
         "device": summary.get("device"),
-        "node": node_label(),
+        "threads": summary["config"].get("num_threads"),
         "baseline_decoded_by": {name: scores["baseline"].get("decoded_by") for name, scores in summary["evals"].items()},
     }
 
@@ -157,8 +163,21 @@ def rerun_checks(finished: list[dict]) -> list[dict[str, Any]]:
             # Bitwise equality is only promised on the same device; a cluster may place the rerun elsewhere.
             "devices": [main[rerun["seed"]].get("device"), rerun.get("device")],
             "nodes": [main[rerun["seed"]].get("node"), rerun.get("node")],
+            # A reused seed may have run with another --cpus-per-trial than its rerun (sweeps.repro.reuse).
+            "threads": [main[rerun["seed"]].get("threads"), rerun.get("threads")],
         })
     return checks
+
+
+def _where_they_differ(check: dict[str, Any]) -> str:
+    """" (ran on cuda then cpu)", " (ran with 1 then 2 torch threads)", or "" when a seed and
+    its rerun ran alike."""
+    devices, threads = check.get("devices") or [], check.get("threads") or []
+    if len(set(devices)) > 1:
+        return f" (ran on {devices[0]} then {devices[1]})"
+    if len(set(threads)) > 1 and None not in threads:
+        return f" (ran with {threads[0]} then {threads[1]} torch threads)"
+    return ""
 
 
 def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -175,8 +194,7 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
         parts.append(f"baseline across seeds not checked ({baseline_check['why']})")
     for check in reruns:
         verdicts.append(check["identical"])
-        devices = check.get("devices") or []
-        where = f" (ran on {devices[0]} then {devices[1]})" if len(set(devices)) > 1 else ""
+        where = _where_they_differ(check)
         parts.append(f"seed {check['seed']} rerun gives identical hypotheses{where}" if check["identical"]
                      else f"seed {check['seed']} rerun differs on {check['differing']} hypotheses{where}")
     deterministic = "no" if not all(verdicts) else ("yes" if reruns else "unknown")

@@ -284,7 +284,8 @@ def test_rerun_and_baseline_checks_make_the_determinism_answer():
         return {"seed": seed, "rerun": rerun, "rows": rows}
 
     same = seeds.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "b"]), run(2, False, ["c", "d"])])
-    assert same == [{"seed": 1, "identical": True, "differing": 0, "examples": [], "devices": [None, None], "nodes": [None, None]}]
+    assert same == [{"seed": 1, "identical": True, "differing": 0, "examples": [], "devices": [None, None], "nodes": [None, None],
+                     "threads": [None, None]}]
     differs = seeds.rerun_checks([run(1, False, ["a", "b"]), run(1, True, ["a", "x"])])
     assert differs[0]["identical"] is False and differs[0]["examples"] == ["heldout/tuned/u1"]
     baseline_ok = {"checked": True, "identical": True, "count": 0}
@@ -294,6 +295,9 @@ def test_rerun_and_baseline_checks_make_the_determinism_answer():
     assert seeds.determinism_summary({"checked": False}, [])["deterministic"] == "unknown"
     elsewhere = [{**differs[0], "devices": ["cuda", "cpu"]}]
     assert "(ran on cuda then cpu)" in seeds.determinism_summary({"checked": False}, elsewhere)["detail"]
+    # A reused seed may have run with another --cpus-per-trial than its fresh rerun: said beside the answer.
+    other_threads = [{**differs[0], "threads": [1, 2]}]
+    assert "rerun differs on 1 hypotheses (ran with 1 then 2 torch threads)" in seeds.determinism_summary({"checked": False}, other_threads)["detail"]
 
 
 def test_from_scores_reads_the_rerun_check_stored_beside_the_scores(tmp_path):
