@@ -202,6 +202,16 @@ def read_source(text: str) -> SourceRows:
     return SourceRows(text, layout, columns, utterances, problems, digest)
 
 
+def manifest_sha256(text: str) -> str | None:
+    """The SHA-256 ``read_source`` records for a manifest file that is readable here; None for a
+    dataset (its digest needs every row read) or a file this machine cannot read."""
+    try:
+        spec = DataSpec.parse(text)
+        return _file_sha256(spec.location) if layout_of(spec) == "manifest" else None
+    except (ManifestError, OSError):
+        return None
+
+
 def is_hub_spec(text: str) -> bool:
     return looks_like_hub_id(DataSpec.parse(text).location)
 

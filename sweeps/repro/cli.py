@@ -11,7 +11,10 @@ parallel as resources allow, on this machine or a cluster); the per-utterance sc
 ``scores.parquet``, and the paired and two-level bootstraps of ``sweeps.repro.significance``
 decide the verdict on the confirm set (``sweeps.repro.selection``: an eval set the sweep did not
 select on, when one is named) and a non-inferiority decision on every budgeted eval set. One seed
-is also rerun to check determinism, reported apart from the verdict.
+is also rerun to check determinism, reported apart from the verdict. A seed whose folder already
+holds a finished run of the same recipe is reused, not retrained (``sweeps.repro.reuse``), so an
+interrupted repro, or one asked for more seeds, trains only what is missing; ``--retrain`` trains
+every seed again.
 
 ``--help`` imports neither torch nor ray: they are imported inside the functions that need them.
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sweeps.repro import ReproError
+from sweeps.repro.reuse import reuse_finished_runs
 from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds, scores_table, seed_configs, write_scores
 from sweeps.repro.selection import (
     EvalSet, SweepChoice, check_budgets, check_sweep_finished, confirmation_config, default_seeds, parse_budget_flags, parse_confirm_flag,
@@ -58,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sweeps.repro",
         description="Rerun a LoRA config with several seeds (Ray tasks), score baseline and tuned per utterance, "
         "and decide with bootstrap statistics whether the WER gain is real: stable gain, regression, unstable "
-        "or no significant change, plus an underpowered flag and a determinism check.",
+        "or no significant change, plus an underpowered flag and a determinism check. Seed folders an earlier run "
+        "finished with the same recipe are reused (--retrain trains them again).",
         epilog="Exit status: 0 done; 1 a seed failed, or a --require is not met; "
         "2 bad input (config, overrides, scores table), 130 interrupted.",
     )
@@ -72,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--trials", type=int, metavar="N", help=f"number of seeds (default {DEFAULT_TRIALS}, the fewest the verdict trusts)")
     seeds.add_argument("--seeds", metavar="S1,S2,...", help="explicit seeds (default: config seed + 1 ... + N, skipping the seeds the sweep selected with)")
     seeds.add_argument("--determinism-reruns", type=int, default=1, metavar="K", help="rerun the first K seeds once each and compare hypotheses (default 1; 0 = off)")
+    seeds.add_argument("--retrain", action="store_true",
+                       help="train every seed again (default: a seed_<n> folder that holds a finished run of the same recipe, "
+                       "device and library versions is reused, so a repeated or interrupted repro trains only the missing seeds)")
     ray_group = parser.add_argument_group("Ray")
     ray_group.add_argument("--address", help="join a Ray cluster (e.g. auto); default: a fresh local instance")
     ray_group.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per seed run; torch threads follow it (default 1)")
@@ -116,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("repro: interrupted, so no verdict: scores.parquet, verdict.json and report.md are written once every seed "
-              "has finished. The finished seeds' own reports stay in their seed_* folders; the same command starts again.",
+              "has finished. The finished seeds stay in their seed_* folders; the same command reuses them and trains the rest.",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     print(record["sentence"])
@@ -167,7 +175,8 @@ def check_args(args: argparse.Namespace) -> None:
                              "--seeds sets the seeds; drop --trials")
     if args.from_scores and not Path(args.from_scores).is_file():
         raise ReproError(f"--from-scores {args.from_scores}: no such file")
-    ignored = (("--config", args.config), ("--sweep", args.sweep), ("--seeds", args.seeds), ("--trials", args.trials))
+    ignored = (("--config", args.config), ("--sweep", args.sweep), ("--seeds", args.seeds), ("--trials", args.trials),
+               ("--retrain", args.retrain or None))
     if args.from_scores and (args.overrides or any(value is not None for _, value in ignored)):
         given = args.overrides[:1] or [flag for flag, value in ignored if value is not None]
         raise ReproError(f"--from-scores reads stored scores and trains nothing: {given[0]} would be ignored; drop it")
@@ -315,9 +324,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     repro_dir = Path(args.output_dir or default_dir).absolute()
     check_recipe_here(config, source, repro_dir, args)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
-    started = time.time()
-    finished, failed = run_all_seeds(runs, args.address, args.cpus_per_trial, args.gpus_per_trial, job_name=f"repro {name}")
-    wall = time.time() - started
+    finished, failed, wall = reuse_or_train(runs, args, device_here(config, args), name)
     table = scores_table(finished, [n for n, _ in config.eval_manifests])
     write_scores(table, repro_dir / SCORES_FILE)
     record = ReproRecord(
@@ -329,6 +336,28 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     atomic_write_json(repro_dir / "run.json", record.run)
     verdict = analyse_and_report(table, record, args, repro_dir, tested, str(repro_dir / SCORES_FILE))
     return verdict, bool(failed)
+
+
+def reuse_or_train(
+    runs: list[tuple[int, bool, TrialConfig]], args: argparse.Namespace, device: str | None, name: str,
+) -> tuple[list[dict], list[dict], float]:
+    """(finished seed runs, failed ones, wall seconds): the runs whose folders hold the same
+    recipe are read back, the rest train through Ray; the wall time is that training's alone."""
+    reused, to_train = reuse_finished_runs(runs, device, args.retrain)
+    if not to_train:
+        print(f"repro: {'the seed run' if len(runs) == 1 else f'all {len(runs)} seed runs'} reused; nothing to train", flush=True)
+        return reused, [], 0.0
+    started = time.time()
+    trained, failed = run_all_seeds(to_train, args.address, args.cpus_per_trial, args.gpus_per_trial, job_name=f"repro {name}")
+    return reused + trained, failed, time.time() - started
+
+
+def device_here(config: TrialConfig, args: argparse.Namespace) -> str | None:
+    """The device a local seed run uses (its tasks run on this machine); None with --address,
+    where the node a seed lands on decides."""
+    from trainable.model import select_device
+
+    return None if args.address else select_device(config.device)
 
 
 def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: argparse.Namespace) -> None:
@@ -428,12 +457,13 @@ def run_record(
 
 
 def seed_runs_record(finished: list[dict], failed: list[dict], wall: float) -> dict[str, Any]:
-    """run.json's where and how long: devices, wall time, each seed run and each failure."""
-    keys = ("seed", "rerun", "elapsed_seconds", "steps", "device", "node", "output_dir", "baseline_decoded_by")
+    """run.json's where and how long: devices, the wall time of the seed runs trained now, each
+    seed run (``reused``: read back from an earlier run's folder) and each failure."""
+    keys = ("seed", "rerun", "elapsed_seconds", "steps", "device", "threads", "node", "output_dir", "baseline_decoded_by")
     return {
         "device": ", ".join(sorted({str(run.get("device")) for run in finished})),
-        "wall_seconds": wall,
-        "seed_runs": [{key: run.get(key) for key in keys} for run in finished],
+        "wall_seconds": wall,  # the seed runs trained now; a reused one's elapsed_seconds is from its own run
+        "seed_runs": [{key: run.get(key) for key in keys} | {"reused": bool(run.get("reused"))} for run in finished],
         "failed": failed,
     }
 

@@ -389,10 +389,27 @@ def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, 
         f"minimum effect of interest {points(analysis.min_effect)} WER points{relative}",
     ]
     if run.get("wall_seconds") is not None:
-        lines.append(f"- Wall time: {run['wall_seconds']:.1f} s for {len(run.get('seed_runs', []))} seed runs")
+        lines.append(_wall_time_line(run))
     for failure in run.get("failed", []):
         lines.append(f"- FAILED: seed {failure['seed']} ({failure['kind']}): {failure['error']}")
     return "\n".join(lines)
+
+
+def _wall_time_line(run: dict[str, Any]) -> str:
+    """The wall time counts the seed runs trained by this command; reused ones are named apart."""
+    reused = reused_seed_runs(run)
+    trained = len(run.get("seed_runs", [])) - len(reused)
+    line = f"- Wall time: {run['wall_seconds']:.1f} s for the {trained} seed run{'s' if trained != 1 else ''} trained now"
+    if reused:
+        names = ", ".join(f"seed {r['seed']}{' rerun' if r['rerun'] else ''}" for r in reused)
+        line += f"; reused from earlier runs of the same recipe, not counted: {names}"
+    return line
+
+
+def reused_seed_runs(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The seed runs read back from an earlier run's folder (run.json's ``reused``), in seed order."""
+    reused = [{"seed": r["seed"], "rerun": bool(r.get("rerun"))} for r in run.get("seed_runs", []) if r.get("reused")]
+    return sorted(reused, key=lambda r: (r["seed"], r["rerun"]))
 
 
 def _config_section(config: dict[str, Any] | None) -> str:
@@ -493,7 +510,8 @@ def _artifacts_section(analysis: Analysis, run: dict[str, Any]) -> str:
     for seed_run in sorted(run.get("seed_runs", []), key=lambda r: (r["seed"], bool(r.get("rerun")))):
         took = f", {seed_run['elapsed_seconds']:.0f} s" if seed_run.get("elapsed_seconds") is not None else ""
         node = f" on {seed_run['node']}" if seed_run.get("node") else ""
-        lines.append(f"- seed {seed_run['seed']}{' (rerun)' if seed_run.get('rerun') else ''}: `{seed_run['output_dir']}`{node}{took}")
+        earlier = " (reused from an earlier run)" if seed_run.get("reused") else ""
+        lines.append(f"- seed {seed_run['seed']}{' (rerun)' if seed_run.get('rerun') else ''}: `{seed_run['output_dir']}`{node}{took}{earlier}")
     return "\n".join(lines)
 
 
@@ -528,6 +546,7 @@ def write_outputs(
     record = verdict_record(analysis, table, determinism, budgets, selection)
     record["max_wer_increase"] = {b.eval_set: b.limit for b in budgets}
     record["warnings"] = _other_set_regressions(record["other_eval_sets"], set(record["budgets"]))
+    record["reused_seed_runs"] = reused_seed_runs(run)
     atomic_write_json(output_dir / "verdict.json", record)
     plot_seed_deltas(analysis, output_dir / SEED_PLOT)
     plot_mean_distribution(analysis, output_dir / BOOTSTRAP_PLOT)

@@ -101,7 +101,9 @@ def run_all_seeds(
     try:
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(task_fn)
         pending = {task.remote(config.to_dict()): (seed, rerun, config) for seed, rerun, config in runs}
-        print(f"repro: {len(runs)} seed runs ({sum(r for _, r, _ in runs)} determinism reruns), {cpus:g} CPU / {gpus:g} GPU each", flush=True)
+        reruns = sum(r for _, r, _ in runs)
+        print(f"repro: {_count(len(runs), 'seed run')} to train ({_count(reruns, 'determinism rerun')}), "
+              f"{cpus:g} CPU / {gpus:g} GPU each", flush=True)
         finished, failed = [], []
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -119,6 +121,10 @@ def run_all_seeds(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _last_line(error: BaseException) -> str:

@@ -77,6 +77,15 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(tiny_config, tmp_
         assert (out / plot).stat().st_size > 1000
     assert verdict["sentence"] in printed
 
+    # The same command asked for a third seed reuses the finished seed folders and trains seed 45 alone.
+    printed = run_python(["-m", "sweeps.repro", *argv, "--trials", "3"], tmp_path, tmp_path / "again.log", env=cache)
+    assert "repro: seed 44 reused (finished earlier in repro/seed_44 with the same recipe)" in printed  # relative to the cwd
+    assert "repro: rerun 43 reused" in printed and "repro: seed 45 done" in printed
+    assert re.findall(r"repro: (?:seed|rerun) \d+ done", printed) == ["repro: seed 45 done"]
+    again = json.loads((out / "verdict.json").read_text())
+    assert [s["seed"] for s in again["seeds"]] == [43, 44, 45] and again["deterministic"] == "yes"
+    assert again["reused_seed_runs"] == [{"seed": 43, "rerun": False}, {"seed": 43, "rerun": True}, {"seed": 44, "rerun": False}]
+
 
 FAILING_SEED = """
 import json, sys
