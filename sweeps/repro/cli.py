@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sweeps.repro import ReproError
-from sweeps.repro.reuse import reuse_finished_runs
+from sweeps.repro.reuse import reuse_finished_runs, shown
 from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds, scores_table, seed_configs, write_scores
 from sweeps.repro.selection import (
     EvalSet, SweepChoice, check_budgets, check_sweep_finished, confirmation_config, default_seeds, parse_budget_flags, parse_confirm_flag,
@@ -44,6 +46,7 @@ from trainable.preflight import check_writable_folder, missing_input, module_tre
 
 RESULTS = Path("results")
 SCORES_FILE = "scores.parquet"
+EARLIER_RESULTS = "previous"  # where an earlier run's verdict goes when seeds run again (set_aside_earlier_results)
 # Fields a repro run sets itself: overriding them on the command line would be silently lost.
 DEFAULT_TRIALS = 5  # the fewest seeds the verdict trusts (MIN_SEEDS in significance.py)
 SET_BY_REPRO = {"seed": "use --seeds", "output_dir": "use --output-dir", "num_threads": "use --cpus-per-trial"}
@@ -63,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rerun a LoRA config with several seeds (Ray tasks), score baseline and tuned per utterance, "
         "and decide with bootstrap statistics whether the WER gain is real: stable gain, regression, unstable "
         "or no significant change, plus an underpowered flag and a determinism check. Seed folders an earlier run "
-        "finished with the same recipe are reused (--retrain trains them again).",
+        "finished with the same recipe are reused (--retrain trains them again); the earlier verdict, report and scores "
+        "move to <output dir>/previous/ before any seed runs.",
         epilog="Exit status: 0 done; 1 a seed failed, or a --require is not met; "
         "2 bad input (config, overrides, scores table), 130 interrupted.",
     )
@@ -174,7 +178,9 @@ def check_args(args: argparse.Namespace) -> None:
             raise ReproError(f"--trials {args.trials} and --seeds {args.seeds} ({count} seed{'s' if count != 1 else ''}) disagree: "
                              "--seeds sets the seeds; drop --trials")
     if args.from_scores and not Path(args.from_scores).is_file():
-        raise ReproError(f"--from-scores {args.from_scores}: no such file")
+        aside = Path(args.from_scores).parent / EARLIER_RESULTS / SCORES_FILE
+        hint = f" (the earlier run's scores, set aside when seeds ran again: {aside})" if aside.is_file() else ""
+        raise ReproError(f"--from-scores {args.from_scores}: no such file{hint}")
     ignored = (("--config", args.config), ("--sweep", args.sweep), ("--seeds", args.seeds), ("--trials", args.trials),
                ("--retrain", args.retrain or None))
     if args.from_scores and (args.overrides or any(value is not None for _, value in ignored)):
@@ -324,6 +330,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     repro_dir = Path(args.output_dir or default_dir).absolute()
     check_recipe_here(config, source, repro_dir, args)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
+    set_aside_earlier_results(repro_dir)
     finished, failed, wall = reuse_or_train(runs, args, device_here(config, args), name)
     table = scores_table(finished, [n for n, _ in config.eval_manifests])
     write_scores(table, repro_dir / SCORES_FILE)
@@ -358,6 +365,38 @@ def device_here(config: TrialConfig, args: argparse.Namespace) -> str | None:
     from trainable.model import select_device
 
     return None if args.address else select_device(config.device)
+
+
+def set_aside_earlier_results(repro_dir: Path) -> None:
+    """Move an earlier run's verdict, report, scores and side files into ``previous/`` before
+    any seed runs: they describe that run's seeds, and a run interrupted now must not leave
+    them beside seed folders they do not describe. (``--from-scores previous/scores.parquet``
+    still reads them.)"""
+    names = result_files()
+    present = [repro_dir / name for name in names if (repro_dir / name).exists()]
+    if not present:
+        return
+    aside = repro_dir / EARLIER_RESULTS
+    foreign = sorted(p.name for p in aside.iterdir() if p.name not in names) if aside.is_dir() else []
+    if foreign or (aside.exists() and not aside.is_dir()):
+        raise ReproError(f"--output-dir: {aside} holds files repro did not write ({', '.join(foreign[:5]) or aside.name}); "
+                         "move them, as repro keeps the earlier verdict there")
+    if aside.is_dir():
+        shutil.rmtree(aside)  # an older run's results, superseded by those moved in now
+    aside.mkdir()
+    for path in present:
+        os.replace(path, aside / path.name)
+    print(f"repro: moved the earlier verdict, report and scores to {shown(aside)}/: they describe that run's seeds; "
+          "this run writes new ones once every seed has finished", flush=True)
+
+
+def result_files() -> tuple[str, ...]:
+    """What a finished repro writes beside its seed folders, the verdict first: moved in this
+    order, an interrupted move never leaves a verdict beside the seed folders."""
+    from sweeps.repro.report import BOOTSTRAP_PLOT, SEED_PLOT
+    from trainable.trn import FOLDER as TRN_FOLDER
+
+    return ("verdict.json", "report.md", SCORES_FILE, "run.json", "determinism.json", "config.json", SEED_PLOT, BOOTSTRAP_PLOT, TRN_FOLDER)
 
 
 def check_recipe_here(config: TrialConfig, source: Path, repro_dir: Path, args: argparse.Namespace) -> None:

@@ -85,6 +85,7 @@ def test_two_seeds_through_ray_write_scores_verdict_and_report(tiny_config, tmp_
     again = json.loads((out / "verdict.json").read_text())
     assert [s["seed"] for s in again["seeds"]] == [43, 44, 45] and again["deterministic"] == "yes"
     assert again["reused_seed_runs"] == [{"seed": 43, "rerun": False}, {"seed": 43, "rerun": True}, {"seed": 44, "rerun": False}]
+    assert json.loads((out / "previous" / "verdict.json").read_text()) == verdict  # the 2-seed verdict, set aside whole
 
 
 FAILING_SEED = """

@@ -1,4 +1,5 @@
-"""A repro run keeps the seeds an earlier run of the same recipe finished (sweeps.repro.reuse).
+"""A repro run keeps the seeds an earlier run of the same recipe finished (sweeps.repro.reuse),
+and moves an earlier verdict aside before any seed runs.
 
 The seeds train for real (tiny Moonshine, 2 steps) but in this process: ``train_here`` stands in
 for ``run_all_seeds``, so these tests need no Ray (test_repro_ray.py runs reuse through Ray).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from sweeps.repro import cli as repro
@@ -60,6 +62,7 @@ def test_a_second_repro_with_more_seeds_trains_only_the_new_ones(recipe, monkeyp
     status, trained, printed = run_repro(monkeypatch, capsys, recipe, "--trials", "2")
     assert status == 0 and trained == [(44, False), (43, True)]  # seed 43 itself is not trained again
     assert "repro: seed 43 reused (finished earlier in out/seed_43 with the same recipe)" in printed
+    assert "repro: moved the earlier verdict, report and scores to out/previous/" in printed
     verdict = json.loads(Path("out/verdict.json").read_text())
     assert [s["seed"] for s in verdict["seeds"]] == [43, 44]
     assert verdict["reused_seed_runs"] == [{"seed": 43, "rerun": False}]
@@ -68,6 +71,9 @@ def test_a_second_repro_with_more_seeds_trains_only_the_new_ones(recipe, monkeyp
     run = json.loads(Path("out/run.json").read_text())
     assert sorted((r["seed"], r["rerun"], r["reused"]) for r in run["seed_runs"]) == [(43, False, True), (43, True, False), (44, False, False)]
     assert "trained now; reused from earlier runs of the same recipe, not counted: seed 43" in Path("out/report.md").read_text()
+    # The earlier verdict is kept aside, whole: it covers seed 43 alone and --from-scores reads it.
+    assert [s["seed"] for s in json.loads(Path("out/previous/verdict.json").read_text())["seeds"]] == [43]
+    assert repro.main(["--from-scores", "out/previous/scores.parquet", "--resamples", "200"]) == 0
 
     status, trained, printed = run_repro(monkeypatch, capsys, recipe, "--trials", "2")
     assert status == 0 and trained == [] and "repro: all 3 seed runs reused; nothing to train" in printed
@@ -92,6 +98,17 @@ def test_retrain_trains_every_seed_again(recipe, monkeypatch, capsys):
     assert status == 0 and trained == [(43, False)] and "reused (" not in printed
     assert "repro: --retrain: every seed trains again; 1 earlier seed folder is replaced as its seed finishes" in printed
     assert repro.main(["--from-scores", "out/scores.parquet", "--retrain"]) == repro.EXIT_BAD_INPUT  # trains nothing
+
+
+def test_an_interrupted_repro_leaves_no_verdict_beside_its_seed_folders(recipe, monkeypatch, capsys):
+    run_repro(monkeypatch, capsys, recipe, "--trials", "1", "--determinism-reruns", "0")
+    status, _, _ = run_repro(monkeypatch, capsys, recipe, "--trials", "2", interrupt=True)
+    assert status == repro.EXIT_INTERRUPTED
+    assert not any(Path("out", name).exists() for name in ("verdict.json", "report.md", "scores.parquet", "run.json"))
+    assert json.loads(Path("out/previous/verdict.json").read_text())["seeds"][0]["seed"] == 43
+    assert len(pd.read_parquet("out/previous/scores.parquet")) > 0
+    assert repro.main(["--from-scores", "out/scores.parquet"]) == repro.EXIT_BAD_INPUT
+    assert "no such file (the earlier run's scores, set aside when seeds ran again: out/previous/scores.parquet)" in capsys.readouterr().err
 
 
 def test_a_finished_run_is_compared_on_data_versions_and_device_and_an_unreadable_one_is_trained(tiny_config, tmp_path):
