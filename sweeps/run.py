@@ -20,7 +20,7 @@ from sweeps.cluster import StorageError, check_storage
 from sweeps.data_report import report_sweep_data
 from sweeps.ray_init import check_local_options
 from sweeps.search.config import SweepConfig, load_sweep_config
-from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, saved_storage
+from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, one_go_wall_time, saved_storage
 from trainable.config import REPO_ROOT
 from trainable.config_io import ConfigError, parse_override, read_json, read_yaml
 from trainable.preflight import check_writable_folder
@@ -125,7 +125,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
     import ray
 
     from sweeps.ray_init import start_ray
-    from sweeps.search.experiment import build_tuner, check_local_resources, restore_tuner, save_sweep
+    from sweeps.search.experiment import build_tuner, check_local_resources, record_wall_time, restore_tuner, save_sweep
     from sweeps.search.monitoring import tune_console
 
     started_ray = start_ray(args.address, args.dashboard_host, args.dashboard_port, args.num_cpus, job_name=f"sweep {sweep.name}")
@@ -141,11 +141,8 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
             search_trials = race_if_searched(sweep, paths)
         wall_seconds = time.monotonic() - started  # search and race: the summary's trial time counts both
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
-        if not resume:  # --analyze writes the summary again, timing included
-            from trainable.files import atomic_write_json
-
-            atomic_write_json(paths.results_dir / "run.json", {**read_json(paths.results_dir / "run.json"), "wall_seconds": wall_seconds})
-        # A resumed sweep's trial time spans both runs, so no overhead ratio for it.
+        record_wall_time(paths.results_dir, wall_seconds)  # --analyze writes the summary again, timing included
+        # A resumed sweep's trial time spans several runs, so no overhead ratio for it.
         return report_results(sweep, paths, None if resume else wall_seconds, search_trials)
     finally:
         if started_ray:
@@ -203,7 +200,7 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
     # The race raced the finalists of the sweep's own budgets: under others, a new finalist was not raced.
     as_run = load_sweep_config(sweep_file) if overrides else None
-    return report_results(sweep, paths, wall_seconds=run.get("wall_seconds"), sweep_as_run=as_run)
+    return report_results(sweep, paths, wall_seconds=one_go_wall_time(run), sweep_as_run=as_run)
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 from sweeps.search.config import SweepConfig
 from sweeps.search.racing import RACING_SUFFIX
 from trainable.config import DEMO_MODEL, parse_target_modules, target_module_set_name
-from trainable.config_io import ConfigError
+from trainable.config_io import ConfigError, read_json
 from trainable.files import atomic_write_json, atomic_write_text
 from trainable.preflight import check_inputs, input_exists, looks_like_local_path, module_tree_to_check
 
@@ -317,10 +317,38 @@ def saved_storage(name: str, resume: bool) -> str | None:
 
 
 def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool) -> None:
-    """The sweep as run (re-readable with --config) and where Ray keeps it, for --analyze."""
+    """The sweep as run (re-readable with --config), where Ray keeps it (for --analyze), and
+    every invocation that ran it: the one that started it, then each --resume."""
     import yaml
 
     header = f"# The sweep {sweep.name!r} as run (YAML + overrides). Rerun: python -m sweeps.run --config {paths.results_dir}/sweep.yaml\n"
     atomic_write_text(paths.results_dir / "sweep.yaml", header + yaml.safe_dump(sweep.to_dict(), sort_keys=False))
-    run = {"storage_path": paths.storage_path, "experiment_path": paths.experiment_path, "command": sys.argv, "resumed": resumed, "time": time.time()}
-    atomic_write_json(paths.results_dir / "run.json", run)
+    run_file = paths.results_dir / "run.json"
+    earlier = invocations(read_json(run_file)) if resumed and run_file.is_file() else []
+    invocation = {"command": sys.argv, "time": time.time(), "resumed": resumed}
+    run = {"storage_path": paths.storage_path, "experiment_path": paths.experiment_path, "invocations": [*earlier, invocation]}
+    atomic_write_json(run_file, run)
+
+
+def invocations(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """run.json's invocations in order, the one that started the sweep first. A run.json
+    written before they were kept holds its one invocation at the top level."""
+    if "invocations" in run:
+        return list(run["invocations"])
+    return [{key: run[key] for key in ("command", "time", "resumed", "wall_seconds") if key in run}] if "command" in run else []
+
+
+def record_wall_time(results_dir: Path, wall_seconds: float) -> None:
+    """The wall time of this invocation (the last in run.json), search and race together."""
+    run = read_json(results_dir / "run.json")
+    run["invocations"] = invocations(run)
+    run["invocations"][-1]["wall_seconds"] = wall_seconds
+    run.pop("wall_seconds", None)
+    atomic_write_json(results_dir / "run.json", run)
+
+
+def one_go_wall_time(run: dict[str, Any]) -> float | None:
+    """The sweep's wall time when one invocation ran all of it; None once it was resumed: the
+    trial time then spans several invocations, so no wall time matches it."""
+    ran = invocations(run)
+    return ran[0].get("wall_seconds") if len(ran) == 1 and not ran[0].get("resumed") else None

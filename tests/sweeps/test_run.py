@@ -159,3 +159,49 @@ def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypa
                         seen.update(sweep=sweep, as_run=sweep_as_run) or 0)
     assert run.analyze("cli", ["max_wer_increase.canary=0.001"]) == 0
     assert dict(seen["sweep"].max_wer_increase) == {"canary": 0.001} and dict(seen["as_run"].max_wer_increase) == {"canary": 0.02}
+
+
+def test_run_json_keeps_how_the_sweep_was_started_and_every_resume(tmp_path, monkeypatch):
+    """run.json lists every invocation, the one that started the sweep first; one written
+    before invocations were kept becomes the first of them."""
+    from sweeps.search.experiment import SweepPaths, record_wall_time, save_sweep
+
+    sweep, paths = SweepConfig.from_dict(sweep_dict()), SweepPaths.for_sweep("cli", None, results_root=tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sweeps/run.py", "--config", "cli.yaml", "num_samples=4"])
+    save_sweep(sweep, paths, resumed=False)
+    record_wall_time(paths.results_dir, 12.0)
+    for argv in (["sweeps/run.py", "--resume", "--name", "cli"], ["sweeps/run.py", "--resume", "--name", "cli", "--num-cpus", "1"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        save_sweep(sweep, paths, resumed=True)
+    run = json.loads((paths.results_dir / "run.json").read_text())
+    assert (run["storage_path"], run["experiment_path"]) == (paths.storage_path, paths.experiment_path)
+    assert [entry["command"][1:] for entry in run["invocations"]] == [
+        ["--config", "cli.yaml", "num_samples=4"], ["--resume", "--name", "cli"], ["--resume", "--name", "cli", "--num-cpus", "1"]]
+    assert [entry["resumed"] for entry in run["invocations"]] == [False, True, True]
+    assert run["invocations"][0]["wall_seconds"] == 12.0 and "wall_seconds" not in run["invocations"][1]
+    assert run["invocations"][0]["time"] <= run["invocations"][1]["time"] <= run["invocations"][2]["time"]
+
+    older = {"storage_path": "s", "experiment_path": "e", "command": ["sweeps/run.py"], "resumed": False, "time": 1.0, "wall_seconds": 9.0}
+    (paths.results_dir / "run.json").write_text(json.dumps(older))
+    save_sweep(sweep, paths, resumed=True)
+    first, resumed = json.loads((paths.results_dir / "run.json").read_text())["invocations"]
+    assert first == {"command": ["sweeps/run.py"], "time": 1.0, "resumed": False, "wall_seconds": 9.0} and resumed["resumed"]
+
+
+@pytest.mark.parametrize("invocations, wall_seconds", [
+    ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0}], 40.0),
+    ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0}, {"command": ["run.py", "--resume"], "resumed": True, "wall_seconds": 30.0}], None),
+])
+def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocations, wall_seconds):
+    """The wall time of an interrupted first run is not the wall time of a resumed sweep's
+    trials (they span every invocation): --analyze gives it no overhead ratio."""
+    import sweeps.run as run
+
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict()))
+    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": "s", "experiment_path": "e", "invocations": invocations}))
+    monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
+    seen = {}
+    monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, **kwargs: seen.update(wall_seconds=wall_seconds) or 0)
+    assert run.analyze("cli") == 0
+    assert seen["wall_seconds"] == wall_seconds
