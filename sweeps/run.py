@@ -20,7 +20,8 @@ from sweeps.cluster import StorageError, check_storage
 from sweeps.data_report import report_sweep_data
 from sweeps.ray_init import check_local_options
 from sweeps.search.config import SweepConfig, load_sweep_config
-from sweeps.search.experiment import RESULTS_ROOT, SweepPaths, check_experiment, check_inputs_exist, one_go_wall_time, saved_storage
+from sweeps.search.experiment import (RESULTS_ROOT, SweepPaths, TrialConcurrency, check_experiment, check_inputs_exist, one_go_timing,
+                                      saved_storage)
 from trainable.config import REPO_ROOT
 from trainable.config_io import ConfigError, parse_override, read_json, read_yaml
 from trainable.preflight import check_writable_folder
@@ -125,7 +126,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
     import ray
 
     from sweeps.ray_init import start_ray
-    from sweeps.search.experiment import build_tuner, check_local_resources, record_wall_time, restore_tuner, save_sweep
+    from sweeps.search.experiment import build_tuner, check_local_resources, record_wall_time, restore_tuner, save_sweep, trial_concurrency
     from sweeps.search.monitoring import tune_console
 
     started_ray = start_ray(args.address, args.dashboard_host, args.dashboard_port, args.num_cpus, job_name=f"sweep {sweep.name}")
@@ -133,7 +134,8 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
         if started_ray and not args.address:
             check_local_resources(sweep, ray.cluster_resources())
         check_storage(paths.storage_path, ray.nodes(), shared=args.shared_storage, expect_more_nodes=bool(args.address))
-        save_sweep(sweep, paths, resumed=resume)
+        concurrency = trial_concurrency(sweep, ray.nodes())
+        save_sweep(sweep, paths, resumed=resume, concurrency=concurrency)
         started = time.monotonic()
         tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
         with tune_console():
@@ -143,7 +145,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
         print(f"Sweep wall time: {wall_seconds:.0f} s" + (" (this resumed part)" if resume else ""))
         record_wall_time(paths.results_dir, wall_seconds)  # --analyze writes the summary again, timing included
         # A resumed sweep's trial time spans several runs, so no overhead ratio for it.
-        return report_results(sweep, paths, None if resume else wall_seconds, search_trials)
+        return report_results(sweep, paths, None if resume else wall_seconds, search_trials, concurrency=concurrency)
     finally:
         if started_ray:
             ray.shutdown()
@@ -167,14 +169,16 @@ def race_if_searched(sweep: SweepConfig, paths: SweepPaths) -> Any:
 
 
 def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | None, search_trials: Any = None,
-                   sweep_as_run: SweepConfig | None = None) -> int:
+                   sweep_as_run: SweepConfig | None = None, concurrency: TrialConcurrency | None = None) -> int:
     """Write and print the results; ``search_trials``: the search's trials table if already
-    read since the search ended (else it is read from Ray's saved state). Exit status 0 for
-    a finished sweep with a winner, 1 for none or for an unfinished sweep."""
+    read since the search ended (else it is read from Ray's saved state); ``concurrency``:
+    how many trials could run at once (``TrialConcurrency``), for the overhead ratio. Exit
+    status 0 for a finished sweep with a winner, 1 for none or for an unfinished sweep."""
     from sweeps.search.results import write_results
     from sweeps.search.summary import describe_best
 
-    results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds, trials=search_trials, sweep_as_run=sweep_as_run)
+    results = write_results(paths.experiment_path, paths.results_dir, sweep, wall_seconds, trials=search_trials,
+                            sweep_as_run=sweep_as_run, concurrency=concurrency)
     print()
     print(describe_best(results, sweep))
     print(f"Results: {paths.results_dir}/ (trials.parquet, best.json, summary.md)")
@@ -200,7 +204,8 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
     # The race raced the finalists of the sweep's own budgets: under others, a new finalist was not raced.
     as_run = load_sweep_config(sweep_file) if overrides else None
-    return report_results(sweep, paths, wall_seconds=one_go_wall_time(run), sweep_as_run=as_run)
+    wall_seconds, concurrency = one_go_timing(run)
+    return report_results(sweep, paths, wall_seconds=wall_seconds, sweep_as_run=as_run, concurrency=concurrency)
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

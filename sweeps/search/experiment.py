@@ -154,6 +154,57 @@ def check_local_resources(sweep: SweepConfig, available: dict[str, float]) -> No
             )
 
 
+@dataclass(frozen=True)
+class TrialConcurrency:
+    """How many trials could run at once when the sweep ran: ``max_concurrent_trials``, or
+    fewer when the cluster's nodes fit fewer trials of ``resources_per_trial`` (each trial
+    on one node). ``trials_that_fit`` None: not recorded (a run.json from before it was)."""
+
+    max_concurrent_trials: int
+    trials_that_fit: int | None = None
+    cluster_resources: tuple[tuple[str, float], ...] = ()  # CPU and GPU of every node together
+    resources_per_trial: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def trials(self) -> int:
+        if not self.trials_that_fit:  # none fit when it started: an autoscaler may have added nodes
+            return self.max_concurrent_trials
+        return min(self.max_concurrent_trials, self.trials_that_fit)
+
+    def describe(self) -> str:
+        """Which limit gave ``trials``, for the summary's overhead ratio."""
+        if self.trials_that_fit is None:
+            return "max_concurrent_trials; how many trials the cluster fit was not recorded"
+        if not self.trials_that_fit:
+            return "max_concurrent_trials; no node fit a trial when the sweep started"
+        per_trial = " + ".join(f"{amount:g} {name}" for name, amount in self.resources_per_trial if amount)
+        cluster = " + ".join(f"{amount:g} {name}" for name, amount in self.cluster_resources if amount or name == "CPU")
+        fit = (f"the cluster's {cluster} fit {self.trials_that_fit} trial{'s' if self.trials_that_fit != 1 else ''} "
+               f"of {per_trial} (resources_per_trial)")
+        if self.trials_that_fit < self.max_concurrent_trials:
+            return f"{fit}, fewer than max_concurrent_trials {self.max_concurrent_trials}"
+        return f"max_concurrent_trials ({fit})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_concurrent_trials": self.max_concurrent_trials, "trials_that_fit": self.trials_that_fit,
+                "cluster_resources": dict(self.cluster_resources), "resources_per_trial": dict(self.resources_per_trial)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrialConcurrency":
+        return cls(raw["max_concurrent_trials"], raw.get("trials_that_fit"), tuple(raw.get("cluster_resources", {}).items()),
+                   tuple(raw.get("resources_per_trial", {}).items()))
+
+
+def trial_concurrency(sweep: SweepConfig, nodes: list[dict[str, Any]]) -> TrialConcurrency:
+    """What ``nodes`` (``ray.nodes()``) let the sweep run at once: a trial holds its
+    ``resources_per_trial`` on one node, so each node fits as many as its scarcest resource allows."""
+    wanted = {"CPU": sweep.resources_per_trial.cpu, "GPU": sweep.resources_per_trial.gpu}
+    alive = [node.get("Resources", {}) for node in nodes if node.get("Alive", True)]
+    fit = sum(min(int(have.get(name, 0.0) / need + 1e-9) for name, need in wanted.items() if need > 0) for have in alive)
+    cluster = tuple((name, float(sum(have.get(name, 0.0) for have in alive))) for name in wanted)
+    return TrialConcurrency(sweep.max_concurrent_trials, fit, cluster, tuple(wanted.items()))
+
+
 def build_tuner(sweep: SweepConfig, paths: SweepPaths):
     """A new Tune experiment: Optuna proposes, ASHA stops poor trials, each trial checkpoints."""
     from ray import tune
@@ -316,9 +367,10 @@ def saved_storage(name: str, resume: bool) -> str | None:
     return None
 
 
-def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool) -> None:
+def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool, concurrency: TrialConcurrency | None = None) -> None:
     """The sweep as run (re-readable with --config), where Ray keeps it (for --analyze), and
-    every invocation that ran it: the one that started it, then each --resume."""
+    every invocation that ran it (the one that started it, then each --resume) with how
+    many trials could run at once in it."""
     import yaml
 
     header = f"# The sweep {sweep.name!r} as run (YAML + overrides). Rerun: python -m sweeps.run --config {paths.results_dir}/sweep.yaml\n"
@@ -326,6 +378,8 @@ def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool) -> None:
     run_file = paths.results_dir / "run.json"
     earlier = invocations(read_json(run_file)) if resumed and run_file.is_file() else []
     invocation = {"command": sys.argv, "time": time.time(), "resumed": resumed}
+    if concurrency is not None:
+        invocation["concurrency"] = concurrency.to_dict()
     run = {"storage_path": paths.storage_path, "experiment_path": paths.experiment_path, "invocations": [*earlier, invocation]}
     atomic_write_json(run_file, run)
 
@@ -347,8 +401,12 @@ def record_wall_time(results_dir: Path, wall_seconds: float) -> None:
     atomic_write_json(results_dir / "run.json", run)
 
 
-def one_go_wall_time(run: dict[str, Any]) -> float | None:
-    """The sweep's wall time when one invocation ran all of it; None once it was resumed: the
-    trial time then spans several invocations, so no wall time matches it."""
+def one_go_timing(run: dict[str, Any]) -> tuple[float | None, TrialConcurrency | None]:
+    """The sweep's wall time and trial concurrency when one invocation ran all of it; (None,
+    None) once it was resumed: the trial time then spans several invocations, so no wall
+    time matches it."""
     ran = invocations(run)
-    return ran[0].get("wall_seconds") if len(ran) == 1 and not ran[0].get("resumed") else None
+    if len(ran) != 1 or ran[0].get("resumed"):
+        return None, None
+    concurrency = ran[0].get("concurrency")
+    return ran[0].get("wall_seconds"), TrialConcurrency.from_dict(concurrency) if concurrency else None

@@ -16,6 +16,7 @@ from typing import Any
 from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig, results_column
+from sweeps.search.experiment import TrialConcurrency
 from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner, unfinished_race_runs
 from sweeps.search.summary import race_unfinished_note, resume_command, summary_markdown, unended_trials, unfinished_trials
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
@@ -52,14 +53,15 @@ class SweepResults:
 
 def write_results(
     experiment_path: str, results_dir: str | Path, sweep: SweepConfig, wall_seconds: float | None = None, trials: Any = None,
-    sweep_as_run: SweepConfig | None = None,
+    sweep_as_run: SweepConfig | None = None, concurrency: TrialConcurrency | None = None,
 ) -> SweepResults:
     """Read the search (and the race of its finalists, when there was one), choose the
     winner, then write trials.parquet, racing.parquet, best.json and summary.md atomically.
     ``trials``: the search's trials table when the caller already read it (``trials_table``
     of the same, finished experiment), so it is not read again. ``sweep_as_run``: the sweep
     as it ran, when ``sweep`` chooses under other budgets (``--analyze NAME
-    max_wer_increase...``): its budgets chose the finalists that were raced."""
+    max_wer_increase...``): its budgets chose the finalists that were raced. ``concurrency``:
+    how many trials could run at once (``TrialConcurrency``), for the overhead ratio."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     if trials is None:
@@ -79,7 +81,8 @@ def write_results(
     best_file = best_file_record(best, sweep, unfinished_search + unfinished_race, race)
     if best is not None:
         best = best_file
-    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds, race, results_dir, race_trials) + summary_section(results_dir)
+    summary = summary_markdown(trials, best, sweep, experiment_path, wall_seconds, race, results_dir, race_trials,
+                               concurrency) + summary_section(results_dir)
     for name, table in (("trials.parquet", trials), ("racing.parquet", race_trials)):
         if table is not None:
             with atomic_output(results_dir / name) as tmp:

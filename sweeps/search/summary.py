@@ -14,7 +14,7 @@ from typing import Any
 from sweeps.budget import within_budget
 from sweeps.search import analysis
 from sweeps.search.config import SweepConfig, results_column
-from sweeps.search.experiment import STUDY_DB
+from sweeps.search.experiment import STUDY_DB, TrialConcurrency
 from sweeps.search.racing import NOT_RACED, RACE_COMPLETE, RACE_UNFINISHED, unfinished_race_runs
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
 from trainable.config import target_module_set_name
@@ -77,10 +77,12 @@ def unfinished_note(trials: Any, sweep: SweepConfig, race: list[dict] | None) ->
 def summary_markdown(
     trials: Any, best: dict | None, sweep: SweepConfig, experiment_path: str, wall_seconds: float | None,
     race: list[dict] | None = None, results_dir: Path | None = None, race_trials: Any = None,
+    concurrency: TrialConcurrency | None = None,
 ) -> str:
     """Counts, the winner beside the baseline, the race, the trade-off, parameter importance,
     a leaderboard and errors. ``results_dir`` is where the trade-off plot and the Optuna
-    study are (without it those sections are left out)."""
+    study are (without it those sections are left out); ``concurrency``: how many trials
+    could run at once (without it: ``max_concurrent_trials``, said to be unchecked)."""
     out = io.StringIO()
     counts = {status: _count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR)}
     out.write(f"# Sweep `{sweep.name}`\n\n")
@@ -92,7 +94,7 @@ def summary_markdown(
         out.write(f"**{unfinished}.** `best.json` says `\"complete\": false`, and repro refuses it until the sweep is finished.\n\n")
     out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
     _write_roles(out, sweep)
-    _write_timing(out, trials, wall_seconds, sweep.max_concurrent_trials, race_trials)
+    _write_timing(out, trials, wall_seconds, concurrency or TrialConcurrency(sweep.max_concurrent_trials), race_trials)
     _write_best(out, best, trials, sweep, race)
     _write_race(out, race, best, sweep)
     if results_dir is not None:
@@ -218,9 +220,10 @@ def _write_roles(out: io.StringIO, sweep: SweepConfig) -> None:
                   "set the winner was chosen on, and its gain there is biased upward.\n\n")
 
 
-def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: int, race_trials: Any = None) -> None:
+def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: TrialConcurrency, race_trials: Any = None) -> None:
     """Trial time summed over the search's trials and the race's (``race_trials``): the sweep's
-    wall time spans both, so the overhead ratio must count both."""
+    wall time spans both, so the overhead ratio must count both. The ideal wall time divides
+    it by the trials that could run at once, which the line names."""
     if not len(trials):
         return
     search_seconds = float(trials["wall_seconds"].fillna(0).sum())
@@ -229,9 +232,10 @@ def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, con
     out.write(f"Trial time: {trial_seconds:.0f} s summed over trials"
               + (f" ({search_seconds:.0f} s search, {race_seconds:.0f} s race)" if race_trials is not None else ""))
     if wall_seconds:
-        ideal = trial_seconds / concurrency
+        ideal = trial_seconds / concurrency.trials
         out.write(f"; sweep wall time {wall_seconds:.0f} s" + (" (search and race)" if race_trials is not None else ""))
-        out.write(f"; overhead ratio {wall_seconds / ideal:.2f} (wall / (trial time / {concurrency} concurrent))" if ideal else "")
+        out.write(f"; overhead ratio {wall_seconds / ideal:.2f} (wall / (trial time / {concurrency.trials} concurrent: "
+                  f"{concurrency.describe()}))" if ideal else "")
     out.write(".\n\n")
 
 

@@ -114,3 +114,39 @@ def test_a_budgeted_sweep_whose_trials_all_errored_before_reporting_still_gets_i
     assert best_trial(table, budgeted) is None
     summary = summary_markdown(table, None, budgeted, "/x", None, results_dir=tmp_path)
     assert "No trial completed" in summary and "trial t1 failed: boom" in summary
+
+
+def test_the_overhead_ratio_divides_by_the_trials_the_cluster_fit_not_max_concurrent_trials():
+    """--num-cpus 1 with resources_per_trial.cpu 1 runs one trial at a time whatever
+    max_concurrent_trials (2) says: 400 s of trial time in 420 s of wall time is an overhead
+    of 1.05, not 420 / (400 / 2) = 2.10. The line says which limit it used."""
+    from sweeps.search.experiment import trial_concurrency
+
+    table = pd.DataFrame([row(1, "TERMINATED", 0.40, 1e-3), row(2, "TERMINATED", 0.30, 2e-3),
+                          row(3, "TERMINATED", 0.35, 3e-3), row(4, "TERMINATED", 0.33, 4e-3)])
+    one_cpu = trial_concurrency(SWEEP, [{"Alive": True, "Resources": {"CPU": 1.0, "memory": 1e9}}])
+    summary = summary_markdown(table, best_trial(table, SWEEP), SWEEP, "/x", 420.0, concurrency=one_cpu)
+    assert ("overhead ratio 1.05 (wall / (trial time / 1 concurrent: the cluster's 1 CPU fit 1 trial of 1 CPU "
+            "(resources_per_trial), fewer than max_concurrent_trials 2))") in summary
+    four_cpus = trial_concurrency(SWEEP, [{"Alive": True, "Resources": {"CPU": 4.0}}])
+    assert ("overhead ratio 2.10 (wall / (trial time / 2 concurrent: max_concurrent_trials (the cluster's 4 CPU fit 4 trials "
+            "of 1 CPU (resources_per_trial))))") in summary_markdown(table, None, SWEEP, "/x", 420.0, concurrency=four_cpus)
+    # Without a record of the cluster (a run.json from before it was kept), the line says so.
+    assert "(wall / (trial time / 2 concurrent: max_concurrent_trials; how many trials the cluster fit was not recorded))" in \
+        summary_markdown(table, None, SWEEP, "/x", 420.0)
+
+
+def test_trials_fit_node_by_node_on_the_scarcest_resource():
+    """A trial holds its resources on one node: two 3-CPU nodes fit two 2-CPU trials, not three;
+    a GPU fraction fits as many trials as it divides a GPU; a dead node fits none."""
+    from sweeps.search.experiment import TrialConcurrency, trial_concurrency
+
+    def fit(cpu: float, gpu: float, *nodes: dict, alive: bool = True) -> int:
+        sweep = SweepConfig.from_dict({**SWEEP.to_dict(), "max_concurrent_trials": 8, "resources_per_trial": {"cpu": cpu, "gpu": gpu}})
+        return trial_concurrency(sweep, [{"Alive": alive, "Resources": node} for node in nodes]).trials_that_fit
+
+    assert fit(2, 0, {"CPU": 3.0}, {"CPU": 3.0}) == 2
+    assert fit(1, 0.25, {"CPU": 16.0, "GPU": 1.0}) == 4 and fit(1, 0.5, {"CPU": 1.0, "GPU": 1.0}) == 1
+    assert fit(1, 1, {"CPU": 8.0}) == 0 and fit(1, 0, {"CPU": 4.0}, alive=False) == 0
+    recorded = trial_concurrency(SWEEP, [{"Alive": True, "Resources": {"CPU": 1.0}}])
+    assert TrialConcurrency.from_dict(recorded.to_dict()) == recorded and recorded.trials == 1

@@ -155,7 +155,7 @@ def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypa
     (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": "s", "experiment_path": "e"}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     seen = {}
-    monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, search_trials=None, sweep_as_run=None:
+    monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, sweep_as_run=None, **kwargs:
                         seen.update(sweep=sweep, as_run=sweep_as_run) or 0)
     assert run.analyze("cli", ["max_wer_increase.canary=0.001"]) == 0
     assert dict(seen["sweep"].max_wer_increase) == {"canary": 0.001} and dict(seen["as_run"].max_wer_increase) == {"canary": 0.02}
@@ -188,13 +188,19 @@ def test_run_json_keeps_how_the_sweep_was_started_and_every_resume(tmp_path, mon
     assert first == {"command": ["sweeps/run.py"], "time": 1.0, "resumed": False, "wall_seconds": 9.0} and resumed["resumed"]
 
 
-@pytest.mark.parametrize("invocations, wall_seconds", [
-    ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0}], 40.0),
-    ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0}, {"command": ["run.py", "--resume"], "resumed": True, "wall_seconds": 30.0}], None),
+ONE_CPU = {"max_concurrent_trials": 2, "trials_that_fit": 1, "cluster_resources": {"CPU": 1.0, "GPU": 0.0},
+           "resources_per_trial": {"CPU": 1.0, "GPU": 0.0}}
+
+
+@pytest.mark.parametrize("invocations, wall_seconds, concurrent", [
+    ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0, "concurrency": ONE_CPU}], 40.0, 1),
+    ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0, "concurrency": ONE_CPU},
+      {"command": ["run.py", "--resume"], "resumed": True, "wall_seconds": 30.0, "concurrency": ONE_CPU}], None, None),
 ])
-def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocations, wall_seconds):
+def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocations, wall_seconds, concurrent):
     """The wall time of an interrupted first run is not the wall time of a resumed sweep's
-    trials (they span every invocation): --analyze gives it no overhead ratio."""
+    trials (they span every invocation): --analyze gives it no overhead ratio. A sweep run in
+    one go is timed against the trials its cluster fit at once, as recorded when it ran."""
     import sweeps.run as run
 
     (tmp_path / "cli").mkdir()
@@ -202,6 +208,8 @@ def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocat
     (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": "s", "experiment_path": "e", "invocations": invocations}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     seen = {}
-    monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, **kwargs: seen.update(wall_seconds=wall_seconds) or 0)
+    monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, concurrency=None, **kwargs:
+                        seen.update(wall_seconds=wall_seconds, concurrency=concurrency) or 0)
     assert run.analyze("cli") == 0
     assert seen["wall_seconds"] == wall_seconds
+    assert (seen["concurrency"].trials if seen["concurrency"] else None) == concurrent
