@@ -15,7 +15,8 @@ when a trial ends:
 
 On ``--resume`` (Ray restores the searcher from its last saved state) a study trial left
 RUNNING that the restored searcher does not know is marked FAIL: it was asked before the
-driver died but after that state was saved, so no Tune trial will ever end it.
+driver died but after that state was saved, so no Tune trial will ever end it. If it was
+one of the ``points_to_evaluate``, that point is enqueued again, so the sweep still tries it.
 """
 
 from __future__ import annotations
@@ -90,11 +91,32 @@ class SweepSearch(OptunaSearch):
         orphans = [trial for trial in running if trial._trial_id not in tracked]
         for trial in orphans:
             self._ot_study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        requeued = self._requeue_lost_points(orphans, tracked)
         if orphans:
             numbers = ", ".join(str(trial.number) for trial in orphans)
+            again = f"; the points_to_evaluate recipe of trial(s) {', '.join(map(str, requeued))} is queued again" if requeued else ""
             print(f"note: resumed study {self._study_name!r}: trial(s) {numbers} were asked before the driver stopped "
-                  "but never started in the sweep; marked FAIL in the Optuna study", flush=True)
+                  f"but never started in the sweep; marked FAIL in the Optuna study{again}", flush=True)
         return [trial.number for trial in orphans]
+
+    def _requeue_lost_points(self, orphans: list[Any], tracked: set[int]) -> list[int]:
+        """Enqueue again each ``points_to_evaluate`` recipe whose only study trials were
+        orphaned: the study handed it out, the sweep never ran it, and without this the
+        resumed sweep would never try it (the user's own recipe, often the baseline).
+        Returns the numbers of the orphans whose point is queued again."""
+        from optuna.trial import TrialState
+
+        point = "fixed_params"  # the system attribute Optuna keeps an enqueued trial's parameters in
+        taken = [trial.system_attrs.get(point) for trial in self._ot_study.get_trials(deepcopy=False)
+                 if trial._trial_id in tracked or trial.state == TrialState.WAITING]
+        requeued = []
+        for trial in orphans:
+            params = trial.system_attrs.get(point)
+            if params is not None and params not in taken:
+                self._ot_study.enqueue_trial(params)
+                taken.append(params)
+                requeued.append(trial.number)
+        return requeued
 
     def _report_last(self, ot_trial: Any, result: dict) -> None:
         """The result that ended the trial never reaches ``on_trial_result`` (ASHA stops a trial

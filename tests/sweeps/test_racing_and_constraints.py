@@ -343,6 +343,34 @@ def test_a_resumed_searcher_fails_the_study_trial_asked_after_its_saved_state(tm
     assert restored.fail_orphaned_trials() == []  # the new trial is tracked: nothing more to fail
 
 
+def test_a_resumed_searcher_queues_again_a_point_to_evaluate_the_sweep_never_ran(tmp_path, capsys):
+    """kill -9 of the driver after Optuna handed out an enqueued point (the user's recipe)
+    and before Ray saved that trial: the resumed sweep must still try that recipe, once. A
+    lost sampled trial is not queued again, nor a point whose trial the sweep ran."""
+    import pickle
+
+    import optuna
+
+    from sweeps.search.space import study_storage
+
+    State = optuna.trial.TrialState
+    study, points = {"storage": study_storage(tmp_path / "optuna.db"), "study_name": "r4"}, [{"lr": 1e-3}, {"lr": 2e-3}]
+    search = searcher(points_to_evaluate=points, **study)
+    as_built = pickle.dumps(search)  # Tuner.restore unpickles the searcher as the sweep built it (tuner.pkl)
+    assert search.suggest("ran") == points[0]
+    search.save(str(tmp_path / "searcher-state.pkl"))  # Ray's last save before the kill
+    assert search.suggest("lost point") == points[1]
+    search.suggest("lost sample")  # both handed out, then the driver died
+
+    restored = pickle.loads(as_built)
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    assert restored.suggest("point again") == points[1]
+    out = capsys.readouterr().out
+    assert "trial(s) 1, 2 were asked" in out and "the points_to_evaluate recipe of trial(s) 1 is queued again" in out
+    assert restored.suggest("new sample") not in points  # no point twice: the point that ran is not queued again
+    assert [t.state for t in restored._ot_study.trials] == [State.RUNNING, State.FAIL, State.FAIL, State.RUNNING, State.RUNNING]
+
+
 def test_a_trial_over_the_budget_is_infeasible_to_optuna():
     search = searcher()
     search.suggest("over")
