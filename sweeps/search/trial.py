@@ -2,7 +2,8 @@
 
 The Tune config is the whole recipe (the sweep's search space returns the fixed fields as
 constants); this module only adds what belongs to the trial: its output folder, torch
-threads matching its CPUs, the checkpoint it resumes from, and the node it ran on.
+threads matching its CPUs, the checkpoint it resumes from (the newest complete one, see
+``sweeps.search.checkpoints``), and the node it ran on.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.cluster import check_data_on_node, trial_location
+from sweeps.search.checkpoints import mark_complete, saved_report, unregistered_checkpoints
 from sweeps.search.monitoring import TrialGauges, parameter_text, searched_values
 from trainable.config import TrialConfig
 from trainable.metrics import final_metrics
@@ -48,14 +50,16 @@ def train_trial(config: dict[str, Any], sweep: str = "", searched: tuple[str, ..
     recipe = trial_config_from_tune(config, output_dir=trial_dir / "run", cpus=trial_cpus(context))
     node = trial_location()
     checkpoint = tune.get_checkpoint()
-    _log_attempt(trial_dir, node, checkpoint)
+    unregistered = unregistered_checkpoints(trial_dir, checkpoint.path if checkpoint else None) if _in_storage(context) else []
+    _log_attempt(trial_dir, node, checkpoint, unregistered)
 
     with TrialGauges(sweep, context.get_trial_id(), searched_values(config, searched)) as gauges:
         reporter = TuneReporter({**node, "num_threads": recipe.num_threads}, gauges)
         if _report_if_finished(recipe, reporter):
             return
         try:
-            with checkpoint.as_directory() if checkpoint else nullcontext() as resume_from:
+            with checkpoint.as_directory() if checkpoint else nullcontext() as registered:
+                resume_from = report_again(unregistered, reporter) or registered
                 # A retried or resumed trial has reported up to its checkpoint's step already.
                 reporter.last_step = checkpoint_step(resume_from)
                 check_data_on_node(recipe)  # on a cluster: a worker without the data names itself
@@ -89,10 +93,7 @@ def trial_directory(context: Any) -> Path:
     """The trial's folder in the sweep's storage when that is a local or shared disk (so
     adapters and reports sit beside Tune's files and survive the driver); otherwise the
     trial's working folder, which Tune syncs to cloud storage as artifacts."""
-    storage = context.get_storage()
-    if storage is not None and _is_local_filesystem(storage.storage_filesystem):
-        return Path(storage.trial_fs_path)
-    return Path(os.getcwd())
+    return Path(context.get_storage().trial_fs_path) if _in_storage(context) else Path(os.getcwd())
 
 
 class TuneReporter:
@@ -111,17 +112,39 @@ class TuneReporter:
         self.last_step = 0
 
     def __call__(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        from ray import tune
-
-        self.last_step = int(metrics.get("step", self.last_step))
         row = {key: value for key, value in metrics.items() if key != "done"}
         # Tune reserves "done"; COMPLETED_KEY marks the final report (a trial ASHA stopped has none).
         row[COMPLETED_KEY] = bool(metrics.get("done", False))
         row.update(self.extra)
+        self.send(row, checkpoint_dir)
+
+    def send(self, row: dict[str, Any], checkpoint_dir: str | None) -> None:
+        """Report ``row`` as it is; a checkpoint folder gets the row and its file listing
+        (``sweeps.search.checkpoints``) before Tune copies it to storage."""
+        from ray import tune
+
+        self.last_step = int(row.get("step", self.last_step))
         if self.gauges:
             self.gauges.record(row)
+        if checkpoint_dir:
+            mark_complete(checkpoint_dir, row)
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(row, checkpoint=checkpoint)
+
+
+def report_again(checkpoints: list[Path], reporter: TuneReporter) -> str | None:
+    """Report each complete checkpoint Ray's saved state missed, with the row it was made
+    with, in order; returns the last one's folder (where training continues), None without
+    any. Tune copies a reported checkpoint into the folder it came from, so each goes from a
+    temporary copy."""
+    import shutil
+    import tempfile
+
+    for directory in checkpoints:
+        with tempfile.TemporaryDirectory(prefix="checkpoint-") as copy:
+            shutil.copytree(directory, copy, dirs_exist_ok=True)
+            reporter.send(saved_report(directory), copy)
+    return str(checkpoints[-1]) if checkpoints else None
 
 
 def describe_failure(error: BaseException, recipe: TrialConfig, step: int, node: dict[str, str], trial_id: str) -> str:
@@ -154,11 +177,14 @@ def _report_if_finished(recipe: TrialConfig, reporter: TuneReporter) -> bool:
     return True
 
 
-def _log_attempt(trial_dir: Path, node: dict[str, str], checkpoint: Any) -> None:
-    """One line per start of this trial (first run, retry, resume), so restarts are visible."""
+def _log_attempt(trial_dir: Path, node: dict[str, str], checkpoint: Any, unregistered: list[Path]) -> None:
+    """One line per start of this trial (first run, retry, resume), so restarts are visible:
+    the checkpoint it continues from, and those it reports again first (``report_again``)."""
     try:
         trial_dir.mkdir(parents=True, exist_ok=True)
-        line = {"time": time.time(), "pid": os.getpid(), **node, "resumed_from": getattr(checkpoint, "path", None)}
+        resumed_from = str(unregistered[-1]) if unregistered else getattr(checkpoint, "path", None)
+        line = {"time": time.time(), "pid": os.getpid(), **node, "resumed_from": resumed_from,
+                "reported_again": [directory.name for directory in unregistered]}
         with open(trial_dir / "attempts.jsonl", "a") as log:
             log.write(json.dumps(line) + "\n")
     except OSError:
@@ -167,6 +193,13 @@ def _log_attempt(trial_dir: Path, node: dict[str, str], checkpoint: Any) -> None
 
 def _is_local_filesystem(filesystem: Any) -> bool:
     return type(filesystem).__name__ == "LocalFileSystem"
+
+
+def _in_storage(context: Any) -> bool:
+    """Whether ``trial_directory`` is the trial's folder in the sweep's storage, where its
+    checkpoints are (not on cloud storage, which this does not list)."""
+    storage = context.get_storage()
+    return storage is not None and _is_local_filesystem(storage.storage_filesystem)
 
 
 def _hint(error: BaseException) -> str:

@@ -274,6 +274,41 @@ def test_killed_sweep_resumes_without_rerunning_a_finished_trial(tiny_model_dir,
     assert len(race) == 1 and race["status"].iloc[0] == "TERMINATED" and race["seed"].iloc[0] == 1042
 
 
+@pytest.mark.slow
+def test_a_trial_killed_after_its_checkpoints_continues_from_them_not_from_step_0(tiny_model_dir, tiny_manifests, tmp_path):
+    """kill -9 of the driver once a trial has begun its second checkpoint: Ray's saved state
+    (written every 10 s or more, or after checkpoints_to_keep checkpoints) most likely does
+    not know the first, but it is complete on disk, so the resumed trial continues from it
+    (or from the second, if complete), not from step 0, and Ray counts every report once.
+    run.json keeps both invocations."""
+    from ray.tune import ExperimentAnalysis
+
+    raw = tiny_sweep("ckpt", tiny_model_dir, tiny_manifests, search={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+                     points_to_evaluate=[{}], num_samples=1, max_concurrent_trials=1, checkpoints_to_keep=5)
+    raw["trial"]["max_steps"] = 12
+    config, log = write_sweep(tmp_path, raw), tmp_path / "driver.log"
+    experiment, results = tmp_path / "results" / "ckpt" / "ray" / "ckpt", tmp_path / "results" / "ckpt"
+    common = ["--config", str(config), "--num-cpus", "1", "--dashboard-port", str(free_port())]
+
+    driver = start_driver(common, tmp_path, log)
+    try:
+        wait_for(lambda: list(experiment.glob("trial_*/checkpoint_000001")), 300, "the second checkpoint's folder", driver, log)
+    finally:
+        kill_tree(driver)
+    assert not finished_trial_dirs(experiment), "kill came too late to test the resume"
+
+    resume_to_the_end(common, tmp_path, log, timeout=300)
+
+    [trial_dir] = experiment.glob("trial_*")
+    first, resumed = [json.loads(line) for line in (trial_dir / "attempts.jsonl").read_text().splitlines()]
+    assert first["resumed_from"] is None and resumed["resumed_from"] is not None, "the resumed trial started again from step 0"
+    [trial] = ExperimentAnalysis(str(experiment)).trials
+    assert trial.last_result["step"] == 12 and trial.last_result["training_iteration"] == 6  # 5 checkpoints, then the end
+    run = json.loads((results / "run.json").read_text())
+    assert [entry["resumed"] for entry in run["invocations"]] == [False, True]
+    assert "--resume" not in run["invocations"][0]["command"] and "--resume" in run["invocations"][1]["command"]
+
+
 def finished_race_dirs(results: Path, name: str) -> list[Path]:
     return sorted(p.parent.parent for p in (results / name / "ray" / f"{name}-racing").glob("trial_*/run/summary.json"))
 

@@ -138,3 +138,23 @@ def test_checkpoint_step_reads_the_checkpoints_train_state(tmp_path):
     assert checkpoint_step(str(tmp_path)) == 0  # no train state: nothing known, as for a first attempt
     (tmp_path / "train_state.json").write_text(json.dumps({"step": 20, "epoch": 0}))
     assert checkpoint_step(str(tmp_path)) == 20
+
+
+def test_a_resumed_trial_reports_again_only_the_complete_checkpoints_ray_missed(tmp_path):
+    """Checkpoints after the one Ray restores from are taken up to the first one not complete
+    (a copy cut short, or one written before listings were kept): Ray writes N + 1 after N."""
+    from sweeps.search.checkpoints import FILE_SIZES, mark_complete, saved_report, unregistered_checkpoints
+
+    folders = [tmp_path / f"checkpoint_{index:06d}" for index in range(4)]
+    for index, folder in enumerate(folders):
+        folder.mkdir()
+        (folder / "training_state.pt").write_bytes(bytes(1000))
+        mark_complete(folder, {"step": 2 * (index + 1), "eval_wer": 0.5})
+    (folders[2] / "training_state.pt").write_bytes(bytes(400))  # the copy was cut here
+
+    assert unregistered_checkpoints(tmp_path, None) == folders[:2]  # Ray knows none: from step 0 it would start
+    assert unregistered_checkpoints(tmp_path, str(folders[0])) == folders[1:2]
+    assert unregistered_checkpoints(tmp_path, str(folders[1])) == []  # not 3: it follows an incomplete one
+    assert saved_report(folders[1]) == {"step": 4, "eval_wer": 0.5}
+    (folders[1] / FILE_SIZES).unlink()
+    assert unregistered_checkpoints(tmp_path, None) == folders[:1]
