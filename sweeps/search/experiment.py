@@ -51,7 +51,8 @@ class SweepPaths:
 
 def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> bool:
     """Whether to restore: never start over an existing sweep by accident (its trials would
-    mix with the new ones), and say so when --resume finds nothing."""
+    mix with the new ones), and say so when --resume finds nothing. A --resume of a sweep
+    stopped before Ray's first save starts it over (``restorable``)."""
     from ray.tune import Tuner
 
     exists = Tuner.can_restore(paths.experiment_path)
@@ -66,7 +67,57 @@ def check_experiment(sweep: SweepConfig, paths: SweepPaths, resume: bool) -> boo
             f"--resume: no sweep {sweep.name!r} to resume at {paths.experiment_path}; sweeps under "
             f"{RESULTS_ROOT.absolute()}/: {known}. Check --name (or --storage), or drop --resume to start it"
         )
-    return exists
+    return exists and restorable(paths.experiment_path, f"sweep {sweep.name!r}")
+
+
+def restorable(experiment_path: str, what: str) -> bool:
+    """Whether ``Tuner.restore`` can continue the experiment at ``experiment_path``.
+
+    Tune writes tuner.pkl as it builds the Tuner, but saves the experiment state (its trials,
+    the searcher's state) only at the end of its first step, after it has asked the searcher
+    for the first trials. A driver killed in between leaves tuner.pkl without that state;
+    restoring it, Ray 2.60 logs "Restarting experiment", runs a budget of one trial
+    (``Tuner.restore`` does not hand num_samples on) and never restores the searcher, so
+    Optuna's first trials stay RUNNING. No trial has reported by then, so the experiment
+    starts over instead, saying so; one whose trials hold checkpoints is refused."""
+    from ray.tune import Tuner
+
+    if not Tuner.can_restore(experiment_path):
+        return False
+    if has_saved_state(experiment_path):
+        return True
+    trained = trials_with_checkpoints(experiment_path)
+    if trained:
+        raise ConfigError(
+            f"{what} at {experiment_path} has no experiment state (experiment_state-*.json) for Ray to resume it from, "
+            f"yet trials {', '.join(trained)} hold checkpoints; starting it over would leave them behind. "
+            f"Start a new sweep with --name, or delete {experiment_path} to start this one over"
+        )
+    print(f"note: {what} stopped before Ray saved its first experiment state (no experiment_state-*.json in "
+          f"{experiment_path}), so no trial had reported: starting it over", flush=True)
+    return False
+
+
+def has_saved_state(experiment_path: str) -> bool:
+    """Whether Ray saved the state of the experiment (an experiment_state-*.json), which
+    ``Tuner.restore`` and ``ExperimentAnalysis`` read. Ray's own lookup, so local and remote
+    storage are read alike."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    return _find_newest_experiment_checkpoint(experiment_path) is not None
+
+
+def trials_with_checkpoints(experiment_path: str) -> list[str]:
+    """The trial folders of an experiment (local or remote) that hold a checkpoint."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+
+    def listing(path: str) -> list:
+        return filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+
+    return sorted(trial.base_name for trial in listing(root) if trial.type == pyarrow.fs.FileType.Directory
+                  and any(entry.base_name.startswith("checkpoint_") for entry in listing(trial.path)))
 
 
 def existing_sweeps(results_root: Path = RESULTS_ROOT) -> list[str]:
@@ -259,12 +310,10 @@ def forget_stale_study(study_db: Path, name: str) -> None:
 def run_racing(sweep: SweepConfig, paths: SweepPaths, search_trials) -> None:
     """Race the finalists (``sweeps.search.racing``) as a second Tune experiment, or resume
     that race where it stopped."""
-    from ray import tune
-
     from sweeps.search.racing import choose_finalists, race_recipes
     from sweeps.search.trial import COMPLETED
 
-    if tune.Tuner.can_restore(paths.racing_path):
+    if restorable(paths.racing_path, f"the race of sweep {sweep.name!r}"):
         print(f"Resuming the race of sweep {sweep.name!r} from {paths.racing_path}")
         tuner = restored_experiment(paths.racing_path, trial_trainable(sweep, racing_name(sweep), racing_parameters(sweep)))
     else:

@@ -188,6 +188,7 @@ def test_run_json_keeps_how_the_sweep_was_started_and_every_resume(tmp_path, mon
     assert first == {"command": ["sweeps/run.py"], "time": 1.0, "resumed": False, "wall_seconds": 9.0} and resumed["resumed"]
 
 
+
 ONE_CPU = {"max_concurrent_trials": 2, "trials_that_fit": 1, "cluster_resources": {"CPU": 1.0, "GPU": 0.0},
            "resources_per_trial": {"CPU": 1.0, "GPU": 0.0}}
 
@@ -213,3 +214,47 @@ def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocat
     assert run.analyze("cli") == 0
     assert seen["wall_seconds"] == wall_seconds
     assert (seen["concurrency"].trials if seen["concurrency"] else None) == concurrent
+
+
+def stopped_sweep(tmp_path, *files: str):
+    """A sweep's folders as a killed driver left them: tuner.pkl and ``files`` in the experiment."""
+    from sweeps.search.experiment import SweepPaths
+
+    paths = SweepPaths.for_sweep("cli", None, results_root=tmp_path)
+    experiment = tmp_path / "cli" / "ray" / "cli"
+    for name in ("tuner.pkl", *files):
+        (experiment / name).parent.mkdir(parents=True, exist_ok=True)
+        (experiment / name).write_bytes(b"")
+    return SweepConfig.from_dict(sweep_dict()), paths
+
+
+@pytest.mark.parametrize("files", [(), ("trial_0a1b2c3d/.keep",)], ids=["tuner.pkl", "empty trial folder"])
+def test_resume_starts_over_a_sweep_stopped_before_rays_first_save(tmp_path, capsys, files):
+    """tuner.pkl without experiment_state-*.json (kill -9 in Tune's first step): Ray cannot
+    restore it (it would restart with a budget of one trial), so --resume starts it over and
+    says so; without --resume it is still an existing sweep, not started over by accident."""
+    from sweeps.search.experiment import check_experiment
+
+    sweep, paths = stopped_sweep(tmp_path, *files)
+    assert check_experiment(sweep, paths, resume=True) is False
+    assert f"sweep 'cli' stopped before Ray saved its first experiment state (no experiment_state-*.json in {paths.experiment_path})" \
+        in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="already exists .* add --resume"):
+        check_experiment(sweep, paths, resume=False)
+
+
+def test_resume_restores_a_sweep_with_saved_state(tmp_path, capsys):
+    from sweeps.search.experiment import check_experiment
+
+    sweep, paths = stopped_sweep(tmp_path, "experiment_state-2026-01-01_00-00-00.json")
+    assert check_experiment(sweep, paths, resume=True) is True
+    assert "starting it over" not in capsys.readouterr().out
+
+
+def test_resume_never_starts_over_trials_that_hold_checkpoints(tmp_path):
+    """Checkpoints without Ray's state (lost some other way) are trained work: refuse, naming them."""
+    from sweeps.search.experiment import check_experiment
+
+    sweep, paths = stopped_sweep(tmp_path, "trial_0a1b2c3d/.keep", "trial_4e5f6a7b/checkpoint_000000/adapter.bin")
+    with pytest.raises(ConfigError, match=r"no experiment state .* trials trial_4e5f6a7b hold checkpoints"):
+        check_experiment(sweep, paths, resume=True)

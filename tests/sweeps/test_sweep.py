@@ -359,3 +359,64 @@ def pd_read(path: Path):
     import pandas as pd
 
     return pd.read_parquet(path)
+
+
+# A sweep driver that stops where a kill -9 may catch it: Tune has written tuner.pkl and
+# asked Optuna for the first trials, but has not saved its first experiment state. Ray's
+# own save waits there, so the test kills the driver (kill_tree) at that exact point.
+STOPPED_BEFORE_FIRST_SAVE = """
+import sys, time
+from ray.tune.execution.tune_controller import TuneController
+from sweeps.run import main
+
+experiment, save = sys.argv[1], TuneController.save_to_dir
+
+def wait_to_be_killed(self):
+    if self._storage.experiment_dir_name != experiment:
+        return save(self)
+    sys.stdout.write("STOPPED BEFORE THE FIRST SAVE\\n")
+    time.sleep(600)
+
+TuneController.save_to_dir = wait_to_be_killed
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stopped_in", ["search", "race"])
+def test_a_sweep_killed_before_rays_first_save_starts_over_on_resume(tiny_model_dir, tiny_manifests, tmp_path, stopped_in):
+    """kill -9 after Tune wrote tuner.pkl (and Optuna handed out the first trials) but before
+    Ray saved any experiment state: Ray cannot restore that (it restarts with a budget of one
+    trial and never restores the searcher), so --resume starts that experiment over and it
+    runs every trial: all 3 search trials, the points_to_evaluate first, with no trial left
+    RUNNING in optuna.db; or both racing trials."""
+    import optuna
+
+    racing = {"finalists": 1, "seeds": 2} if stopped_in == "race" else "none"
+    raw = tiny_sweep("early", tiny_model_dir, tiny_manifests, racing=racing)
+    config, log, results = write_sweep(tmp_path, raw), tmp_path / "driver.log", tmp_path / "results" / "early"
+    experiment = results / "ray" / ("early-racing" if stopped_in == "race" else "early")
+    common = ["--config", str(config), "--num-cpus", "2", "--dashboard-port", str(free_port())]
+
+    driver = start_python(["-c", STOPPED_BEFORE_FIRST_SAVE, experiment.name, *common], tmp_path, log)
+    try:
+        wait_for(lambda: "STOPPED BEFORE THE FIRST SAVE" in log.read_text(), 300, "Ray's first save", driver, log)
+    finally:
+        kill_tree(driver)
+    assert (experiment / "tuner.pkl").is_file() and not list(experiment.glob("experiment_state-*.json"))
+    study = optuna.load_study(study_name="early", storage=f"sqlite:///{results / 'optuna.db'}")
+    if stopped_in == "search":
+        assert "RUNNING" in {t.state.name for t in study.trials}, "Optuna handed out no trial before the kill"
+
+    resume_to_the_end(common, tmp_path, log, timeout=600)
+
+    printed = log.read_text().split("STOPPED BEFORE THE FIRST SAVE")[-1]
+    assert "stopped before Ray saved its first experiment state" in printed and "Restarting experiment" not in printed
+    trials = read_trials(results).set_index("trial_number")
+    assert list(trials.index) == [1, 2, 3] and set(trials["status"]) == {"TERMINATED"}, trials[["status", "error"]]
+    assert (trials.loc[1, "learning_rate"], trials.loc[3, "learning_rate"]) == (GOOD_LR, OTHER_LR)
+    study = optuna.load_study(study_name="early", storage=f"sqlite:///{results / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    if stopped_in == "race":
+        race = pd_read(results / "racing.parquet")
+        assert len(race) == 2 and set(race["status"]) == {"TERMINATED"} and sorted(race["seed"]) == [1042, 2042]
