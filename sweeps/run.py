@@ -135,7 +135,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
             check_local_resources(sweep, ray.cluster_resources())
         check_storage(paths.storage_path, ray.nodes(), shared=args.shared_storage, expect_more_nodes=bool(args.address))
         concurrency = trial_concurrency(sweep, ray.nodes())
-        save_sweep(sweep, paths, resumed=resume, concurrency=concurrency)
+        save_sweep(sweep, paths, resumed=resume, concurrency=concurrency, continued=args.resume)
         started = time.monotonic()
         tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
         with tune_console():

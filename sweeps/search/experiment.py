@@ -416,16 +416,20 @@ def saved_storage(name: str, resume: bool) -> str | None:
     return None
 
 
-def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool, concurrency: TrialConcurrency | None = None) -> None:
+def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool, concurrency: TrialConcurrency | None = None,
+               continued: bool | None = None) -> None:
     """The sweep as run (re-readable with --config), where Ray keeps it (for --analyze), and
     every invocation that ran it (the one that started it, then each --resume) with how
-    many trials could run at once in it."""
+    many trials could run at once in it. ``resumed``: Ray's saved state was restored;
+    ``continued`` (default: ``resumed``): the earlier invocations are kept, also for a
+    --resume that starts over a sweep stopped before Ray's first save."""
     import yaml
 
     header = f"# The sweep {sweep.name!r} as run (YAML + overrides). Rerun: python -m sweeps.run --config {paths.results_dir}/sweep.yaml\n"
     atomic_write_text(paths.results_dir / "sweep.yaml", header + yaml.safe_dump(sweep.to_dict(), sort_keys=False))
     run_file = paths.results_dir / "run.json"
-    earlier = invocations(read_json(run_file)) if resumed and run_file.is_file() else []
+    keep = resumed if continued is None else continued
+    earlier = invocations(read_json(run_file)) if keep and run_file.is_file() else []
     invocation = {"command": sys.argv, "time": time.time(), "resumed": resumed}
     if concurrency is not None:
         invocation["concurrency"] = concurrency.to_dict()
@@ -451,10 +455,12 @@ def record_wall_time(results_dir: Path, wall_seconds: float) -> None:
 
 
 def one_go_timing(run: dict[str, Any]) -> tuple[float | None, TrialConcurrency | None]:
-    """The sweep's wall time and trial concurrency when one invocation ran all of it; (None,
-    None) once it was resumed: the trial time then spans several invocations, so no wall
-    time matches it."""
+    """The sweep's wall time and trial concurrency when one invocation ran all of it (the
+    last that started it, not resuming Ray's state); (None, None) once it was resumed: the
+    trial time then spans several invocations, so no wall time matches it."""
     ran = invocations(run)
+    starts = [index for index, entry in enumerate(ran) if not entry.get("resumed")]
+    ran = ran[starts[-1]:] if starts else ran
     if len(ran) != 1 or ran[0].get("resumed"):
         return None, None
     concurrency = ran[0].get("concurrency")

@@ -187,6 +187,10 @@ def test_run_json_keeps_how_the_sweep_was_started_and_every_resume(tmp_path, mon
     first, resumed = json.loads((paths.results_dir / "run.json").read_text())["invocations"]
     assert first == {"command": ["sweeps/run.py"], "time": 1.0, "resumed": False, "wall_seconds": 9.0} and resumed["resumed"]
 
+    # A --resume that starts over a sweep stopped before Ray's first save keeps how it was started.
+    save_sweep(sweep, paths, resumed=False, continued=True)
+    invoked = json.loads((paths.results_dir / "run.json").read_text())["invocations"]
+    assert [entry["resumed"] for entry in invoked] == [False, True, False] and invoked[0]["wall_seconds"] == 9.0
 
 
 ONE_CPU = {"max_concurrent_trials": 2, "trials_that_fit": 1, "cluster_resources": {"CPU": 1.0, "GPU": 0.0},
@@ -197,6 +201,9 @@ ONE_CPU = {"max_concurrent_trials": 2, "trials_that_fit": 1, "cluster_resources"
     ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0, "concurrency": ONE_CPU}], 40.0, 1),
     ([{"command": ["run.py"], "resumed": False, "wall_seconds": 40.0, "concurrency": ONE_CPU},
       {"command": ["run.py", "--resume"], "resumed": True, "wall_seconds": 30.0, "concurrency": ONE_CPU}], None, None),
+    # killed before Ray's first save, then started over by --resume: every trial ran in the second
+    ([{"command": ["run.py"], "resumed": False, "concurrency": ONE_CPU},
+      {"command": ["run.py", "--resume"], "resumed": False, "wall_seconds": 30.0, "concurrency": ONE_CPU}], 30.0, 1),
 ])
 def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocations, wall_seconds, concurrent):
     """The wall time of an interrupted first run is not the wall time of a resumed sweep's

@@ -420,3 +420,6 @@ def test_a_sweep_killed_before_rays_first_save_starts_over_on_resume(tiny_model_
     if stopped_in == "race":
         race = pd_read(results / "racing.parquet")
         assert len(race) == 2 and set(race["status"]) == {"TERMINATED"} and sorted(race["seed"]) == [1042, 2042]
+    run = json.loads((results / "run.json").read_text())
+    assert [entry["resumed"] for entry in run["invocations"]] == [False, stopped_in == "race"]
+    assert "--resume" in run["invocations"][1]["command"]
