@@ -202,10 +202,25 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
     sweep = load_sweep_config(sweep_file, overrides)
     run = read_json(run_file)
     paths = SweepPaths(results_dir=results_dir, storage_path=run["storage_path"], experiment_path=run["experiment_path"])
+    check_analyzable(name, paths.experiment_path)
     # The race raced the finalists of the sweep's own budgets: under others, a new finalist was not raced.
     as_run = load_sweep_config(sweep_file) if overrides else None
     wall_seconds, concurrency = one_go_timing(run)
     return report_results(sweep, paths, wall_seconds=wall_seconds, sweep_as_run=as_run, concurrency=concurrency)
+
+
+def check_analyzable(name: str, experiment_path: str) -> None:
+    """A sweep stopped before Ray saved its first experiment state has no trial results yet:
+    say so and how to continue, rather than fail inside Ray's ExperimentAnalysis."""
+    from ray.tune import Tuner
+
+    from sweeps.search.experiment import has_saved_state
+
+    if Tuner.can_restore(experiment_path) and not has_saved_state(experiment_path):
+        raise ConfigError(
+            f"--analyze {name}: the sweep stopped before Ray saved its first experiment state ({experiment_path} "
+            f"has no experiment_state-*.json), so no trial has results yet; continue it with: python -m sweeps.run --resume --name {name}"
+        )
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

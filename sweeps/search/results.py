@@ -16,7 +16,7 @@ from typing import Any
 from sweeps.budget import within_budget
 from sweeps.data_report import summary_section
 from sweeps.search.config import SweepConfig, results_column
-from sweeps.search.experiment import TrialConcurrency
+from sweeps.search.experiment import TrialConcurrency, has_saved_state
 from sweeps.search.racing import RACING_SUFFIX, choose_finalists, plain_value, race_table, race_winner, unfinished_race_runs
 from sweeps.search.summary import race_unfinished_note, resume_command, summary_markdown, unended_trials, unfinished_trials
 from sweeps.search.trial import COMPLETED, COMPLETED_KEY, ERROR, STOPPED_EARLY
@@ -199,10 +199,11 @@ def _race_record(entry: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
 
 
 def _race_trials(racing_path: str, sweep: SweepConfig) -> Any:
-    """The race's trials table, or None when no race was run (or it has no saved state)."""
+    """The race's trials table, or None when no race was run or it stopped before Ray saved
+    its first state (no racing trial had reported: the race is unfinished)."""
     from ray.tune import Tuner
 
-    return trials_table(racing_path, sweep) if Tuner.can_restore(racing_path) else None
+    return trials_table(racing_path, sweep) if Tuner.can_restore(racing_path) and has_saved_state(racing_path) else None
 
 
 def best_recipe(row: Any, sweep: SweepConfig) -> TrialConfig:

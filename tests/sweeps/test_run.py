@@ -152,7 +152,7 @@ def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypa
 
     (tmp_path / "cli").mkdir()
     (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict(max_wer_increase={"canary": 0.02})))
-    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": "s", "experiment_path": "e"}))
+    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": str(tmp_path / "s"), "experiment_path": str(tmp_path / "e")}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     seen = {}
     monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, sweep_as_run=None, **kwargs:
@@ -213,7 +213,7 @@ def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocat
 
     (tmp_path / "cli").mkdir()
     (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict()))
-    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": "s", "experiment_path": "e", "invocations": invocations}))
+    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": str(tmp_path / "s"), "experiment_path": str(tmp_path / "e"), "invocations": invocations}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     seen = {}
     monkeypatch.setattr(run, "report_results", lambda sweep, paths, wall_seconds, concurrency=None, **kwargs:
@@ -265,3 +265,16 @@ def test_resume_never_starts_over_trials_that_hold_checkpoints(tmp_path):
     sweep, paths = stopped_sweep(tmp_path, "trial_0a1b2c3d/.keep", "trial_4e5f6a7b/checkpoint_000000/adapter.bin")
     with pytest.raises(ConfigError, match=r"no experiment state .* trials trial_4e5f6a7b hold checkpoints"):
         check_experiment(sweep, paths, resume=True)
+
+
+def test_analyze_of_a_sweep_stopped_before_rays_first_save_says_to_resume(tmp_path, monkeypatch):
+    """No experiment state means no trial results: --analyze names that and the --resume
+    command instead of failing inside Ray's ExperimentAnalysis."""
+    import sweeps.run as run
+
+    _, paths = stopped_sweep(tmp_path)
+    (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict()))
+    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": paths.storage_path, "experiment_path": paths.experiment_path}))
+    monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
+    with pytest.raises(ConfigError, match=r"stopped before Ray saved its first experiment state .* python -m sweeps.run --resume --name cli"):
+        run.analyze("cli")
