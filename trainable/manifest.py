@@ -133,36 +133,55 @@ def _item_lines(text: str) -> Iterator[int]:
 
 
 def _delimited_records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Any]]:
-    """``path<TAB>text`` rows; a header row naming known fields is honoured if present.
-
-    TSV (and .txt) is read unquoted, as speech corpora write it (Common Voice too, see
-    trainable.layouts): each physical line is one row and a ``"`` is just text, so a transcript
-    that starts with a quote neither loses it nor swallows the lines after it. CSV keeps csv
-    quoting, since a transcript holding a comma must be quoted there. A row's line number is the
-    physical line it starts on, also when a quoted CSV field spans several lines.
-    """
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
-    rows: list[tuple[int, list[str]]] = []  # (physical line the row starts on, fields)
-    try:
-        ended = 0  # reader.line_num: lines read so far, so the last line of the row just read
-        for row in reader:
-            rows.append((ended + 1, row))
-            ended = reader.line_num
-    except csv.Error as error:
-        raise ManifestError(f"{path}:{reader.line_num}: cannot parse ({error})") from None
-    header = None
-    if rows and {c.strip().lower() for c in rows[0][1]} & set(AUDIO_FIELDS) and {c.strip().lower() for c in rows[0][1]} & set(TEXT_FIELDS):
-        header = [c.strip().lower() for c in rows[0][1]]
+    """``path<TAB>text`` rows; a header row naming known fields is honoured if present."""
+    rows = list(delimited_rows(path, text, delimiter))
+    first = rows[0][1] if rows and isinstance(rows[0][1], list) else []
+    names = [c.strip().lower() for c in first]
+    header = names if set(names) & set(AUDIO_FIELDS) and set(names) & set(TEXT_FIELDS) else None
     for index, (line, row) in enumerate(rows):
         if not row or (index == 0 and header):
             continue
-        if header:
+        if isinstance(row, RowProblem):
+            yield line, row
+        elif header:
             yield line, dict(zip(header, row))
         elif len(row) < 2:
             yield line, RowProblem(f"{path}:{line}", "missing field", f"expected 'path{delimiter!r}text', got {len(row)} column(s)")
         else:
             yield line, {"audio_filepath": row[0], "text": delimiter.join(row[1:])}
+
+
+def delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str] | RowProblem]]:
+    """(line number, fields or RowProblem) for each physical line of a TSV or CSV file.
+
+    A row is one line, in both. TSV (and .txt) is read unquoted, as speech corpora write it
+    (Common Voice too, see trainable.layouts): a ``"`` is just text, so a transcript that
+    starts with a quote neither loses it nor swallows the lines after it. CSV keeps csv
+    quoting within a line, since a transcript holding a comma must be quoted there; a quote
+    left open at the end of its line is a problem of that line, and the next line is read as
+    the next row. CSV would let the field run on to the next quote in the file, joining the
+    rows between into one transcript: in ASR data that is a stray quote far more often than a
+    transcript with a line break, and no line break is spoken.
+    """
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    lines = io.StringIO(text).readlines()  # split at "\n" only (read_text made every line end one)
+    for line, raw in enumerate(lines, start=1):
+        try:
+            yield line, next(csv.reader([raw], delimiter=delimiter, quoting=quoting, strict=True), [])
+        except csv.Error as error:
+            yield line, RowProblem(f"{path}:{line}", "bad quoting", _quoting_problem(error, line, lines))
+
+
+def _quoting_problem(error: csv.Error, line: int, lines: list[str]) -> str:
+    """Why the csv module refused line ``line`` (1-based) of ``lines``."""
+    if "end of data" not in str(error):  # text after a closing quote, or a field over csv's size limit
+        return f'cannot parse ({error}); quote a field holding a quote whole, writing each " in it as ""'
+    # Inside a quoted field "" is a quote of the text; a lone " ends the field.
+    closing = next((number for number in range(line + 1, len(lines) + 1) if '"' in lines[number - 1].replace('""', "")), None)
+    if closing is None:
+        return 'a quoted field opens on this line and is never closed; write a " inside a quoted field as ""'
+    return (f"a quoted field opens on this line and closes on line {closing}; a row is one line, so a transcript "
+            'holds no line break: close the quote on this line, or write a " inside a quoted field as ""')
 
 
 def _field(record: dict, names: tuple[str, ...]) -> Any:

@@ -1,6 +1,7 @@
 """Delimited manifests and dataset metadata as users' tools write them: TSV unquoted (a
-transcript may start with a quote), CSV quoted (a transcript may hold a comma), and a UTF-8
-byte-order mark at the start of the file (Excel writes one) changing nothing."""
+transcript may start with a quote), CSV quoted within a line (a transcript may hold a comma; a
+quote left open is a problem of its line, never a row swallowing the lines after it), and a
+UTF-8 byte-order mark at the start of the file (Excel writes one) changing nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import write_tone
 from trainable.data import ModelLimits, prepare_set
-from trainable.manifest import read_manifest
+from trainable.manifest import ManifestError, read_manifest
 from trainable.sources import read_source
 
 LIMITS = ModelLimits(sampling_rate=16000, max_audio_seconds=None, max_label_tokens=None)
@@ -40,19 +41,86 @@ def test_tsv_transcript_starting_with_a_quote_is_kept_verbatim(audio_dir, quoted
     assert len(prepare_set("eval", path, LIMITS).utterances) == 4
 
 
-def test_csv_keeps_quoting_and_names_rows_by_the_physical_line_they_start_on(audio_dir):
+def test_csv_keeps_quoting_within_a_line(audio_dir):
     path = audio_dir / "m.csv"
     path.write_text(
         "audio_filepath,text\n"
-        'audio/a0.wav,"hello, world"\n'   # line 2: a comma inside a quoted field
-        'audio/a1.wav,"two\nlines"\n'     # lines 3-4: one row
-        "audio/a2.wav,after\n"            # line 5
-        "audio/a3.wav\n"                  # line 6: no text field
+        'audio/a0.wav,"hello, world"\n'           # a comma inside a quoted field
+        'audio/a1.wav,"she said ""wait"""\n'      # quotes inside a quoted field, doubled
+        "audio/a2.wav,six\" tall\n"                # a quote inside an unquoted field is text
+        "audio/a3.wav\n"                           # line 5: no text field
     )
     utterances, problems = read_manifest(path)
-    assert [u.text for u in utterances] == ["hello, world", "two\nlines", "after"]
-    assert [u.source for u in utterances] == [f"{path}:2", f"{path}:3", f"{path}:5"]
-    assert [str(p) for p in problems] == [f"{path}:6: missing text field (one of text, transcript, transcription)"]
+    assert [u.text for u in utterances] == ["hello, world", 'she said "wait"', 'six" tall']
+    assert [u.source for u in utterances] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert [str(p) for p in problems] == [f"{path}:5: missing text field (one of text, transcript, transcription)"]
+
+
+UNCLOSED = "a quoted field opens on this line and is never closed"
+
+
+def _csv_with(audio_dir, second_row: str, header: bool = True):
+    """m.csv: rows one, ``second_row`` for audio a1, three, four (under a header line if ``header``)."""
+    path = audio_dir / "m.csv"
+    rows = ["audio/a0.wav,one", f"audio/a1.wav,{second_row}", "audio/a2.wav,three", "audio/a3.wav,four"]
+    path.write_text(("path,text\n" if header else "") + "".join(row + "\n" for row in rows))
+    return path, 1 + header  # the file and the line of the second row
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_unclosed_quote_is_a_problem_of_its_line_and_the_rows_after_it_are_read(audio_dir, header):
+    path, line = _csv_with(audio_dir, '"she said wait', header)
+    utterances, problems = read_manifest(path)
+    assert [str(p).split(";")[0] for p in problems] == [f"{path}:{line + 1}: {UNCLOSED}"]
+    assert [p.reason for p in problems] == ["bad quoting"]
+    assert [(u.text, u.source) for u in utterances] == [
+        ("one", f"{path}:{line}"), ("three", f"{path}:{line + 2}"), ("four", f"{path}:{line + 3}")]
+
+
+def test_csv_unclosed_quote_on_the_last_line_is_a_problem(audio_dir):
+    path = audio_dir / "m.csv"
+    path.write_text('audio/a0.wav,one\naudio/a1.wav,"two')  # no newline at the end either
+    utterances, problems = read_manifest(path)
+    assert [u.text for u in utterances] == ["one"]
+    assert [str(p).split(";")[0] for p in problems] == [f"{path}:2: {UNCLOSED}"]
+
+
+def test_csv_quoted_field_over_two_lines_is_a_problem_naming_both(audio_dir):
+    """Legal CSV, but in ASR data a line break in a transcript is a stray quote joining rows."""
+    path = audio_dir / "m.csv"
+    path.write_text('audio_filepath,text\naudio/a0.wav,one\naudio/a1.wav,"two\nlines"\naudio/a2.wav,three\n')
+    utterances, problems = read_manifest(path)
+    assert [(u.text, u.source) for u in utterances] == [("one", f"{path}:2"), ("three", f"{path}:5")]
+    assert [str(p).split(";")[0] for p in problems] == [
+        f"{path}:3: a quoted field opens on this line and closes on line 4",
+        f"{path}:4: missing text field (one of text, transcript, transcription)",  # 'lines"' read as a row of its own
+    ]
+
+
+def test_csv_text_after_a_closing_quote_is_a_problem_not_a_changed_transcript(audio_dir):
+    path, line = _csv_with(audio_dir, '"quoted" words')  # csv would read: quoted words
+    utterances, problems = read_manifest(path)
+    assert [u.text for u in utterances] == ["one", "three", "four"]
+    assert [(p.source, p.reason) for p in problems] == [(f"{path}:{line + 1}", "bad quoting")]
+    assert "',' expected after '\"'" in str(problems[0])
+
+
+def test_an_unclosed_quote_stops_the_run_or_is_skipped_with_the_rows_after_it_kept(audio_dir):
+    path, line = _csv_with(audio_dir, '"she said wait')
+    with pytest.raises(ManifestError) as error:
+        prepare_set("train", str(path), LIMITS)
+    assert f"{path}: 1 bad row(s)" in str(error.value) and f"{path}:{line + 1}: {UNCLOSED}" in str(error.value)
+    kept = prepare_set("train", str(path), LIMITS, on_bad_row="skip")
+    assert [u.text for u in kept.utterances] == ["one", "three", "four"]
+    assert kept.skipped == {"bad quoting": 1}
+
+
+def test_jsonl_line_break_inside_a_string_is_a_problem_of_both_halves_and_the_next_row_is_read(audio_dir):
+    path = audio_dir / "m.jsonl"
+    path.write_text('{"audio": "audio/a0.wav", "text": "two\nlines"}\n{"audio": "audio/a1.wav", "text": "after"}\n')
+    utterances, problems = read_manifest(path)
+    assert [(u.text, u.source) for u in utterances] == [("after", f"{path}:3")]
+    assert [(p.source, p.reason) for p in problems] == [(f"{path}:1", "bad json"), (f"{path}:2", "bad json")]
 
 
 def _with_and_without_bom(path, text):
@@ -117,3 +185,20 @@ def test_common_voice_tsv_with_a_byte_order_mark_reads_like_one_without(tmp_path
     assert plain.layout == bom.layout == "common_voice"
     assert [(u.text, u.speaker) for u in plain.utterances] == [(t, f"s{i}") for i, t in enumerate(TEXTS)]
     assert bom.utterances == plain.utterances
+
+
+def test_trainable_run_exits_2_naming_the_line_of_an_unclosed_quote(tiny_model_dir, tiny_manifests, tmp_path, capsys):
+    from trainable.run import main
+
+    folder = tiny_manifests["train"].parent
+    rows = [json.loads(line) for line in tiny_manifests["train"].read_text().splitlines()]
+    lines = [f'{folder / row["audio_filepath"]},{row["text"]}\n' for row in rows[:4]]
+    lines[2] = lines[2].replace(",", ',"', 1)  # line 4 of the file: its transcript's quote is never closed
+    train = tmp_path / "train.csv"
+    train.write_text("path,text\n" + "".join(lines))
+    code = main(["--model", str(tiny_model_dir), "--train-manifest", str(train), "--eval-manifest",
+                 f"heldout={tiny_manifests['heldout']}", "--device", "cpu", "--max-steps", "1", "--output-dir", str(tmp_path / "out")])
+    printed = capsys.readouterr().err
+    assert code == 2, printed
+    assert f"{train}: 1 bad row(s)" in printed and f"{train}:4: {UNCLOSED}" in printed
+    assert "Traceback" not in printed and not (tmp_path / "out").exists()
