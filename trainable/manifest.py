@@ -91,7 +91,9 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    for line, raw in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a line: a JSON string may hold U+2028, U+2029 or U+0085 unescaped
+    # (json.dumps(..., ensure_ascii=False) writes them so), which str.splitlines splits at.
+    for line, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:

@@ -123,6 +123,17 @@ def test_jsonl_line_break_inside_a_string_is_a_problem_of_both_halves_and_the_ne
     assert [(p.source, p.reason) for p in problems] == [(f"{path}:1", "bad json"), (f"{path}:2", "bad json")]
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_jsonl_string_holding_a_unicode_line_separator_is_one_row(audio_dir, separator):
+    """json.dumps(..., ensure_ascii=False) writes these unescaped; only \\n ends a JSONL line."""
+    path = audio_dir / "m.jsonl"
+    rows = [{"audio": "audio/a0.wav", "text": f"one{separator}two"}, {"audio": "audio/a1.wav", "text": "three"}]
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    utterances, problems = read_manifest(path)
+    assert not problems
+    assert [(u.text, u.source) for u in utterances] == [(f"one{separator}two", f"{path}:1"), ("three", f"{path}:2")]
+
+
 def _with_and_without_bom(path, text):
     """What read_manifest gives for ``text`` written plainly, then with a byte-order mark."""
     path.write_text(text, encoding="utf-8")
