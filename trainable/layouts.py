@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from trainable.manifest import ManifestError
+from trainable.manifest import ManifestError, RowProblem, delimited_rows
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
 # A location holding one of these is a glob pattern of files.
@@ -202,8 +202,7 @@ def _metadata_columns(path: Path) -> list[str]:
 def _metadata_records(path: Path) -> Iterator[dict]:
     # utf-8-sig: a leading byte-order mark (Excel writes one) would otherwise stick to the first column's name
     if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            yield from csv.DictReader(handle)
+        yield from _metadata_csv_records(path, path.read_text(encoding="utf-8-sig"))
     elif path.suffix == ".jsonl":
         with open(path, encoding="utf-8-sig") as handle:
             for line, raw in enumerate(handle, start=1):
@@ -216,6 +215,22 @@ def _metadata_records(path: Path) -> Iterator[dict]:
         import pyarrow.parquet as pq
 
         yield from pq.read_table(path).to_pylist()
+
+
+def _metadata_csv_records(path: Path, text: str) -> Iterator[dict]:
+    """metadata.csv rows under its header line, one line a row as for a CSV manifest
+    (trainable.manifest.delimited_rows): an unclosed quote is refused naming its line, where
+    csv would join the rows after it into one transcript."""
+    header = None
+    for _, row in delimited_rows(path, text, ","):
+        if isinstance(row, RowProblem):
+            raise ManifestError(str(row))
+        if not row:
+            continue
+        if header is None:
+            header = row
+            continue
+        yield {name: row[i] if i < len(row) else None for i, name in enumerate(header)}
 
 
 def _metadata_rows(files: list[Path], root: Path, columns: list[str]) -> Iterator[dict]:

@@ -198,6 +198,18 @@ def test_common_voice_tsv_with_a_byte_order_mark_reads_like_one_without(tmp_path
     assert bom.utterances == plain.utterances
 
 
+def test_audiofolder_metadata_csv_with_an_unclosed_quote_is_refused_naming_its_line(tmp_path):
+    folder = tmp_path / "af"
+    (folder / "clips").mkdir(parents=True)
+    for i in range(3):
+        write_tone(folder / "clips" / f"c{i}.wav", 0.5, 300 + 50 * i, seed=i)
+    metadata = folder / "metadata.csv"
+    metadata.write_text('file_name,transcription\nclips/c0.wav,one\nclips/c1.wav,"two\nclips/c2.wav,three\n')
+    with pytest.raises(ManifestError) as error:
+        read_source(str(folder))
+    assert str(error.value).startswith(f"{metadata}:3: {UNCLOSED}")
+
+
 def test_trainable_run_exits_2_naming_the_line_of_an_unclosed_quote(tiny_model_dir, tiny_manifests, tmp_path, capsys):
     from trainable.run import main
 
