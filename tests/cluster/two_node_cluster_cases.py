@@ -106,7 +106,12 @@ def test_trials_pinned_to_node2_run_there_and_their_rows_say_so(two_nodes, tiny_
 def held_train_trial(config: dict) -> None:
     """train_trial, instrumented: every report's node and step go to ``report_log``, and a
     trial on ``hold_on_node`` stops after its first checkpoint, so the test can take that
-    node away mid-trial (the retry elsewhere runs normally)."""
+    node away mid-trial (the retry elsewhere runs normally).
+
+    A report's line is written before the report is handed to Tune: ``tune.report`` returns
+    only when the driver asks for the next result, which it does after the checkpoint
+    callback has already killed the node, so a line written after it would depend on the
+    node's worker outliving its raylet."""
     from sweeps.search import trial as glue
 
     config = dict(config)
@@ -114,10 +119,10 @@ def held_train_trial(config: dict) -> None:
     forward = glue.TuneReporter.__call__
 
     def report_then_hold(self, metrics, checkpoint_dir):
-        forward(self, metrics, checkpoint_dir)  # the checkpoint is in storage when this returns
         node_id = ray.get_runtime_context().get_node_id()
         with open(report_log, "a") as log:
             log.write(json.dumps({"node_id": node_id, "step": metrics.get("step")}) + "\n")
+        forward(self, metrics, checkpoint_dir)  # the checkpoint is in storage before the driver sees the report
         if checkpoint_dir and node_id == hold_on_node:
             time.sleep(TIME_BUDGET_S)  # until the test removes this node
 
