@@ -166,24 +166,31 @@ def delimited_rows(path: Path, text: str, delimiter: str) -> Iterator[tuple[int,
     transcript with a line break, and no line break is spoken.
     """
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    lines = io.StringIO(text).readlines()  # split at "\n" only (read_text made every line end one)
+    lines = io.StringIO(text).readlines()  # split at "\n" only: read_text turned "\r\n" and "\r" into it
     for line, raw in enumerate(lines, start=1):
         try:
             yield line, next(csv.reader([raw], delimiter=delimiter, quoting=quoting, strict=True), [])
         except csv.Error as error:
-            yield line, RowProblem(f"{path}:{line}", "bad quoting", _quoting_problem(error, line, lines))
+            yield line, _line_problem(f"{path}:{line}", error, line, lines)
 
 
-def _quoting_problem(error: csv.Error, line: int, lines: list[str]) -> str:
+def _line_problem(source: str, error: csv.Error, line: int, lines: list[str]) -> RowProblem:
     """Why the csv module refused line ``line`` (1-based) of ``lines``."""
-    if "end of data" not in str(error):  # text after a closing quote, or a field over csv's size limit
-        return f'cannot parse ({error}); quote a field holding a quote whole, writing each " in it as ""'
+    if "end of data" in str(error):  # the line ends inside a quoted field
+        return RowProblem(source, "bad quoting", _unclosed_quote(line, lines))
+    if "expected after" in str(error):  # text after a closing quote: csv would drop both quotes
+        return RowProblem(source, "bad quoting", f'cannot parse ({error}); quote a field holding a quote whole, writing each " in it as ""')
+    return RowProblem(source, "bad row", f"cannot parse ({error})")  # e.g. a field over csv's size limit
+
+
+def _unclosed_quote(line: int, lines: list[str]) -> str:
+    """A quote left open on line ``line``, and the line where plain CSV would close it, if any."""
     # Inside a quoted field "" is a quote of the text; a lone " ends the field.
     closing = next((number for number in range(line + 1, len(lines) + 1) if '"' in lines[number - 1].replace('""', "")), None)
     if closing is None:
         return 'a quoted field opens on this line and is never closed; write a " inside a quoted field as ""'
-    return (f"a quoted field opens on this line and closes on line {closing}; a row is one line, so a transcript "
-            'holds no line break: close the quote on this line, or write a " inside a quoted field as ""')
+    return (f"a quoted field opens on this line and closes on line {closing}; a row is one line, so a "
+            'transcript holds no line break: close the quote on this line, or write a " inside a quoted field as ""')
 
 
 def _field(record: dict, names: tuple[str, ...]) -> Any:

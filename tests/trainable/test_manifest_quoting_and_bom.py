@@ -225,3 +225,15 @@ def test_trainable_run_exits_2_naming_the_line_of_an_unclosed_quote(tiny_model_d
     assert code == 2, printed
     assert f"{train}: 1 bad row(s)" in printed and f"{train}:4: {UNCLOSED}" in printed
     assert "Traceback" not in printed and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["m.tsv", "m.csv"])
+def test_a_line_over_the_csv_field_size_limit_is_a_problem_of_that_line_only(audio_dir, name):
+    path = audio_dir / name
+    separator = "\t" if name == "m.tsv" else ","
+    texts = ["one", "x" * 200_000, "three"]  # csv refuses a field over 131072 characters
+    path.write_text("".join(f"audio/a{i}.wav{separator}{text}\n" for i, text in enumerate(texts)))
+    utterances, problems = read_manifest(path)
+    assert [(u.text, u.source) for u in utterances] == [("one", f"{path}:1"), ("three", f"{path}:3")]
+    assert [(p.source, p.reason) for p in problems] == [(f"{path}:2", "bad row")]
+    assert "field larger than field limit" in str(problems[0])
