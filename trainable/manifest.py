@@ -99,7 +99,7 @@ def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as error:
-            yield line, RowProblem(f"{path}:{line}", "bad json", f"not valid JSON ({error.msg} at column {error.colno})")
+            yield line, RowProblem(f"{path}:{line}", "bad json", f"not valid JSON ({json_error(error)})")
             continue
         if not isinstance(record, dict):
             yield line, RowProblem(f"{path}:{line}", "bad json", f"expected a JSON object, got {type(record).__name__}")
@@ -112,7 +112,7 @@ def _json_list_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     try:
         records = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        raise ManifestError(f"{path}:{error.lineno}: not valid JSON ({json_error(error)})") from None
     if not isinstance(records, list):
         raise ManifestError(f"{path}: a .json manifest must hold a list of objects")
     for line, record in zip(_item_lines(text), records):
@@ -132,6 +132,12 @@ def _item_lines(text: str) -> Iterator[int]:
             return
         yield text.count("\n", 0, position) + 1
         _, position = decoder.raw_decode(text, position)
+
+
+def json_error(error: json.JSONDecodeError) -> str:
+    """What json found wrong and where on the line: its message without the trailing "at"
+    some messages end in ("Unterminated string starting at"), then the column."""
+    return f"{error.msg.removesuffix(' at')} at column {error.colno}"
 
 
 def _delimited_records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Any]]:

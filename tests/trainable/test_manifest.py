@@ -164,3 +164,15 @@ def test_leakage_guard_by_path_and_by_content(audio_dir):
     assert overlap["heldout"]["count"] == 3
     assert overlap["heldout"]["ids"] == ["same-path", "same-bytes", "same-samples"]
     assert overlap["clean"]["count"] == 0
+
+
+@pytest.mark.parametrize("text, detail", [
+    ('{"audio_filepath": "a.wav", "text": "x\n', "Unterminated string starting at column 37"),
+    ('{"audio_filepath" "a.wav"}\n', "Expecting ':' delimiter at column 19"),
+])
+def test_a_jsonl_error_says_what_and_at_which_column_once(tmp_path, text, detail):
+    """json's messages end in "at" or not; the row problem reads as one phrase either way."""
+    path = tmp_path / "m.jsonl"
+    path.write_text(text)
+    _, problems = read_manifest(path)
+    assert [str(p) for p in problems] == [f"{path}:1: not valid JSON ({detail})"]
