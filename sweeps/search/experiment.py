@@ -231,10 +231,10 @@ class TrialConcurrency:
         per_trial = " + ".join(f"{amount:g} {name}" for name, amount in self.resources_per_trial if amount)
         cluster = " + ".join(f"{amount:g} {name}" for name, amount in self.cluster_resources if amount or name == "CPU")
         fit = (f"the cluster's {cluster} fit {self.trials_that_fit} trial{'s' if self.trials_that_fit != 1 else ''} "
-               f"of {per_trial} (resources_per_trial)")
+               f"of resources_per_trial {per_trial}")
         if self.trials_that_fit < self.max_concurrent_trials:
             return f"{fit}, fewer than max_concurrent_trials {self.max_concurrent_trials}"
-        return f"max_concurrent_trials ({fit})"
+        return f"max_concurrent_trials; {fit}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_concurrent_trials": self.max_concurrent_trials, "trials_that_fit": self.trials_that_fit,

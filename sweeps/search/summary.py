@@ -234,8 +234,8 @@ def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, con
     if wall_seconds:
         ideal = trial_seconds / concurrency.trials
         out.write(f"; sweep wall time {wall_seconds:.0f} s" + (" (search and race)" if race_trials is not None else ""))
-        out.write(f"; overhead ratio {wall_seconds / ideal:.2f} (wall / (trial time / {concurrency.trials} concurrent: "
-                  f"{concurrency.describe()}))" if ideal else "")
+        out.write(f"; overhead ratio {wall_seconds / ideal:.2f}, wall time over trial time / {concurrency.trials} "
+                  f"trial{'s' if concurrency.trials != 1 else ''} at once ({concurrency.describe()})" if ideal else "")
     out.write(".\n\n")
 
 

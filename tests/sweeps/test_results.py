@@ -126,13 +126,13 @@ def test_the_overhead_ratio_divides_by_the_trials_the_cluster_fit_not_max_concur
                           row(3, "TERMINATED", 0.35, 3e-3), row(4, "TERMINATED", 0.33, 4e-3)])
     one_cpu = trial_concurrency(SWEEP, [{"Alive": True, "Resources": {"CPU": 1.0, "memory": 1e9}}])
     summary = summary_markdown(table, best_trial(table, SWEEP), SWEEP, "/x", 420.0, concurrency=one_cpu)
-    assert ("overhead ratio 1.05 (wall / (trial time / 1 concurrent: the cluster's 1 CPU fit 1 trial of 1 CPU "
-            "(resources_per_trial), fewer than max_concurrent_trials 2))") in summary
+    assert ("overhead ratio 1.05, wall time over trial time / 1 trial at once (the cluster's 1 CPU fit 1 trial of "
+            "resources_per_trial 1 CPU, fewer than max_concurrent_trials 2).") in summary
     four_cpus = trial_concurrency(SWEEP, [{"Alive": True, "Resources": {"CPU": 4.0}}])
-    assert ("overhead ratio 2.10 (wall / (trial time / 2 concurrent: max_concurrent_trials (the cluster's 4 CPU fit 4 trials "
-            "of 1 CPU (resources_per_trial))))") in summary_markdown(table, None, SWEEP, "/x", 420.0, concurrency=four_cpus)
+    assert ("overhead ratio 2.10, wall time over trial time / 2 trials at once (max_concurrent_trials; the cluster's "
+            "4 CPU fit 4 trials of resources_per_trial 1 CPU).") in summary_markdown(table, None, SWEEP, "/x", 420.0, concurrency=four_cpus)
     # Without a record of the cluster (a run.json from before it was kept), the line says so.
-    assert "(wall / (trial time / 2 concurrent: max_concurrent_trials; how many trials the cluster fit was not recorded))" in \
+    assert "trial time / 2 trials at once (max_concurrent_trials; how many trials the cluster fit was not recorded)." in \
         summary_markdown(table, None, SWEEP, "/x", 420.0)
 
 
