@@ -286,10 +286,15 @@ def _clip_durations(path: Path) -> dict[str, float]:
 def _common_voice_rows(tsv: Path, durations: dict[str, float], columns: list[str]) -> Iterator[dict]:
     # Common Voice writes its TSVs unquoted: a sentence may hold a lone '"'.
     with open(tsv, newline="", encoding="utf-8-sig") as handle:
-        for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if durations and "duration" not in row:
-                row["duration"] = durations.get(row.get("path") or "")
-            yield {c: row.get(c) for c in columns}
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        try:
+            for row in reader:
+                if durations and "duration" not in row:
+                    row["duration"] = durations.get(row.get("path") or "")
+                yield {c: row.get(c) for c in columns}
+        except csv.Error as error:  # e.g. a field over csv's size limit: name the line, not a traceback
+            # The inner reader's line count: DictReader's own lags a row behind when a row fails.
+            raise ManifestError(f"{tsv}:{reader.reader.line_num}: cannot parse ({error})") from None
 
 
 # --------------------------------------------------------------------------- hub

@@ -237,3 +237,15 @@ def test_a_line_over_the_csv_field_size_limit_is_a_problem_of_that_line_only(aud
     assert [(u.text, u.source) for u in utterances] == [("one", f"{path}:1"), ("three", f"{path}:3")]
     assert [(p.source, p.reason) for p in problems] == [(f"{path}:2", "bad row")]
     assert "field larger than field limit" in str(problems[0])
+
+
+def test_a_common_voice_line_csv_cannot_parse_is_named_by_file_and_line(tmp_path):
+    """A field over csv's size limit (131,072 characters) is an input error of that line,
+    not a csv.Error traceback."""
+    folder = tmp_path / "cv"
+    (folder / "clips").mkdir(parents=True)
+    write_tone(folder / "clips" / "c0.wav", 0.5, 300, seed=0)
+    huge = "x" * 140_000
+    (folder / "train.tsv").write_text(f"client_id\tpath\tsentence\ns0\tc0.wav\tfine\ns1\tc0.wav\t{huge}\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=rf"{folder / 'train.tsv'}:3: cannot parse \(field larger than field limit"):
+        read_source(str(folder))
