@@ -200,10 +200,9 @@ def _race_record(entry: dict[str, Any], sweep: SweepConfig) -> dict[str, Any]:
 
 def _race_trials(racing_path: str, sweep: SweepConfig) -> Any:
     """The race's trials table, or None when no race was run or it stopped before Ray saved
-    its first state (no racing trial had reported: the race is unfinished)."""
-    from ray.tune import Tuner
-
-    return trials_table(racing_path, sweep) if Tuner.can_restore(racing_path) and has_saved_state(racing_path) else None
+    its first state (no racing trial had reported: the race is unfinished). Ray's saved state
+    is what ``trials_table`` reads, and there is none without a race."""
+    return trials_table(racing_path, sweep) if has_saved_state(racing_path) else None
 
 
 def best_recipe(row: Any, sweep: SweepConfig) -> TrialConfig:
