@@ -210,17 +210,24 @@ def analyze(name: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
 
 
 def check_analyzable(name: str, experiment_path: str) -> None:
-    """A sweep stopped before Ray saved its first experiment state has no trial results yet:
-    say so and how to continue, rather than fail inside Ray's ExperimentAnalysis."""
+    """Ray's saved experiment state is what --analyze reads: without it, say why and what to
+    do, rather than fail inside Ray's ExperimentAnalysis. A sweep stopped before Ray's first
+    save has no trial results yet; a folder moved or deleted since has none here."""
     from ray.tune import Tuner
 
     from sweeps.search.experiment import has_saved_state
 
-    if Tuner.can_restore(experiment_path) and not has_saved_state(experiment_path):
+    if has_saved_state(experiment_path):
+        return
+    if Tuner.can_restore(experiment_path):
         raise ConfigError(
             f"--analyze {name}: the sweep stopped before Ray saved its first experiment state ({experiment_path} "
             f"has no experiment_state-*.json), so no trial has results yet; continue it with: python -m sweeps.run --resume --name {name}"
         )
+    raise ConfigError(
+        f"--analyze {name}: no Ray experiment at {experiment_path} (run.json's experiment_path), where the sweep's "
+        "trials are kept; was it moved or deleted? Put it back there, or run the sweep again"
+    )
 
 
 def _changed_keys(saved: dict, current: dict, prefix: str = "") -> list[str]:

@@ -152,6 +152,7 @@ def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypa
 
     (tmp_path / "cli").mkdir()
     (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict(max_wer_increase={"canary": 0.02})))
+    saved_experiment(tmp_path / "e")
     (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": str(tmp_path / "s"), "experiment_path": str(tmp_path / "e")}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     seen = {}
@@ -213,6 +214,7 @@ def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocat
 
     (tmp_path / "cli").mkdir()
     (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict()))
+    saved_experiment(tmp_path / "e")
     (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": str(tmp_path / "s"), "experiment_path": str(tmp_path / "e"), "invocations": invocations}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     seen = {}
@@ -221,6 +223,12 @@ def test_analyze_times_only_a_sweep_run_in_one_go(tmp_path, monkeypatch, invocat
     assert run.analyze("cli") == 0
     assert seen["wall_seconds"] == wall_seconds
     assert (seen["concurrency"].trials if seen["concurrency"] else None) == concurrent
+
+
+def saved_experiment(path):
+    """An experiment folder as --analyze finds it after a run: Ray's saved state in it."""
+    path.mkdir(parents=True)
+    (path / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
 
 
 def stopped_sweep(tmp_path, *files: str):
@@ -277,4 +285,18 @@ def test_analyze_of_a_sweep_stopped_before_rays_first_save_says_to_resume(tmp_pa
     (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": paths.storage_path, "experiment_path": paths.experiment_path}))
     monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
     with pytest.raises(ConfigError, match=r"stopped before Ray saved its first experiment state .* python -m sweeps.run --resume --name cli"):
+        run.analyze("cli")
+
+
+def test_analyze_of_a_sweep_whose_ray_folder_is_gone_says_where_it_looked(tmp_path, monkeypatch):
+    """run.json names an experiment folder that was moved or deleted: an error naming it, not
+    Ray's ValueError traceback."""
+    import sweeps.run as run
+
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "sweep.yaml").write_text(yaml.safe_dump(sweep_dict()))
+    gone = tmp_path / "moved" / "ray" / "cli"
+    (tmp_path / "cli" / "run.json").write_text(json.dumps({"storage_path": str(gone.parent), "experiment_path": str(gone)}))
+    monkeypatch.setattr(run, "RESULTS_ROOT", tmp_path)
+    with pytest.raises(ConfigError, match=rf"--analyze cli: no Ray experiment at {gone} \(run.json's experiment_path\)"):
         run.analyze("cli")
