@@ -41,7 +41,7 @@ from sweeps.repro.selection import (
 )
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
-from trainable.files import atomic_write_json
+from trainable.files import atomic_write_json, remove_abandoned_staging, removed_line
 from trainable.preflight import check_writable_folder, missing_input, module_tree_to_check
 
 RESULTS = Path("results")
@@ -331,6 +331,7 @@ def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     check_recipe_here(config, source, repro_dir, args)
     runs = seed_configs(config, seeds, max(0, args.determinism_reruns), repro_dir, args.cpus_per_trial)
     set_aside_earlier_results(repro_dir)
+    remove_abandoned_seed_staging(repro_dir)
     finished, failed, wall = reuse_or_train(runs, args, device_here(config, args), name)
     table = scores_table(finished, [n for n, _ in config.eval_manifests])
     write_scores(table, repro_dir / SCORES_FILE)
@@ -388,6 +389,15 @@ def set_aside_earlier_results(repro_dir: Path) -> None:
         os.replace(path, aside / path.name)
     print(f"repro: moved the earlier verdict, report and scores to {shown(aside)}/: they describe that run's seeds; "
           "this run writes new ones once every seed has finished", flush=True)
+
+
+def remove_abandoned_seed_staging(repro_dir: Path) -> None:
+    """Remove the staging folders of seed runs killed while writing their outputs on this
+    host (``trainable.files.remove_abandoned_staging``), saying so in one line: each may hold
+    an adapter and reports, and nothing else ever removes them."""
+    removed = remove_abandoned_staging(repro_dir)
+    if removed:
+        print(f"repro: {removed_line(removed, shown(repro_dir))}", flush=True)
 
 
 def result_files() -> tuple[str, ...]:

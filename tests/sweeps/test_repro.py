@@ -594,6 +594,38 @@ def test_a_budget_on_a_set_the_seeds_do_not_score_stops_before_training(tmp_path
     assert f"{best}: max_wer_increase: no eval set 'source' is scored (scored: dev, canary)" in capsys.readouterr().err
 
 
+def test_repro_removes_the_staging_folders_of_seeds_killed_mid_write_before_its_seeds_start(tmp_path, monkeypatch, capsys):
+    """A seed killed (kill -9, lost node) while writing its outputs leaves its staging folder in
+    the repro folder; the next repro removes it, in one printed line, before any seed starts,
+    and keeps one whose process still runs here and one made on another host."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    host = socket.gethostname()
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait(timeout=30)  # its pid now names no process
+    out = tmp_path / "repro"
+    abandoned = out / f".seed_43.{killed.pid}@{host}.staging"
+    (abandoned / "lora_adapter").mkdir(parents=True)
+    kept = [out / f".seed_44.{os.getpid()}@{host}.staging", out / f".seed_45.{killed.pid}@another-node.staging"]
+    for folder in kept:
+        folder.mkdir()
+    left_before_seeds = []
+
+    def run_all_seeds(*args, **kwargs):
+        left_before_seeds.extend(sorted(p.name for p in out.iterdir() if p.name.endswith(".staging")))
+        return fake(*args, **kwargs)
+
+    fake, _ = fake_seed_runs({"dev": (3, 1), "canary": (1, 1)})
+    monkeypatch.setattr(repro, "run_all_seeds", run_all_seeds)
+    best = write_best(tmp_path / "best.json")
+    assert repro.main(["--config", str(best), "--trials", "1", "--determinism-reruns", "0", "--output-dir", "repro",
+                       "--resamples", "300"]) == 0
+    assert left_before_seeds == sorted(folder.name for folder in kept)
+    assert (f"repro: removed 1 staging folder in repro left by a process no longer running on this host "
+            f"(killed while writing its outputs): {abandoned.name}\n") in capsys.readouterr().out
+
+
 def test_sclite_on_repros_trn_files_gives_each_seeds_totals(tmp_path, sclite_totals):
     """scores.parquet rows of two seeds, scored by the project's scorer, exported per seed and system."""
     from trainable.wer import score_as_dict, score_corpus
