@@ -59,10 +59,19 @@ def _parse_file(path: str | Path, parse, parse_error: type[Exception], describe)
         raise ConfigError(f"{path}{describe(error)}") from None
 
 
+def read_config_file(path: str | Path) -> Any:
+    """The content of a YAML (.yaml/.yml) or JSON (any other name) file."""
+    path = Path(path)
+    return read_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else read_json(path)
+
+
 def read_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML (.yaml/.yml) or JSON file that must hold a mapping of keys."""
-    path = Path(path)
-    data = read_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else read_json(path)
+    return as_mapping(read_config_file(path), path)
+
+
+def as_mapping(data: Any, path: str | Path) -> dict[str, Any]:
+    """``data`` read from ``path``, which must be a mapping of keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     return data
@@ -71,7 +80,12 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The recipe fields held by any recipe file: a plain recipe, or the ``config:`` of a
     best.json or summary.json, or the ``trial:`` section of a sweep YAML."""
-    data = read_mapping(path)
+    return recipe_fields(read_config_file(path), path)
+
+
+def recipe_fields(data: Any, path: str | Path) -> dict[str, Any]:
+    """``read_recipe`` of content already read from ``path``."""
+    data = as_mapping(data, path)
     for section in ("trial", "config"):
         if isinstance(data.get(section), dict):
             return data[section]

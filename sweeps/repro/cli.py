@@ -36,11 +36,11 @@ from sweeps.repro import ReproError
 from sweeps.repro.reuse import reuse_finished_runs, shown
 from sweeps.repro.seeds import determinism_summary, rerun_checks, run_all_seeds, scores_table, seed_configs, write_scores
 from sweeps.repro.selection import (
-    EvalSet, SweepChoice, check_budgets, check_sweep_finished, confirmation_config, default_seeds, parse_budget_flags, parse_confirm_flag,
-    read_sweep_choice, selection_bias,
+    EvalSet, RecipeFile, SweepChoice, check_budgets, check_sweep_finished, confirmation_config, default_seeds, parse_budget_flags,
+    parse_confirm_flag, read_recipe_file, read_sweep_choice, selection_bias,
 )
 from trainable.config import TrialConfig
-from trainable.config_io import ConfigError, parse_override, read_json, read_recipe
+from trainable.config_io import ConfigError, parse_override, read_json, recipe_fields
 from trainable.files import atomic_write_json, remove_abandoned_staging, removed_line
 from trainable.preflight import check_writable_folder, missing_input, module_tree_to_check
 
@@ -245,11 +245,12 @@ def _sweep_names() -> str:
     return ", ".join(sorted(p.parent.name for p in RESULTS.glob("*/best.json")))
 
 
-def load_config(path: Path, overrides: Sequence[str]) -> TrialConfig:
-    """The recipe from any recipe file (``trainable.config_io.read_recipe``) with ``key=value``
+def load_config(source: RecipeFile, overrides: Sequence[str]) -> TrialConfig:
+    """The recipe of any recipe file (``trainable.config_io.recipe_fields``) with ``key=value``
     overrides on top (``trial.max_steps=50`` works too)."""
+    path = source.path
     try:
-        recipe = TrialConfig.from_dict(read_recipe(path))
+        recipe = TrialConfig.from_dict(recipe_fields(source.data, path))
     except ConfigError as error:
         raise ReproError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from None
     # A seed run reports to nobody: the sweep's mid-run evaluations (eval_every) would
@@ -319,9 +320,10 @@ class ReproRecord:
 def rerun(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     """Train every seed through Ray, store scores.parquet, then analyse and report."""
     source, name, default_dir = find_config_source(args)
-    check_sweep_finished(source)  # an interrupted sweep's best.json is not its winner
-    recipe = load_config(source, args.overrides)
-    choice = read_sweep_choice(source, recipe)
+    source_file = read_recipe_file(source)  # read once: a sweep may rewrite its best.json meanwhile
+    check_sweep_finished(source_file)  # an interrupted sweep's best.json is not its winner
+    recipe = load_config(source_file, args.overrides)
+    choice = read_sweep_choice(source_file, recipe)
     confirm = parse_confirm_flag(args.confirm_on) if args.confirm_on else choice.confirm_on
     config = confirmation_config(recipe, choice, confirm)
     tested = args.eval_set or config.primary_eval

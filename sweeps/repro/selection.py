@@ -18,7 +18,7 @@ from sweeps.budget import budget_limit
 from sweeps.confirm import confirm_pairs
 from sweeps.repro import ReproError
 from trainable.config import TrialConfig, parse_eval_manifest
-from trainable.config_io import ConfigError, coerce_number, read_json, read_mapping
+from trainable.config_io import ConfigError, as_mapping, coerce_number, read_config_file
 
 # Keys only a sweep's best.json holds; a recipe file with any of them is a sweep's choice.
 SWEEP_KEYS = ("sweep", "select_on", "confirm_on", "selection_seeds", "max_wer_increase")
@@ -46,16 +46,31 @@ class SweepChoice:
     selection_seeds: tuple[int, ...] = ()
 
 
-def check_sweep_finished(path: Path) -> None:
+@dataclass(frozen=True)
+class RecipeFile:
+    """A recipe file (a sweep's best.json, a recipe, a sweep YAML) as read once. Whether its
+    sweep finished, the recipe and the sweep's choice all come from this one reading, so a
+    best.json rewritten meanwhile (a sweep still finishing its race) cannot give repro a
+    recipe of one version and a choice of another."""
+
+    path: Path
+    data: Any  # the file's content as parsed, which need not be a mapping
+
+
+def read_recipe_file(path: Path) -> RecipeFile:
+    try:
+        return RecipeFile(path, read_config_file(path))
+    except ConfigError as error:
+        raise ReproError(str(error)) from None
+
+
+def check_sweep_finished(source: RecipeFile) -> None:
     """Refuse a best.json that says its sweep is unfinished (``"complete": false``: search
     trials or race runs not finished): it holds the best so far, or no recipe at all while
     the race is unfinished, not the sweep's winner, and the finished sweep may choose another."""
+    path, data = source.path, source.data
     if path.suffix != ".json":
         return
-    try:
-        data = read_json(path)
-    except ConfigError as error:
-        raise ReproError(str(error)) from None
     if not isinstance(data, dict) or data.get("complete") is not False:
         return
     name = data.get("sweep") or path.parent.name
@@ -67,19 +82,16 @@ def check_sweep_finished(path: Path) -> None:
                      f"Finish it with: {resume}, then run repro again")
 
 
-def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
+def read_sweep_choice(source: RecipeFile, config: TrialConfig) -> SweepChoice:
     """The sweep's keys of a best.json (older ones lack select_on, confirm_on and
     selection_seeds: their select set is the recipe's first eval set); a sweep YAML's
     confirm_on and max_wer_increase (its ``trial:`` recipe was chosen by no sweep); a plain
     recipe file gives an empty choice."""
+    path, data = source.path, source.data
     if path.suffix.lower() in (".yaml", ".yml"):
-        return _sweep_yaml_choice(path)
+        return _sweep_yaml_choice(source)
     if path.suffix != ".json":
         return SweepChoice()
-    try:
-        data = read_json(path)
-    except ConfigError as error:
-        raise ReproError(str(error)) from None
     if not isinstance(data, dict) or not any(key in data for key in SWEEP_KEYS):
         return SweepChoice()
     paths = dict(config.resolved().eval_manifests)  # absolute, as the seed runs will read them
@@ -94,9 +106,10 @@ def read_sweep_choice(path: Path, config: TrialConfig) -> SweepChoice:
     )
 
 
-def _sweep_yaml_choice(path: Path) -> SweepChoice:
+def _sweep_yaml_choice(source: RecipeFile) -> SweepChoice:
+    path = source.path
     try:
-        data = read_mapping(path)
+        data = as_mapping(source.data, path)
         if not isinstance(data.get("trial"), dict):
             return SweepChoice()  # a plain recipe written as YAML
         pairs = confirm_pairs(data.get("confirm_on") or {})

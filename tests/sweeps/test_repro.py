@@ -16,6 +16,7 @@ import pytest
 from conftest import write_manifest, write_tone
 from sweeps.repro import cli as repro
 from sweeps.repro import seeds
+from sweeps.repro.selection import check_sweep_finished, read_recipe_file
 from trainable.config import REPO_ROOT, TrialConfig
 
 try:
@@ -185,17 +186,17 @@ def test_default_source_is_the_newest_sweeps_best_json(tmp_path, monkeypatch):
 def test_config_overrides_follow_the_sweeps_key_value_style(tmp_path):
     best = tmp_path / "best.json"
     best.write_text(json.dumps({"config": TrialConfig(lora_r=4).to_dict()}))
-    config = repro.load_config(best, ["max_steps=50", "trial.learning_rate=3e-4", "target_modules=qv"])
+    config = repro.load_config(read_recipe_file(best), ["max_steps=50", "trial.learning_rate=3e-4", "target_modules=qv"])
     assert (config.max_steps, config.learning_rate, config.target_modules, config.lora_r) == (50, 3e-4, ("q_proj", "v_proj"), 4)
     with pytest.raises(repro.ReproError, match="unknown config field"):
-        repro.load_config(best, ["max_stepz=5"])
+        repro.load_config(read_recipe_file(best), ["max_stepz=5"])
     with pytest.raises(repro.ReproError, match="override seed: set per seed by repro; use --seeds"):
-        repro.load_config(best, ["seed=3"])
+        repro.load_config(read_recipe_file(best), ["seed=3"])
     with pytest.raises(repro.ReproError, match="is not KEY=VALUE"):
-        repro.load_config(best, ["max_steps"])
+        repro.load_config(read_recipe_file(best), ["max_steps"])
     yaml_config = tmp_path / "sweep.yaml"
     yaml_config.write_text("name: x\ntrial:\n  max_steps: 7\n  lora_r: 2\n")
-    assert repro.load_config(yaml_config, []).max_steps == 7
+    assert repro.load_config(read_recipe_file(yaml_config), []).max_steps == 7
 
 
 def test_bad_config_on_the_command_line_exits_2(tmp_path):
@@ -746,10 +747,35 @@ def test_repro_refuses_the_best_json_of_an_unfinished_sweep(tmp_path, monkeypatc
         err = capsys.readouterr().err
         assert "best.json: sweep 'demo' is unfinished" in err and holds in err
         assert "Finish it with: python -m sweeps.run --resume --name demo, then run repro again" in err
-    from sweeps.repro.selection import check_sweep_finished
+    check_sweep_finished(read_recipe_file(write_best(best, complete=True)))  # a finished sweep's best.json is accepted
+    check_sweep_finished(read_recipe_file(write_best(best)))  # and one written before "complete" existed
 
-    check_sweep_finished(write_best(best, complete=True))  # a finished sweep's best.json is accepted
-    check_sweep_finished(write_best(best))  # and one written before "complete" existed
+
+def test_repro_takes_recipe_and_choice_from_one_reading_of_a_best_json_the_sweep_rewrites(tmp_path, monkeypatch):
+    """A sweep still finishing its race rewrites best.json while repro starts: here after every
+    read of it. Whether the sweep finished, the recipe and the sweep's choice must all come from
+    the version repro read first, never a recipe of one version with the seeds of another."""
+    monkeypatch.chdir(tmp_path)
+    fake, _ = fake_seed_runs({"dev": (3, 1), "canary": (1, 1)})
+    monkeypatch.setattr(repro, "run_all_seeds", fake)
+    best = write_best(tmp_path / "best.json", complete=True, select_on="dev", selection_seeds=[42, 43])
+    first = json.loads(best.read_text())
+    later = [{**first, "config": {**first["config"], "lora_r": r}, "selection_seeds": [42, 43, 44 + i]} for i, r in enumerate((16, 32))]
+    read_text = Path.read_text
+
+    def read_then_rewrite(path, *args, **kwargs):
+        text = read_text(path, *args, **kwargs)
+        if path.resolve() == best.resolve() and later:
+            best.write_text(json.dumps(later.pop(0)))
+        return text
+
+    monkeypatch.setattr(Path, "read_text", read_then_rewrite)
+    assert repro.main(["--config", str(best), "--trials", "2", "--determinism-reruns", "0", "--output-dir", "r", "--resamples", "300"]) == 0
+    monkeypatch.undo()
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    recipe = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (recipe["lora_r"], run["selection_seeds"]) == (first["config"]["lora_r"], [42, 43])
+    assert [entry["seed"] for entry in run["seed_runs"]] == [44, 45]  # past the first version's selection seeds
 
 
 def test_trainable_run_refuses_a_best_json_that_holds_no_recipe(tmp_path):

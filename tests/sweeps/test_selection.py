@@ -9,7 +9,7 @@ import pytest
 
 from sweeps.repro import ReproError
 from sweeps.repro.selection import (
-    EvalSet, SweepChoice, confirmation_config, default_seeds, read_sweep_choice, selection_bias,
+    EvalSet, SweepChoice, confirmation_config, default_seeds, read_recipe_file, read_sweep_choice, selection_bias,
 )
 from trainable.config import TrialConfig
 
@@ -25,7 +25,7 @@ def best_json(tmp_path: Path, **keys) -> Path:
 def test_best_json_with_select_and_confirm_sets(tmp_path):
     path = best_json(tmp_path, select_on="dev", confirm_on={"name": "test", "path": "data/test.jsonl"},
                      max_wer_increase={"canary": 0.02}, selection_seeds=[42, 1042, 2042])
-    choice = read_sweep_choice(path, RECIPE)
+    choice = read_sweep_choice(read_recipe_file(path), RECIPE)
     assert choice == SweepChoice(EvalSet("dev", str(Path("data/dev.jsonl").absolute())), EvalSet("test", "data/test.jsonl"),
                                  {"canary": 0.02}, (42, 1042, 2042))
     config = confirmation_config(RECIPE, choice, choice.confirm_on)
@@ -33,7 +33,7 @@ def test_best_json_with_select_and_confirm_sets(tmp_path):
 
 
 def test_an_older_best_json_selects_on_the_recipes_first_eval_set(tmp_path):
-    choice = read_sweep_choice(best_json(tmp_path, sweep="demo", eval_wer=0.1), RECIPE)
+    choice = read_sweep_choice(read_recipe_file(best_json(tmp_path, sweep="demo", eval_wer=0.1)), RECIPE)
     assert choice.selected_on.name == "dev" and choice.confirm_on is None and choice.selection_seeds == ()
     assert confirmation_config(RECIPE, choice, None) == RECIPE
 
@@ -44,7 +44,7 @@ def test_a_plain_recipe_or_a_runs_summary_knows_no_select_set(tmp_path):
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({"config": RECIPE.to_dict(), "evals": {}}))
     for path in (plain, summary):
-        assert read_sweep_choice(path, RECIPE) == SweepChoice()
+        assert read_sweep_choice(read_recipe_file(path), RECIPE) == SweepChoice()
     config = confirmation_config(RECIPE, SweepChoice(), EvalSet("test", "t.jsonl"))
     assert config.eval_manifests == (("test", "t.jsonl"), ("canary", "data/canary.jsonl"))  # in place of the first set
 
@@ -58,7 +58,7 @@ def test_a_plain_recipe_or_a_runs_summary_knows_no_select_set(tmp_path):
 def test_a_malformed_best_json_is_refused_naming_file_and_key(tmp_path, keys, message):
     path = best_json(tmp_path, sweep="demo", **keys)
     with pytest.raises(ReproError) as caught:
-        read_sweep_choice(path, RECIPE)
+        read_sweep_choice(read_recipe_file(path), RECIPE)
     assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
 
 
