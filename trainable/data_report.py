@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from trainable.audio import AudioError, header_seconds
@@ -39,7 +39,9 @@ class TextError(ValueError):
 
 @dataclass
 class SetView:
-    """What the report needs of one set: its utterances, their durations and where they came from."""
+    """What the report needs of one set: its utterances, their durations and where they came
+    from. ``skipped`` counts the rows a run leaves out, ``bad_rows`` those it refuses
+    (on_bad_row "error"), each by reason; ``problems`` lists every bad row."""
 
     name: str
     spec: str
@@ -49,6 +51,7 @@ class SetView:
     seconds: Sequence[float]
     skipped: dict[str, int]
     problems: Sequence[RowProblem] = ()
+    bad_rows: dict[str, int] = field(default_factory=dict)
 
 
 def label_text(config) -> Callable[[str], str]:
@@ -69,7 +72,7 @@ def report_from_sets(train_set, eval_sets: Sequence, tokenizer, config, sampling
 
 def report_from_config(config, tokenizer=None, views: Sequence[SetView] | None = None) -> dict[str, Any]:
     """The report without decoding (``undecoded_views``, read here unless given). Rows a
-    run would refuse are counted by reason; ``check_rows`` lists them."""
+    run would refuse are counted by reason as bad rows; ``check_rows`` lists them."""
     if tokenizer is None:
         tokenizer = load_tokenizer(config.model)
     views = views or undecoded_views(config)
@@ -78,10 +81,10 @@ def report_from_config(config, tokenizer=None, views: Sequence[SetView] | None =
 
 def undecoded_views(config, hub: bool = True) -> list[SetView]:
     """Training set first, then each eval set: rows read from each source, durations from the
-    audio files' headers (soundfile.info), ``max_duration`` applied as a run applies it.
-    ``hub=False`` leaves out datasets on a hub, which only a download could read."""
+    audio files' headers (soundfile.info), ``max_duration`` and ``on_bad_row`` applied as a
+    run applies them. ``hub=False`` leaves out datasets on a hub, which only a download could read."""
     sets = [("train", config.train_manifest), *config.eval_manifests]
-    return [_undecoded_view(name, spec, config.max_duration) for name, spec in sets if hub or not is_hub_spec(spec)]
+    return [_undecoded_view(name, spec, config.max_duration, config.on_bad_row) for name, spec in sets if hub or not is_hub_spec(spec)]
 
 
 def check_rows(views: Sequence[SetView], on_bad_row: str, skip_hint: str) -> None:
@@ -105,7 +108,7 @@ def load_tokenizer(model: str):
     return AutoProcessor.from_pretrained(model).tokenizer
 
 
-def _undecoded_view(name: str, spec: str, max_duration: float | None) -> SetView:
+def _undecoded_view(name: str, spec: str, max_duration: float | None, on_bad_row: str) -> SetView:
     from trainable.data import duration_field_problem
 
     source = read_source(spec)
@@ -125,8 +128,11 @@ def _undecoded_view(name: str, spec: str, max_duration: float | None) -> SetView
         else:
             kept.append(utterance)
             seconds.append(length)
-    skipped.update(problem.reason for problem in problems)
-    return SetView(name, spec, source.layout, source.columns, kept, seconds, dict(skipped), problems)
+    bad = Counter(problem.reason for problem in problems)
+    if on_bad_row == "skip":
+        skipped.update(bad)
+        bad = Counter()
+    return SetView(name, spec, source.layout, source.columns, kept, seconds, dict(skipped), problems, dict(bad))
 
 
 def build_report(train: SetView, evals: list[SetView], tokenizer, config, durations_from: str) -> dict[str, Any]:
@@ -154,6 +160,7 @@ def set_facts(view: SetView) -> dict[str, Any]:
         "seconds_max": seconds[-1] if seconds else None,
         "characters": "".join(sorted({c for u in view.utterances for c in u.text})),
         "skipped": view.skipped,
+        "bad_rows": view.bad_rows,
     }
 
 
@@ -234,7 +241,9 @@ def format_report(report: dict[str, Any]) -> str:
     for name, facts in report["sets"].items():
         lines.append(f"  {name} characters: {facts['characters']!r}")
         if facts["skipped"]:
-            lines.append(f"  {name} skipped: " + ", ".join(f"{n} {reason}" for reason, n in facts["skipped"].items()))
+            lines.append(f"  {name} skipped: {_counts(facts['skipped'])}")
+        if facts.get("bad_rows"):  # absent from a report written before bad rows were told apart
+            lines.append(f"  {name} bad rows: {_counts(facts['bad_rows'])} (on_bad_row=error refuses them)")
     for name, shared in report["shared_speakers"].items():
         if shared["count"]:
             lines.append(f"  speakers shared by train and {name}: {shared['count']} of {shared['of']} "
@@ -250,6 +259,10 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"  unknown tokens in {labels}: none")
     return "\n".join(lines)
+
+
+def _counts(by_reason: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in by_reason.items())
 
 
 def _seconds(value: float | None) -> str:

@@ -38,7 +38,7 @@ def test_a_dataset_that_cannot_be_read_stops_the_sweep_with_its_name(tiny_config
         report_sweep_data(tiny_config.replace(train_manifest=str(tmp_path / "empty")).resolved(), tmp_path / "results")
 
 
-def test_bad_rows_stop_a_local_sweep_listed_by_line_and_are_counted_when_skipped_or_on_a_cluster(tiny_config, tmp_path):
+def test_bad_rows_stop_a_local_sweep_listed_by_line_and_are_counted_as_skipped_or_refused(tiny_config, tmp_path):
     rows = make_rows(tmp_path, "train", 4, seed=3)
     rows[2]["audio_filepath"] = "audio/nope.wav"
     rows[0]["text"] = ""
@@ -53,6 +53,29 @@ def test_bad_rows_stop_a_local_sweep_listed_by_line_and_are_counted_when_skipped
     assert (tmp_path / "local" / REPORT_FILE).is_file()  # the report is written before the refusal
 
     expected = {"empty text": 1, "missing audio": 1}
-    for results, changed, here in (("skip", config.replace(on_bad_row="skip"), True), ("cluster", config, False)):
-        report = report_sweep_data(changed, tmp_path / results, check_rows_here=here)
-        assert report["sets"]["train"]["skipped"] == expected and report["sets"]["train"]["utterances"] == 2
+    skipped = report_sweep_data(config.replace(on_bad_row="skip"), tmp_path / "skip")["sets"]["train"]
+    assert skipped["skipped"] == expected and skipped["bad_rows"] == {} and skipped["utterances"] == 2
+    # On a cluster the rows are not refused here, but each trial refuses them: never "skipped".
+    refused = report_sweep_data(config, tmp_path / "cluster", check_rows_here=False)["sets"]["train"]
+    assert refused["bad_rows"] == expected and refused["skipped"] == {} and refused["utterances"] == 2
+
+
+def test_a_bad_row_that_stops_the_sweep_is_printed_as_refused_never_as_skipped(tiny_config, tmp_path, capsys):
+    """A CSV row whose quote is never closed: with on_bad_row=error the report names it a bad
+    row the run refuses, and the refusal lists it by file:line; only with skip is it "skipped"."""
+    rows = make_rows(tmp_path, "train", 3, seed=5)
+    lines = ["audio_filepath,text"] + [f"{row['audio_filepath']},{row['text']}" for row in rows]
+    lines[2] = f'{rows[1]["audio_filepath"]},"{rows[1]["text"]}'
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    config = tiny_config.replace(train_manifest=str(manifest)).resolved()
+
+    with pytest.raises(ConfigError) as refused:
+        report_sweep_data(config, tmp_path / "refused")
+    printed = capsys.readouterr().out
+    assert "  train bad rows: 1 bad quoting (on_bad_row=error refuses them)\n" in printed and "skipped" not in printed
+    assert f"{manifest}: 1 bad row(s); fix them or set trial.on_bad_row=skip:\n  {manifest}:3: a quoted field opens" in str(refused.value)
+
+    report_sweep_data(config.replace(on_bad_row="skip"), tmp_path / "skipped")
+    printed = capsys.readouterr().out
+    assert "  train skipped: 1 bad quoting\n" in printed and "bad rows" not in printed
