@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sweeps.run",
         description="Search LoRA recipes with Ray Tune + Optuna, scored by held-out WER.",
         epilog="examples:\n  python -m sweeps.run\n"
-        "  python -m sweeps.run --config sweeps/configs/moonshine_tiny.yaml num_samples=32 trial.max_steps=800\n"
+        "  python -m sweeps.run --config sweeps/configs/moonshine_tiny.yaml trial.train_manifest=train.jsonl \\\n"
+        "      trial.eval_manifests.dev=dev.jsonl 'confirm_on={test: test.jsonl}' num_samples=32 trial.max_steps=800\n"
         "  python -m sweeps.run --resume            # continue the interrupted demo sweep\n"
         "  python -m sweeps.run --analyze demo      # rebuild results/demo/ from Ray's saved state\n"
         "  python -m sweeps.run --analyze demo max_wer_increase.canary=0.01   # choose the winner under another canary budget",
