@@ -287,7 +287,7 @@ def build_corpus(out: Path, seed: int, splits: list[Split], workers: int = 2) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/demo"))
     parser.add_argument("--seed", type=int, default=0, help="decides sentences, speaker order and jitter")
     parser.add_argument("--source-utterances", type=int, default=8000, help="pretraining corpus size")

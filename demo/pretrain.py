@@ -111,7 +111,7 @@ def save_model(model, processor, out: Path) -> None:
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m demo.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path("data/demo/source"), help="folder written by demo.corpus")
     parser.add_argument("--out", type=Path, default=Path("data/demo/model"))
     parser.add_argument("--steps", type=int, default=2500)

@@ -32,7 +32,7 @@ def score_set(runtime, utterances, tokens_per_second: float, batch_size: int = 1
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Corpus WER of a saved model on manifests, overall and per speaker.")
+    parser = argparse.ArgumentParser(prog="python -m demo.score", description="Corpus WER of a saved model on manifests, overall and per speaker.")
     parser.add_argument("manifests", nargs="+", help="JSONL manifests to score")
     parser.add_argument("--model", default="data/demo/model", help="directory saved with save_pretrained")
     parser.add_argument(
