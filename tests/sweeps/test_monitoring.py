@@ -190,6 +190,7 @@ def watched_sweep(tiny_model_dir, tiny_manifests, tmp_path_factory):
     return {"console": console, "watcher": watcher, "results": directory / "results" / "watched"}
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_console_table_shows_searched_parameters_and_wers_and_a_short_best_trial(watched_sweep):
     console = watched_sweep["console"]
@@ -201,6 +202,7 @@ def test_console_table_shows_searched_parameters_and_wers_and_a_short_best_trial
     assert re.fullmatch(r"Current best trial: \w+ with eval_wer=[\d.]+ and parameters=\{'learning_rate': [\d.e-]+, 'lora_r': [48]\}", best), best
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_each_trial_exports_step_loss_and_wer_tagged_with_sweep_trial_and_parameters(watched_sweep):
     lines = watched_sweep["watcher"].metric_lines
@@ -214,6 +216,7 @@ def test_each_trial_exports_step_loss_and_wer_tagged_with_sweep_trial_and_parame
     assert len({re.search(r'trial="(\w+)"', line).group(1) for line in wers}) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_the_dashboard_names_the_job_after_the_sweep_and_each_actor_after_its_trial(watched_sweep):
     watcher = watched_sweep["watcher"]
@@ -222,6 +225,7 @@ def test_the_dashboard_names_the_job_after_the_sweep_and_each_actor_after_its_tr
     assert len(labels) == 2 and all(re.fullmatch(r"trial \w+ learning_rate=[\d.e-]+ lora_r=[48]", name) for name in labels), watcher.actor_reprs
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_optuna_dashboard_serves_the_sweeps_stored_study(watched_sweep):
     command = shutil.which("optuna-dashboard", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
