@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sweeps.cluster import StorageError, check_storage
@@ -182,7 +183,9 @@ def report_results(sweep: SweepConfig, paths: SweepPaths, wall_seconds: float | 
                             sweep_as_run=sweep_as_run, concurrency=concurrency)
     print()
     print(describe_best(results, sweep))
-    print(f"Results: {paths.results_dir}/ (trials.parquet, best.json, summary.md)")
+    # No winner, no best.json (write_results removes a stale one): the line names what is there.
+    written = [name for name in ("trials.parquet", "best.json", "summary.md") if (Path(paths.results_dir) / name).is_file()]
+    print(f"Results: {paths.results_dir}/ ({', '.join(written)})")
     # An unfinished sweep (search or race) has no answer yet: describe_best said so first
     # thing, with the --resume command, and best.json says "complete": false.
     return 0 if results.best is not None and not results.unfinished else 1

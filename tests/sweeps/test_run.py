@@ -145,6 +145,32 @@ def test_an_unfinished_sweep_exits_1_even_with_a_best_so_far(monkeypatch, capsys
     assert report_results(SweepConfig.from_dict(sweep_dict()), paths, None) == status
 
 
+def test_the_results_line_names_best_json_only_when_a_winner_was_written(tmp_path, capsys):
+    """Under a budget no trial keeps there is no winner and no best.json (a stale one is
+    removed), so the closing line must not send the user to it; with a winner it does."""
+    import pandas as pd
+
+    from sweeps.run import report_results
+    from sweeps.search.experiment import SweepPaths
+
+    def finished(number: int, canary_rise: float) -> dict:
+        return {"trial_number": number, "trial_id": f"t{number}", "status": "TERMINATED", "learning_rate": 1e-3, "lora_r": 8,
+                "eval_wer": 0.3, "best_eval_wer": 0.3, "baseline_wer": 0.4, "dev_baseline_wer": 0.4, "dev_tuned_wer": 0.3,
+                "canary_baseline_wer": 0.02, "canary_tuned_wer": 0.02 + canary_rise, "completed": True, "steps": 100,
+                "wall_seconds": 10.0, "node": "host", "error": None, "trial_dir": f"/x/trial_t{number}"}
+
+    trials = pd.DataFrame([finished(1, 0.05), finished(2, 0.04)])
+    paths = SweepPaths.for_sweep("cli", None, results_root=tmp_path)
+    kept = SweepConfig.from_dict(sweep_dict(num_samples=2, racing="none", max_wer_increase={"canary": 0.1}))
+    assert report_results(kept, paths, None, search_trials=trials) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"Results: {paths.results_dir}/ (trials.parquet, best.json, summary.md)"
+
+    broken = SweepConfig.from_dict(sweep_dict(num_samples=2, racing="none", max_wer_increase={"canary": 0.01}))
+    assert report_results(broken, paths, None, search_trials=trials) == 1
+    assert not (paths.results_dir / "best.json").exists()
+    assert capsys.readouterr().out.splitlines()[-1] == f"Results: {paths.results_dir}/ (trials.parquet, summary.md)"
+
+
 def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypatch):
     """The race raced the finalists of the sweep's own budgets; --analyze with another budget
     must say which those were, so a new finalist shows as not raced."""
