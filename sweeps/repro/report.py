@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sweeps.budget import WER_SLACK
 from sweeps.repro.error_report import pooled_error_analysis, render_error_analysis, sclite_hint, write_trn_files
+from sweeps.repro.figures import beside, percent, points, probability
 from sweeps.repro.significance import (
-    MIN_SEEDS, MIN_UNITS, Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
+    MIN_POI, MIN_SEEDS, MIN_UNITS, Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
 )
 from trainable.files import atomic_output, atomic_write_json, atomic_write_text
 
@@ -100,29 +102,17 @@ def _seed_record(seed: SeedResult) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the sentence
 
 
-def points(value: float, sign: bool = False) -> str:
-    """WER difference in percentage points, the unit people quote gains in."""
-    return f"{_hundredths(value):+.2f}" if sign else f"{_hundredths(value):.2f}"
-
-
-def percent(value: float) -> str:
-    return f"{_hundredths(value):.2f}%"
-
-
-def _hundredths(value: float) -> float:
-    """100 × value to 2 decimals, a value that rounds to zero as 0 (never "-0.00")."""
-    return round(100 * value, 2) + 0.0
-
-
 def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> str:
     """The verdict with its numbers, where it was confirmed, and every budget decision, in one
     sentence a reviewer can quote."""
     a = analysis
     n = len(a.seeds)
+    (mean, low, high), _ = beside([a.mean_delta, *a.ci], 0.0, sign=True)
+    (tuned,), baseline = beside([a.tuned_wer_mean], a.baseline_wer)
     numbers = (
-        f"mean delta {points(a.mean_delta, sign=True)} WER points over {n} seed{'s' if n != 1 else ''} "
-        f"(baseline {percent(a.baseline_wer)}, tuned {percent(a.tuned_wer_mean)}{f' ± {points(a.tuned_wer_sd)} sd' if n > 1 else ''}), "
-        f"95% CI [{points(a.ci[0], True)}, {points(a.ci[1], True)}], POI {a.poi:.2f}"
+        f"mean delta {mean} WER points over {n} seed{'s' if n != 1 else ''} "
+        f"(baseline {baseline}%, tuned {tuned}%{f' ± {points(a.tuned_wer_sd)} sd' if n > 1 else ''}), "
+        f"95% CI [{low}, {high}], POI {probability(a.poi, MIN_POI)}"
     )
     sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection)}: {numbers}; {verdict_reason(a)}."
     if budgets:
@@ -135,7 +125,8 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection:
 def verdict_reason(a: Analysis) -> str:
     """The rule that decided the verdict (``Analysis.verdict_rule``), in the terms of this case."""
     deltas = [s.delta for s in a.seeds]
-    spread = f"per-seed deltas from {points(min(deltas), True)} to {points(max(deltas), True)}"
+    (lowest, highest), _ = beside([min(deltas), max(deltas)], 0.0, sign=True)
+    spread = f"per-seed deltas from {lowest} to {highest}"
     if a.verdict_rule == "seeds_disagree":
         above = [s.seed for s in a.seeds if s.ci[0] > 0]
         below = [s.seed for s in a.seeds if s.ci[1] < 0]
@@ -146,7 +137,7 @@ def verdict_reason(a: Analysis) -> str:
     if a.verdict_rule == "seed_not_improved":
         return f"the CI lies above 0, but seed {_seeds([s.seed for s in a.seeds if s.delta <= 0])} did not improve"
     if a.verdict_rule == "poi_below_95":
-        return f"the CI lies above 0, but POI {a.poi:.2f} < 0.95"
+        return f"the CI lies above 0, but POI {probability(a.poi, MIN_POI)} < {MIN_POI}"
     return {
         "ci_below_0": "the CI lies below 0: the tuned adapter is worse",
         "all_seeds_improve": "every seed improves and the CI lies above 0",
@@ -174,12 +165,18 @@ def budget_clause(budget: BudgetResult) -> str:
     """``canary within budget (mean rise +0.50 points, upper 95% bound +1.20 <= +2.00)``."""
     b = budget
     rise = f"mean rise {points(b.rise_mean, True)} points"
+    (lower, upper), limit = budget_bounds(b)
     if b.decision == "within budget":
-        return f"{b.eval_set} within budget ({rise}, upper 95% bound {points(b.upper_95, True)} <= {points(b.limit, True)})"
+        return f"{b.eval_set} within budget ({rise}, upper 95% bound {upper} <= {limit})"
     if b.decision == "over budget":
-        return f"{b.eval_set} over budget ({rise}, lower 95% bound {points(b.lower_95, True)} > {points(b.limit, True)})"
-    return (f"{b.eval_set} budget inconclusive ({rise}, 95% bounds [{points(b.lower_95, True)}, {points(b.upper_95, True)}] "
-            f"straddle {points(b.limit, True)})")
+        return f"{b.eval_set} over budget ({rise}, lower 95% bound {lower} > {limit})"
+    return f"{b.eval_set} budget inconclusive ({rise}, 95% bounds [{lower}, {upper}] straddle {limit})"
+
+
+def budget_bounds(budget: BudgetResult) -> tuple[list[str], str]:
+    """The one-sided 95% bounds and the limit in signed points, each bound on its side of the
+    limit as the decision compares them (within the budget's slack)."""
+    return beside([budget.lower_95, budget.upper_95], budget.limit, sign=True, tolerance=WER_SLACK)
 
 
 # --------------------------------------------------------------------------- plots
@@ -219,7 +216,7 @@ def plot_mean_distribution(analysis: Analysis, path: Path) -> None:
     axis.axvline(0, color="tab:red", linewidth=1)
     axis.set_xlabel("mean delta over seeds (WER points, + = better)")
     axis.set_ylabel("resamples")
-    axis.set_title(f"{analysis.resamples} resamples of seeds and {analysis.unit}s; POI {analysis.poi:.2f}")
+    axis.set_title(f"{analysis.resamples} resamples of seeds and {analysis.unit}s; POI {probability(analysis.poi, MIN_POI)}")
     _save(figure, path)
 
 
@@ -339,13 +336,15 @@ def budget_explanation(budget: BudgetResult) -> str:
     settle an inconclusive budget."""
     b = budget
     unit = "speakers" if b.unit == "speaker" else "utterances"
-    text = (f"Mean rise {points(b.rise_mean, True)} WER points, one-sided 95% bounds [{points(b.lower_95, True)}, "
-            f"{points(b.upper_95, True)}] against a limit of {points(b.limit, True)}, over {len(b.seed_rises)} seeds and "
+    (lower, upper), limit = budget_bounds(b)
+    text = (f"Mean rise {points(b.rise_mean, True)} WER points, one-sided 95% bounds [{lower}, "
+            f"{upper}] against a limit of {limit}, over {len(b.seed_rises)} seeds and "
             f"{b.units} {unit}.")
     if b.dropped_empty:
         text += f" {b.dropped_empty} utterance{'s' if b.dropped_empty != 1 else ''} with an empty normalised reference {'are' if b.dropped_empty != 1 else 'is'} not scored."
     if b.seeds_over:
-        text += (f" {b.seeds_over} of {len(b.seed_rises)} seeds alone rose past the limit (worst {points(max(b.seed_rises), True)}); "
+        (worst,), _ = beside([max(b.seed_rises)], b.limit, sign=True, tolerance=WER_SLACK)
+        text += (f" {b.seeds_over} of {len(b.seed_rises)} seeds alone rose past the limit (worst {worst}); "
                  "the decision weighs every seed and the utterance sampling.")
     return text + (f" {b.needed}" if b.needed else "")
 
@@ -386,7 +385,7 @@ def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, 
         f"- Primary eval set: `{analysis.eval_set}`: {analysis.utterances} utterances, {analysis.ref_words} reference words "
         f"({unit_note}); {analysis.dropped_empty} dropped for an empty normalised reference",
         f"- Bootstrap: {analysis.resamples} resamples, bootstrap seed {analysis.bootstrap_seed}; "
-        f"minimum effect of interest {points(analysis.min_effect)} WER points{relative}",
+        f"minimum effect of interest {beside([analysis.min_effect], 0.0)[0][0]} WER points{relative}",
     ]
     if run.get("wall_seconds") is not None:
         lines.append(_wall_time_line(run))
@@ -434,15 +433,19 @@ def _seed_table(analysis: Analysis, orthographic: dict[str, Any] | None, cer: di
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in analysis.seeds:
+        (delta, low, high), _ = beside([s.delta, *s.ci], 0.0, sign=True)
+        (tuned,), baseline = beside([s.tuned_wer], s.baseline_wer)
         lines.append(
-            f"| {s.seed} | {percent(s.baseline_wer)} | {percent(s.tuned_wer)} | {points(s.delta, True)} | "
-            f"[{points(s.ci[0], True)}, {points(s.ci[1], True)}] | {s.poi:.3f} | {s.errors_removed} / {s.errors_added} | "
+            f"| {s.seed} | {baseline}% | {tuned}% | {delta} | "
+            f"[{low}, {high}] | {probability(s.poi, MIN_POI, 3)} | {s.errors_removed} / {s.errors_added} | "
             f"{s.utterances_better} / {s.utterances_worse} | {chars.get(s.seed, 'n/a')} | {ortho.get(s.seed, 'n/a')} |"
         )
+    (mean, low, high), _ = beside([analysis.mean_delta, *analysis.ci], 0.0, sign=True)
+    (tuned,), baseline = beside([analysis.tuned_wer_mean], analysis.baseline_wer)
     lines.append(
-        f"| **mean** | {percent(analysis.baseline_wer)} | {percent(analysis.tuned_wer_mean)} ± {points(analysis.tuned_wer_sd)} | "
-        f"**{points(analysis.mean_delta, True)}** (sd {points(analysis.sd_delta)}) | "
-        f"[{points(analysis.ci[0], True)}, {points(analysis.ci[1], True)}] | {analysis.poi:.3f} | | | | |"
+        f"| **mean** | {baseline}% | {tuned}% ± {points(analysis.tuned_wer_sd)} | "
+        f"**{mean}** (sd {points(analysis.sd_delta)}) | "
+        f"[{low}, {high}] | {probability(analysis.poi, MIN_POI, 3)} | | | | |"
     )
     return "\n".join(lines)
 
@@ -462,8 +465,9 @@ def _budgets_section(budgets: list[BudgetResult]) -> str:
              "| eval set | limit (points) | mean rise (points) | one-sided 95% bounds | seeds over the limit alone | decision |",
              "|---|---:|---:|---:|---:|---|"]
     for b in budgets:
-        lines.append(f"| {b.eval_set} | {points(b.limit, True)} | {points(b.rise_mean, True)} | "
-                     f"[{points(b.lower_95, True)}, {points(b.upper_95, True)}] | {b.seeds_over} of {len(b.seed_rises)} | {b.decision} |")
+        (lower, upper), limit = budget_bounds(b)
+        lines.append(f"| {b.eval_set} | {limit} | {points(b.rise_mean, True)} | "
+                     f"[{lower}, {upper}] | {b.seeds_over} of {len(b.seed_rises)} | {b.decision} |")
     lines.append("")
     lines += [f"- `{b.eval_set}`: {budget_explanation(b)}" for b in budgets]
     return "\n".join(lines)

@@ -23,7 +23,8 @@ from typing import Any, Collection, NamedTuple, Sequence
 
 import numpy as np
 
-from sweeps.budget import over_budget
+from sweeps.budget import WER_SLACK, over_budget
+from sweeps.repro.figures import beside, points
 
 SYSTEMS = ("baseline", "tuned")
 # The scores table, one row per (seed, system, eval_set, utterance); extra columns are allowed.
@@ -41,6 +42,7 @@ SCORE_COLUMNS = {
 VERDICTS = ("regression", "stable gain", "unstable", "no significant change")
 MIN_SPEAKERS_FOR_BLOCKS = 10
 MIN_SEEDS = 5
+MIN_POI = 0.95  # a stable gain's probability of improvement, at least
 # Fewer held-out units than this and a bootstrap over them cannot show the spread (one
 # utterance gives a CI of zero width): the gain is underpowered, a budget inconclusive.
 MIN_UNITS = 10
@@ -347,7 +349,7 @@ def _verdict_rule(mean_delta: float, ci: Sequence[float], poi: float, seed_delta
     low, high = ci
     if high < 0:
         return "ci_below_0"
-    if low > 0 and poi >= 0.95 and all(d > 0 for d in seed_deltas):
+    if low > 0 and poi >= MIN_POI and all(d > 0 for d in seed_deltas):
         return "all_seeds_improve"
     if any(c[0] > 0 for c in seed_cis) and any(c[1] < 0 for c in seed_cis):
         return "seeds_disagree"
@@ -377,21 +379,23 @@ def assess_power(
     """Underpowered when there are fewer than 5 seeds or the pooled CI is wider than the minimum
     effect of interest. What would be needed comes from ``_needed_sizes``."""
     width = float(ci[1] - ci[0])
+    too_wide = width > min_effect + WER_SLACK  # a width equal to the minimum effect is not wider
+    (shown_width,), shown_effect = beside([width], min_effect, tolerance=WER_SLACK)
     reasons = []
     if n_seeds < MIN_SEEDS:
         reasons.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''} < {MIN_SEEDS}")
     if n_units < MIN_UNITS:
         reasons.append(f"{n_units} held-out {unit}{'s' if n_units != 1 else ''} < {MIN_UNITS}, too few to resample")
-    if width > min_effect:
-        reasons.append(f"the pooled 95% CI is {_points(width)} points wide, wider than the minimum effect of {_points(min_effect)} points")
+    if too_wide:
+        reasons.append(f"the pooled 95% CI is {shown_width} points wide, wider than the minimum effect of {shown_effect} points")
     seeds_needed, units_needed = max(MIN_SEEDS, n_seeds), max(MIN_UNITS, n_units)
-    if width > min_effect and min_effect > 0:
+    if too_wide and min_effect > 0:
         seeds_needed, units_needed = _needed_sizes(n_seeds, width / Z_TWO_SIDED_WIDTH, min_effect / Z_TWO_SIDED_WIDTH, sd_delta, n_units)
         units_needed = max(MIN_UNITS, units_needed)
     needs = _needs(n_seeds, seeds_needed, n_units, units_needed, unit, utterances)
-    if width > min_effect and min_effect <= 0:
+    if too_wide and min_effect <= 0:
         needs.append("a minimum effect above 0 in WER points (--min-effect-abs; the baseline WER is 0, so a relative one is 0)")
-    target = (f"a pooled CI no wider than the minimum effect ({_points(min_effect)} points)" if width > min_effect
+    target = (f"a pooled CI no wider than the minimum effect ({shown_effect} points)" if too_wide
               else "the seeds and held-out data the verdict trusts")
     needed = (f"Needed for {target}: " + " and ".join(needs) + ".") if needs else ""
     return Power(bool(reasons), reasons, needed, seeds_needed, units_needed, too_few=n_seeds < MIN_SEEDS or n_units < MIN_UNITS)
@@ -425,10 +429,6 @@ def _needed_sizes(n_seeds: int, se_now: float, se_target: float, sd_delta: float
     room = target - sd_delta**2 / seeds
     units = max(n_units, math.ceil(n_units * held_out_part / room)) if held_out_part > 0 else n_units
     return seeds, units
-
-
-def _points(value: float) -> str:
-    return f"{round(100 * value, 2) + 0.0:.2f}"  # + 0.0: never "-0.00"
 
 
 # --------------------------------------------------------------------------- the whole analysis
@@ -592,7 +592,7 @@ def _what_settles(rise: float, lower: float, upper: float, limit: float, sd: flo
     seeds, units = _needed_sizes(n_seeds, half_width / Z_ONE_SIDED, abs(gap) / Z_ONE_SIDED, sd, n_units)
     needs = _needs(n_seeds, seeds, n_units, units, unit, utterances) or ["more seeds or held-out utterances"]
     toward = "within budget" if gap > 0 else "over budget"
-    return f"To settle it ({toward} if the mean rise stays at {_points(rise)} points): " + " and ".join(needs) + "."
+    return f"To settle it ({toward} if the mean rise stays at {points(rise, sign=True)} points): " + " and ".join(needs) + "."
 
 
 def plain_wers(table: Any, eval_set: str) -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""What repro prints (console), writes to verdict.json and to report.md agree with each other and
+with the rules they state: a figure printed beside a rule stays on the rule's side, counts are
+worded right, what "would be needed" is sensible, and a warning never undercuts the headline."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeps.repro import cli as repro
+from sweeps.repro import significance
+
+try:
+    from scores_tables import shifted_table, table_from_errors
+except ImportError:  # tests/sweeps imported as a package
+    from tests.sweeps.scores_tables import shifted_table, table_from_errors
+
+RESAMPLES = "2000"
+NUMBER = r"([+-]?\d+\.\d+)"
+
+
+def from_scores(table: pd.DataFrame, folder: Path, capsys, *flags: str) -> tuple[int, str, dict, str]:
+    """(exit status, console output, verdict.json, report.md) of ``--from-scores`` on ``table``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(folder / "scores.parquet", index=False)
+    capsys.readouterr()
+    code = repro.main(["--from-scores", str(folder / "scores.parquet"), "--resamples", RESAMPLES, *flags])
+    printed = capsys.readouterr()
+    verdict = json.loads((folder / "verdict.json").read_text()) if (folder / "verdict.json").exists() else {}
+    report = (folder / "report.md").read_text() if (folder / "report.md").exists() else ""
+    return code, printed.out + printed.err, verdict, report
+
+
+def tiny_shift(gain: bool) -> pd.DataFrame:
+    """10 of 200 utterances (1000 words each) one error better (or worse) on every seed: a
+    delta of 0.005 points whose CI excludes 0 yet lies within 0.01 points of it."""
+    baseline = np.full(200, 50)
+    shifted = baseline.copy()
+    shifted[:10] -= 1
+    if not gain:
+        baseline, shifted = shifted, baseline
+    return table_from_errors(baseline, np.stack([shifted] * 5), np.full(200, 1000))
+
+
+def printed_ci(text: str) -> tuple[float, float]:
+    low, high = re.search(rf"95% CI \[{NUMBER}, {NUMBER}\]", text).groups()
+    return float(low), float(high)
+
+
+@pytest.mark.parametrize("gain, verdict_name", [(True, "stable gain"), (False, "regression")])
+def test_a_ci_bound_near_0_prints_on_the_side_the_verdict_says(tmp_path, capsys, gain, verdict_name):
+    """"95% CI [+0.00, +0.01] ... the CI lies above 0" contradicts itself: a bound that is not 0
+    keeps its sign in the headline and in the report's per-seed table."""
+    _, printed, verdict, report = from_scores(tiny_shift(gain), tmp_path, capsys)
+    assert verdict["verdict"] == verdict_name
+    low, high = printed_ci(verdict["sentence"])
+    assert (low > 0) if gain else (high < 0), verdict["sentence"]
+    assert verdict["sentence"] in printed
+    mean_row = next(line for line in report.splitlines() if line.startswith("| **mean**"))
+    low, high = (float(x) for x in re.search(rf"\[{NUMBER}, {NUMBER}\]", mean_row).groups())
+    assert (low > 0) if gain else (high < 0), mean_row
+    assert "5.000%" in verdict["sentence"] and "4.995%" in verdict["sentence"]  # baseline and tuned WER differ as the delta says
+
+
+def test_a_poi_just_under_095_never_prints_as_095(tmp_path, capsys):
+    """3 of 100 utterances improve on every seed: the pooled CI's lower bound is exactly 0 and
+    POI 0.948, which must not print as 0.95 (the stable-gain threshold) anywhere."""
+    baseline = np.full(100, 2)
+    tuned = baseline.copy()
+    tuned[:3] -= 1
+    _, _, verdict, report = from_scores(table_from_errors(baseline, np.stack([tuned] * 5), np.full(100, 10)), tmp_path, capsys)
+    assert verdict["verdict"] == "no significant change" and verdict["ci"][0] == 0 and 0.94 < verdict["poi"] < 0.95
+    assert "95% CI [+0.00, +0.70]" in verdict["sentence"] and "; the CI includes 0." in verdict["sentence"]
+    poi = float(re.search(r"POI (\d\.\d+)", verdict["sentence"]).group(1))
+    assert poi < 0.95 and poi == pytest.approx(verdict["poi"], abs=0.001)
+    mean_row = next(line for line in report.splitlines() if line.startswith("| **mean**"))
+    assert f"| {verdict['poi']:.3f} |" in mean_row and float(f"{verdict['poi']:.3f}") < 0.95
+
+
+def budget_table(canary_shift: float) -> pd.DataFrame:
+    """A clear gain on heldout; a canary whose WER rises about -canary_shift / 10 on every seed."""
+    return pd.concat([shifted_table([0.5, 0.45, 0.55, 0.5, 0.48], speakers=12),
+                      shifted_table([canary_shift] * 5, seed=1).assign(eval_set="canary")])
+
+
+def canary_bounds(table: pd.DataFrame) -> tuple[float, float]:
+    """The canary's one-sided 95% bounds, as repro computes them (same resamples and seed)."""
+    result = significance.assess_budget(significance.paired_scores(table, "canary"), 0.02, int(RESAMPLES), 0)
+    return result.lower_95, result.upper_95
+
+
+def test_a_budget_bound_a_hair_past_the_limit_prints_past_it(tmp_path, capsys):
+    """"lower 95% bound +2.85 > +2.85": the bound that decides the budget prints on its side of the limit."""
+    table = budget_table(-0.3)
+    lower, upper = canary_bounds(table)
+    limit = lower - 2e-6  # 0.0002 points below the lower bound: over budget, by a hair
+    _, printed, verdict, report = from_scores(table, tmp_path, capsys, "--max-wer-increase", f"canary={limit!r}")
+    assert verdict["budgets"]["canary"]["decision"] == "over budget"
+    shown_lower, shown_limit = re.search(rf"canary over budget \(mean rise {NUMBER} points, lower 95% bound {NUMBER} > {NUMBER}\)",
+                                         verdict["sentence"]).groups()[1:]
+    assert float(shown_lower) > float(shown_limit), verdict["sentence"]
+    bounds = re.search(rf"one-sided 95% bounds \[{NUMBER}, {NUMBER}\] against a limit of {NUMBER}", report).groups()
+    assert float(bounds[0]) > float(bounds[2]), bounds
+
+
+def test_a_ci_exactly_as_wide_as_the_minimum_effect_is_not_wider():
+    """0.035 - 0.005 is 0.030000000000000002 in floating point: not wider than a 0.03 minimum effect."""
+    power = significance.assess_power(5, [0.005, 0.035], 0.1 * 0.3, 0.001, 600, "utterance", 600)
+    assert not power.underpowered and power.reasons == []
+    wider = significance.assess_power(5, [0.005, 0.0351], 0.03, 0.001, 600, "utterance", 600)
+    assert wider.reasons == ["the pooled 95% CI is 3.01 points wide, wider than the minimum effect of 3.00 points"]
