@@ -24,7 +24,7 @@ from typing import Any, Collection, NamedTuple, Sequence
 import numpy as np
 
 from sweeps.budget import WER_SLACK, over_budget
-from sweeps.repro.figures import beside, points
+from sweeps.repro.figures import beside, count, points
 
 SYSTEMS = ("baseline", "tuned")
 # The scores table, one row per (seed, system, eval_set, utterance); extra columns are allowed.
@@ -46,6 +46,9 @@ MIN_POI = 0.95  # a stable gain's probability of improvement, at least
 # Fewer held-out units than this and a bootstrap over them cannot show the spread (one
 # utterance gives a CI of zero width): the gain is underpowered, a budget inconclusive.
 MIN_UNITS = 10
+# Needing more than this many times the seeds or held-out units there are is no plan to act on:
+# "what would be needed" says the target is out of reach instead of printing the number.
+MAX_SCALE_UP = 100
 # Standard normal quantiles: a two-sided 95 % interval is this many standard errors wide, and a
 # one-sided 95 % bound lies this many standard errors from the mean.
 Z_TWO_SIDED_WIDTH = 2 * 1.959964
@@ -392,7 +395,11 @@ def assess_power(
     if too_wide and min_effect > 0:
         seeds_needed, units_needed = _needed_sizes(n_seeds, width / Z_TWO_SIDED_WIDTH, min_effect / Z_TWO_SIDED_WIDTH, sd_delta, n_units)
         units_needed = max(MIN_UNITS, units_needed)
-    needs = _needs(n_seeds, seeds_needed, n_units, units_needed, unit, utterances)
+    if _out_of_reach(n_seeds, seeds_needed, n_units, units_needed):
+        needs = [f"{_beyond(n_seeds, n_units, unit)}: a minimum effect this small is out of reach "
+                 "(--min-effect or --min-effect-abs sets a larger one)"]
+    else:
+        needs = _needs(n_seeds, seeds_needed, n_units, units_needed, unit, utterances)
     if too_wide and min_effect <= 0:
         needs.append("a minimum effect above 0 in WER points (--min-effect-abs; the baseline WER is 0, so a relative one is 0)")
     target = (f"a pooled CI no wider than the minimum effect ({shown_effect} points)" if too_wide
@@ -413,6 +420,15 @@ def _needs(n_seeds: int, seeds_needed: int, n_units: int, units_needed: int, uni
         else:
             needs.append(f"about {units_needed} held-out utterances (now {n_units})")
     return needs
+
+
+def _out_of_reach(n_seeds: int, seeds_needed: int, n_units: int, units_needed: int) -> bool:
+    return seeds_needed > MAX_SCALE_UP * max(n_seeds, MIN_SEEDS) or units_needed > MAX_SCALE_UP * max(n_units, MIN_UNITS)
+
+
+def _beyond(n_seeds: int, n_units: int, unit: str) -> str:
+    return (f"more than {MAX_SCALE_UP} times the seeds or held-out {unit}s there are now "
+            f"({count(n_seeds, 'seed')}, {count(n_units, unit)})")
 
 
 def _needed_sizes(n_seeds: int, se_now: float, se_target: float, sd_delta: float, n_units: int) -> tuple[int, int]:
@@ -590,6 +606,9 @@ def _what_settles(rise: float, lower: float, upper: float, limit: float, sd: flo
         return "The mean rise equals the limit: no amount of data settles it."
     half_width = upper - rise if gap > 0 else rise - lower
     seeds, units = _needed_sizes(n_seeds, half_width / Z_ONE_SIDED, abs(gap) / Z_ONE_SIDED, sd, n_units)
+    if _out_of_reach(n_seeds, seeds, n_units, units):
+        (distance,), _ = beside([abs(gap)], 0.0)
+        return f"The mean rise is within {distance} points of the limit: settling it would take {_beyond(n_seeds, n_units, unit)}."
     needs = _needs(n_seeds, seeds, n_units, units, unit, utterances) or ["more seeds or held-out utterances"]
     toward = "within budget" if gap > 0 else "over budget"
     return f"To settle it ({toward} if the mean rise stays at {points(rise, sign=True)} points): " + " and ".join(needs) + "."

@@ -114,3 +114,37 @@ def test_a_ci_exactly_as_wide_as_the_minimum_effect_is_not_wider():
     assert not power.underpowered and power.reasons == []
     wider = significance.assess_power(5, [0.005, 0.0351], 0.03, 0.001, 600, "utterance", 600)
     assert wider.reasons == ["the pooled 95% CI is 3.01 points wide, wider than the minimum effect of 3.00 points"]
+
+
+def counts_in(text: str) -> list[int]:
+    """The whole numbers a "needed" sentence asks for (seeds, utterances)."""
+    return [int(n) for n in re.findall(r"(?<![\d.])\d+(?![\d.])", text)]
+
+
+def test_what_a_tiny_minimum_effect_needs_is_out_of_reach_not_millions_of_seeds(tmp_path, capsys):
+    """A minimum effect of 0.001 points would need millions of seeds: the report says it is
+    out of reach and which flag sets a larger one, rather than "--trials 4466337"."""
+    _, _, verdict, report = from_scores(shifted_table([0.5] * 5), tmp_path, capsys, "--min-effect-abs", "0.00001")
+    assert verdict["underpowered"] is True
+    assert "wider than the minimum effect of 0.001 points" in verdict["sentence"]  # not "of 0.00 points"
+    assert verdict["needed"] == (
+        "Needed for a pooled CI no wider than the minimum effect (0.001 points): more than 100 times the seeds or held-out "
+        "utterances there are now (5 seeds, 600 utterances): a minimum effect this small is out of reach "
+        "(--min-effect or --min-effect-abs sets a larger one).")
+    assert f"- {verdict['needed']}" in report
+
+
+def test_a_budget_whose_mean_rise_sits_a_hair_from_the_limit_needs_no_astronomical_data(tmp_path, capsys):
+    """The mean rise 0.00003 points below the limit: the bounds straddle it, and no realistic
+    number of seeds or utterances settles it; the explanation says so in those words."""
+    table = budget_table(-0.3)
+    rise = float(significance.paired_scores(table, "canary").delta.mean() * -1)
+    _, _, verdict, report = from_scores(table, tmp_path, capsys, "--max-wer-increase", f"canary={round(rise, 6)}")
+    budget = verdict["budgets"]["canary"]
+    assert budget["decision"] == "inconclusive" and 0 < abs(budget["limit"] - rise) < 1e-6
+    assert budget["needed"] == ("The mean rise is within 0.00003 points of the limit: settling it would take more than 100 "
+                                "times the seeds or held-out utterances there are now (5 seeds, 600 utterances).")
+    assert max(counts_in(budget["needed"])) <= 600 and budget["needed"] in report
+    near = from_scores(table, tmp_path / "near", capsys, "--max-wer-increase", "canary=0.031")[2]["budgets"]["canary"]
+    assert near["needed"].startswith("To settle it (within budget if the mean rise stays at +3.06 points): at least ")
+    assert 5 < counts_in(near["needed"])[0] <= 500  # a number of seeds one can run
