@@ -14,7 +14,7 @@ from typing import Any
 
 from sweeps.budget import WER_SLACK
 from sweeps.repro.error_report import pooled_error_analysis, render_error_analysis, sclite_hint, write_trn_files
-from sweeps.repro.figures import beside, percent, points, probability
+from sweeps.repro.figures import beside, count, listing, percent, points, probability
 from sweeps.repro.significance import (
     MIN_POI, MIN_SEEDS, MIN_UNITS, Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
 )
@@ -130,12 +130,13 @@ def verdict_reason(a: Analysis) -> str:
     if a.verdict_rule == "seeds_disagree":
         above = [s.seed for s in a.seeds if s.ci[0] > 0]
         below = [s.seed for s in a.seeds if s.ci[1] < 0]
-        return f"seeds significantly disagree: seed {_seeds(above)}'s CI lies above 0, seed {_seeds(below)}'s below ({spread})"
+        lie = "lies" if len(above) == 1 else "lie"
+        return f"seeds significantly disagree: {_cis_of(above)} {lie} above 0, {_cis_of(below)} below ({spread})"
     if a.verdict_rule == "opposite_seed":
         against = [s.seed for s in a.seeds if s.delta * a.mean_delta < 0]
-        return f"the CI excludes 0 but seed {_seeds(against)} went the other way ({spread})"
+        return f"the CI excludes 0 but {_seeds(against)} went the other way ({spread})"
     if a.verdict_rule == "seed_not_improved":
-        return f"the CI lies above 0, but seed {_seeds([s.seed for s in a.seeds if s.delta <= 0])} did not improve"
+        return f"the CI lies above 0, but {_seeds([s.seed for s in a.seeds if s.delta <= 0])} did not improve"
     if a.verdict_rule == "poi_below_95":
         return f"the CI lies above 0, but POI {probability(a.poi, MIN_POI)} < {MIN_POI}"
     return {
@@ -146,7 +147,13 @@ def verdict_reason(a: Analysis) -> str:
 
 
 def _seeds(seeds: list[int]) -> str:
-    return ", ".join(map(str, seeds))
+    """``seed 4``, ``seeds 3 and 4``."""
+    return f"seed{'s' if len(seeds) != 1 else ''} {listing(seeds)}"
+
+
+def _cis_of(seeds: list[int]) -> str:
+    """``the CI of seed 2``, ``the CIs of seeds 0, 1 and 3``."""
+    return f"the CI{'s' if len(seeds) != 1 else ''} of {_seeds(seeds)}"
 
 
 def _where_confirmed(selection: dict[str, Any]) -> str:
@@ -321,9 +328,10 @@ def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dic
         imprecise = " (its size is less certain than the minimum effect: see Underpowered)" if analysis.power.underpowered else ""
         return f"yes (a stable gain{imprecise}, and every budget within)"
     reasons = [] if analysis.verdict == "stable gain" else [f"the verdict is `{analysis.verdict}`"]
-    if analysis.power.too_few:
-        reasons.append(f"{len(analysis.seeds)} seed(s) and {analysis.units} held-out {analysis.unit}(s): a recommendation needs "
-                       f"at least {MIN_SEEDS} seeds (--trials {MIN_SEEDS}) and {MIN_UNITS} {analysis.unit}s")
+    if len(analysis.seeds) < MIN_SEEDS:
+        reasons.append(f"{count(len(analysis.seeds), 'seed')}: a recommendation needs at least {MIN_SEEDS} (--trials {MIN_SEEDS})")
+    if analysis.units < MIN_UNITS:
+        reasons.append(f"{count(analysis.units, f'held-out {analysis.unit}')}: a recommendation needs at least {MIN_UNITS}")
     reasons += [f"`{b.eval_set}` is {b.decision}" for b in budgets if b.decision != "within budget"]
     if record["selection_bias"]:
         reasons.append(f"`{analysis.eval_set}` is the set the sweep selected it on: confirm on an untouched set "
@@ -335,16 +343,15 @@ def budget_explanation(budget: BudgetResult) -> str:
     """What the decision rests on, the seeds that alone rose past the limit, and what would
     settle an inconclusive budget."""
     b = budget
-    unit = "speakers" if b.unit == "speaker" else "utterances"
     (lower, upper), limit = budget_bounds(b)
     text = (f"Mean rise {points(b.rise_mean, True)} WER points, one-sided 95% bounds [{lower}, "
-            f"{upper}] against a limit of {limit}, over {len(b.seed_rises)} seeds and "
-            f"{b.units} {unit}.")
+            f"{upper}] against a limit of {limit}, over {count(len(b.seed_rises), 'seed')} and "
+            f"{count(b.units, b.unit)}.")
     if b.dropped_empty:
         text += f" {b.dropped_empty} utterance{'s' if b.dropped_empty != 1 else ''} with an empty normalised reference {'are' if b.dropped_empty != 1 else 'is'} not scored."
     if b.seeds_over:
         (worst,), _ = beside([max(b.seed_rises)], b.limit, sign=True, tolerance=WER_SLACK)
-        text += (f" {b.seeds_over} of {len(b.seed_rises)} seeds alone rose past the limit (worst {worst}); "
+        text += (f" {b.seeds_over} of {count(len(b.seed_rises), 'seed')} alone rose past the limit (worst {worst}); "
                  "the decision weighs every seed and the utterance sampling.")
     return text + (f" {b.needed}" if b.needed else "")
 
@@ -360,7 +367,7 @@ def _other_set_regressions(other: dict[str, Any], budgeted: set[str]) -> list[st
         changes = _wer_changes(wers)
         worse = sum(c > 0 for c in changes)
         if worse * 2 > len(changes):
-            lines.append(f"`{name}` is worse with the adapter on {worse} of {len(changes)} seeds "
+            lines.append(f"`{name}` is worse with the adapter on {worse} of {count(len(changes), 'seed')} "
                          f"(mean {points(sum(changes) / len(changes), True)} WER points; no budget set for it)")
     return lines
 
@@ -372,7 +379,7 @@ def _wer_changes(wers: dict[str, list[float]]) -> list[float]:
 
 def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, Any]) -> str:
     unit_note = (
-        f"{analysis.units} speakers resampled as blocks" if analysis.unit == "speaker" else f"{analysis.units} utterances resampled"
+        f"{analysis.units} speakers resampled as blocks" if analysis.unit == "speaker" else f"{count(analysis.units, 'utterance')} resampled"
     )
     relative = f" ({100 * analysis.min_effect_relative:.0f}% of the baseline WER)" if analysis.min_effect_relative is not None else ""
     lines = ["## Run summary", ""]
@@ -382,7 +389,7 @@ def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, 
             lines.append(f"- {label}: {value}")
     lines += [
         f"- Seeds: {', '.join(str(s.seed) for s in analysis.seeds)}",
-        f"- Primary eval set: `{analysis.eval_set}`: {analysis.utterances} utterances, {analysis.ref_words} reference words "
+        f"- Primary eval set: `{analysis.eval_set}`: {count(analysis.utterances, 'utterance')}, {count(analysis.ref_words, 'reference word')} "
         f"({unit_note}); {analysis.dropped_empty} dropped for an empty normalised reference",
         f"- Bootstrap: {analysis.resamples} resamples, bootstrap seed {analysis.bootstrap_seed}; "
         f"minimum effect of interest {beside([analysis.min_effect], 0.0)[0][0]} WER points{relative}",
@@ -442,9 +449,10 @@ def _seed_table(analysis: Analysis, orthographic: dict[str, Any] | None, cer: di
         )
     (mean, low, high), _ = beside([analysis.mean_delta, *analysis.ci], 0.0, sign=True)
     (tuned,), baseline = beside([analysis.tuned_wer_mean], analysis.baseline_wer)
+    spread = len(analysis.seeds) > 1  # one seed has no spread to report
     lines.append(
-        f"| **mean** | {baseline}% | {tuned}% ± {points(analysis.tuned_wer_sd)} | "
-        f"**{mean}** (sd {points(analysis.sd_delta)}) | "
+        f"| **mean** | {baseline}% | {tuned}%{f' ± {points(analysis.tuned_wer_sd)}' if spread else ''} | "
+        f"**{mean}**{f' (sd {points(analysis.sd_delta)})' if spread else ''} | "
         f"[{low}, {high}] | {probability(analysis.poi, MIN_POI, 3)} | | | | |"
     )
     return "\n".join(lines)
@@ -480,7 +488,7 @@ def _other_sets_section(other: dict[str, Any]) -> str:
     for name, wers in other.items():
         changes = _wer_changes(wers)
         worse = sum(c > 0 for c in changes)
-        lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {len(changes)} seeds "
+        lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {count(len(changes), 'seed')} "
                      f"(mean change {points(sum(changes) / len(changes), True)} WER points)")
     lines += ["", "| eval set | seed | baseline WER | tuned WER |", "|---|---:|---:|---:|"]
     for name, wers in other.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sweeps.repro import ReproError
+from sweeps.repro.figures import count
 from trainable.config import TrialConfig
 from trainable.files import atomic_output
 
@@ -195,14 +196,14 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
         if not baseline_check["identical"]:
             verdicts.append(False)
         parts.append("baseline hypotheses identical across seeds" if baseline_check["identical"]
-                     else f"baseline hypotheses differ across seeds on {baseline_check['count']} utterances")
+                     else f"baseline hypotheses differ across seeds on {count(baseline_check['count'], 'utterance')}")
     elif baseline_check.get("why"):
         parts.append(f"baseline across seeds not checked ({baseline_check['why']})")
     for check in reruns:
         verdicts.append(check["identical"])
         where = _where_they_differ(check)
         parts.append(f"seed {check['seed']} rerun gives identical hypotheses{where}" if check["identical"]
-                     else f"seed {check['seed']} rerun differs on {check['differing']} hypotheses{where}")
+                     else f"seed {check['seed']} rerun differs on {count(check['differing'], 'hypothesis', 'hypotheses')}{where}")
     deterministic = "no" if not all(verdicts) else ("yes" if reruns else "unknown")
     if not reruns:
         parts.append("no same-seed rerun")

@@ -298,7 +298,7 @@ def test_rerun_and_baseline_checks_make_the_determinism_answer():
     assert "(ran on cuda then cpu)" in seeds.determinism_summary({"checked": False}, elsewhere)["detail"]
     # A reused seed may have run with another --cpus-per-trial than its fresh rerun: said beside the answer.
     other_threads = [{**differs[0], "threads": [1, 2]}]
-    assert "rerun differs on 1 hypotheses (ran with 1 then 2 torch threads)" in seeds.determinism_summary({"checked": False}, other_threads)["detail"]
+    assert "rerun differs on 1 hypothesis (ran with 1 then 2 torch threads)" in seeds.determinism_summary({"checked": False}, other_threads)["detail"]
 
 
 def test_from_scores_reads_the_rerun_check_stored_beside_the_scores(tmp_path):
@@ -393,9 +393,8 @@ def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path, cap
     assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--require", "recommended"]) == 1
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["verdict"] == "stable gain" and verdict["recommended"] is False
-    assert "3 seed(s) and 12 held-out speaker(s): a recommendation needs at least 5 seeds (--trials 5)" in (
-        tmp_path / "report.md").read_text()
-    assert verdict["recommendation"].startswith("no (3 seed(s)")
+    assert "- Recommended: no (3 seeds: a recommendation needs at least 5 (--trials 5))" in (tmp_path / "report.md").read_text()
+    assert verdict["recommendation"] == "no (3 seeds: a recommendation needs at least 5 (--trials 5))"
     assert f"Recommended: {verdict['recommendation']}" in capsys.readouterr().out  # printed, not only in report.md
     one = write_table(planted_tables(seeds=1), tmp_path / "one" / "scores.parquet")
     repro.main(["--from-scores", str(one), "--resamples", "300"])

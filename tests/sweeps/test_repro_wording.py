@@ -148,3 +148,42 @@ def test_a_budget_whose_mean_rise_sits_a_hair_from_the_limit_needs_no_astronomic
     near = from_scores(table, tmp_path / "near", capsys, "--max-wer-increase", "canary=0.031")[2]["budgets"]["canary"]
     assert near["needed"].startswith("To settle it (within budget if the mean rise stays at +3.06 points): at least ")
     assert 5 < counts_in(near["needed"])[0] <= 500  # a number of seeds one can run
+
+
+PLURAL_SLIPS = re.compile(r"\(s\)|\b1 (seeds|utterances|speakers|hypotheses|reference words)\b|\bof 1 seeds\b")
+
+
+def test_one_seed_is_worded_as_one_and_the_recommendation_names_only_what_is_short(tmp_path, capsys):
+    """A 1-seed run with a budgeted canary: no "1 seeds", no "seed(s)", no sd of one seed, and
+    the recommendation asks for the seeds it lacks, not for the 10 utterances it has 20 times over."""
+    table = pd.concat([shifted_table([0.3], n=200), shifted_table([-0.1], n=200, seed=1).assign(eval_set="canary")])
+    _, printed, verdict, report = from_scores(table, tmp_path, capsys, "--max-wer-increase", "canary=0.02")
+    assert verdict["verdict"] == "stable gain" and verdict["budgets"]["canary"]["decision"] == "within budget"
+    assert verdict["recommendation"] == "no (1 seed: a recommendation needs at least 5 (--trials 5))"
+    assert f"Recommended: {verdict['recommendation']}" in printed
+    assert "over 1 seed and 200 utterances." in report
+    for text in (printed, report):
+        assert not PLURAL_SLIPS.search(text), PLURAL_SLIPS.search(text).group(0)
+    mean_row = next(line for line in report.splitlines() if line.startswith("| **mean**"))
+    assert "±" not in mean_row and "(sd" not in mean_row  # as the headline: one seed has no spread
+
+
+def test_too_few_utterances_do_not_ask_for_seeds_there_are(tmp_path, capsys):
+    _, _, verdict, _ = from_scores(shifted_table([0.5] * 5, n=5), tmp_path, capsys)
+    assert verdict["recommendation"] == ("no (the verdict is `no significant change`; 5 held-out utterances: "
+                                         "a recommendation needs at least 10)")
+
+
+def test_several_seeds_named_in_the_headline_read_as_several(tmp_path, capsys):
+    disagree = from_scores(shifted_table([0.5, 0.5, -0.5, 0.5, -0.5]), tmp_path / "disagree", capsys)[2]
+    assert disagree["verdict_rule"] == "seeds_disagree"
+    assert "seeds significantly disagree: the CIs of seeds 0, 1 and 3 lie above 0, the CIs of seeds 2 and 4 below (" in disagree["sentence"]
+    flat = from_scores(shifted_table([0.1, 0.1, 0.1, 0.0, 0.0]), tmp_path / "flat", capsys)[2]
+    assert flat["verdict_rule"] == "seed_not_improved" and flat["sentence"].endswith("but seeds 3 and 4 did not improve.")
+
+
+def test_a_rerun_that_differs_on_one_hypothesis_says_hypothesis(tmp_path, capsys):
+    (tmp_path / "determinism.json").write_text(json.dumps({"reruns": [{"seed": 0, "identical": False, "differing": 1, "examples": []}]}))
+    _, printed, verdict, report = from_scores(shifted_table([0.5] * 5, n=50), tmp_path, capsys)
+    assert verdict["deterministic"] == "no" and "deterministic: no" in printed
+    assert "- Deterministic: no — baseline hypotheses identical across seeds; seed 0 rerun differs on 1 hypothesis" in report
