@@ -487,9 +487,15 @@ def _other_sets_section(other: dict[str, Any]) -> str:
     lines = ["## Other eval sets (WER per seed)", ""]
     for name, wers in other.items():
         changes = _wer_changes(wers)
+        if not changes:
+            lines.append(f"- `{name}`: not scored: every utterance's normalised reference is empty "
+                         f"({count(wers['dropped_empty_references'], 'utterance')} dropped)")
+            continue
         worse = sum(c > 0 for c in changes)
+        dropped = wers.get("dropped_empty_references", 0)
         lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {count(len(changes), 'seed')} "
-                     f"(mean change {points(sum(changes) / len(changes), True)} WER points)")
+                     f"(mean change {points(sum(changes) / len(changes), True)} WER points)"
+                     + (f"; {count(dropped, 'utterance')} with an empty normalised reference dropped" if dropped else ""))
     lines += ["", "| eval set | seed | baseline WER | tuned WER |", "|---|---:|---:|---:|"]
     for name, wers in other.items():
         for seed, base, tuned in zip(wers["seeds"], wers["baseline_wer"], wers["tuned_wer"]):

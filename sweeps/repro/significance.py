@@ -616,8 +616,11 @@ def _what_settles(rise: float, lower: float, upper: float, limit: float, sd: flo
 
 def plain_wers(table: Any, eval_set: str) -> dict[str, Any]:
     """Per-seed baseline and tuned WER of a secondary eval set (e.g. a source-domain canary),
-    reported without statistics: the question there is only "did it get worse?"."""
-    return _per_seed_wers(table, eval_set, "errors", "ref_words")
+    reported without statistics: the question there is only "did it get worse?". Utterances
+    whose normalised reference is empty are dropped and counted; a set of nothing else has no WER."""
+    rows = table[table["eval_set"] == eval_set]
+    dropped = int(rows.loc[rows["ref_words"] == 0, "utterance_id"].nunique())
+    return _per_seed_wers(table, eval_set, "errors", "ref_words") | {"dropped_empty_references": dropped}
 
 
 def baselines_identical(table: Any, cached_seeds: Collection[int] = ()) -> dict[str, Any]:
@@ -660,6 +663,8 @@ def character_error_rates(table: Any, eval_set: str) -> dict[str, Any] | None:
 def _per_seed_wers(table: Any, eval_set: str, errors: str, words: str, score: str = "wer") -> dict[str, Any]:
     """Corpus error rate per seed and system from the ``errors`` and ``words`` columns."""
     rows = table[(table["eval_set"] == eval_set) & (table["ref_words"] > 0)]
+    if rows.empty:  # every reference empty after normalisation: nothing to divide by
+        return {"seeds": [], f"baseline_{score}": [], f"tuned_{score}": []}
     totals = rows.groupby(["seed", "system"])[[errors, words]].sum()
     rate = (totals[errors] / totals[words]).unstack("system")
     return {

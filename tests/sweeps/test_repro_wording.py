@@ -187,3 +187,20 @@ def test_a_rerun_that_differs_on_one_hypothesis_says_hypothesis(tmp_path, capsys
     _, printed, verdict, report = from_scores(shifted_table([0.5] * 5, n=50), tmp_path, capsys)
     assert verdict["deterministic"] == "no" and "deterministic: no" in printed
     assert "- Deterministic: no — baseline hypotheses identical across seeds; seed 0 rerun differs on 1 hypothesis" in report
+
+
+def test_an_unbudgeted_set_whose_references_are_all_empty_is_reported_unscored(tmp_path, capsys):
+    """Every canary reference normalises to nothing: no WER to show, said so, not a KeyError traceback;
+    with a budget on it, exit 2 naming the file and the set."""
+    empty = table_from_errors(np.zeros(20, dtype=int), np.ones((5, 20), dtype=int), np.zeros(20, dtype=int), eval_set="canary")
+    partly = table_from_errors(np.array([0, 1, 1]), np.array([[1, 1, 1]] * 5), np.array([0, 5, 5]), eval_set="source")
+    code, printed, verdict, report = from_scores(pd.concat([shifted_table([0.5] * 5), empty, partly]), tmp_path, capsys)
+    assert code == 0 and verdict["verdict"] == "stable gain"
+    assert verdict["other_eval_sets"]["canary"] == {"seeds": [], "baseline_wer": [], "tuned_wer": [], "dropped_empty_references": 20}
+    assert "- `canary`: not scored: every utterance's normalised reference is empty (20 utterances dropped)" in report
+    assert "- `source`: tuned worse than baseline on 0 of 5 seeds (mean change +0.00 WER points); 1 utterance with an empty normalised reference dropped" in report
+    assert verdict["other_eval_sets"]["source"]["tuned_wer"] == [0.2] * 5  # 2 errors in 10 words: the empty reference's error counts nowhere
+    code, printed, _, _ = from_scores(pd.concat([shifted_table([0.5] * 5), empty]), tmp_path / "budget", capsys,
+                                      "--max-wer-increase", "canary=0.02")
+    assert code == repro.EXIT_BAD_INPUT
+    assert f"error: {tmp_path / 'budget' / 'scores.parquet'}: eval set 'canary': every utterance has an empty normalised reference" in printed

@@ -302,7 +302,7 @@ def test_baselines_that_differ_across_seeds_are_reported():
 def test_plain_wers_of_a_secondary_eval_set():
     table = pd.concat([_good_table(), table_from_errors(np.array([1, 1]), np.array([[2, 2], [0, 1]]), np.array([4, 4]), eval_set="canary")])
     wers = sig.plain_wers(sig.validate_scores(table), "canary")
-    assert wers == {"seeds": [0, 1], "baseline_wer": [0.25, 0.25], "tuned_wer": [0.5, 0.125]}
+    assert wers == {"seeds": [0, 1], "baseline_wer": [0.25, 0.25], "tuned_wer": [0.5, 0.125], "dropped_empty_references": 0}
 
 
 # --------------------------------------------------------------------------- budgets: non-inferiority
