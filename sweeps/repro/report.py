@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from sweeps.budget import WER_SLACK
 from sweeps.repro.error_report import pooled_error_analysis, render_error_analysis, sclite_hint, write_trn_files
@@ -33,6 +33,7 @@ def verdict_record(
     """The headline keys (verdict ... recommended) first, then the extras a reader needs to trust them.
     ``selection`` holds ``selection_bias``, ``selected_on`` and ``confirmed_on``."""
     other_eval_sets = {name: plain_wers(table, name) for name in eval_sets_in_order(table) if name != analysis.eval_set}
+    unbudgeted_worse = _unbudgeted_worse(other_eval_sets, {b.eval_set for b in budgets})
     record = {
         "verdict": analysis.verdict,
         "verdict_rule": analysis.verdict_rule,
@@ -47,7 +48,7 @@ def verdict_record(
         "seeds": [_seed_record(s) for s in analysis.seeds],
         "selection_bias": selection.get("selection_bias"),
         "budgets": {b.eval_set: _budget_record(b) for b in budgets},
-        "recommended": recommended(analysis, budgets, selection),
+        "recommended": recommended(analysis, budgets, selection, unbudgeted_worse),
         "sentence": verdict_sentence(analysis, budgets, selection),
         "eval_set": analysis.eval_set,
         "selected_on": selection.get("selected_on"),
@@ -70,15 +71,19 @@ def verdict_record(
         "other_eval_sets": other_eval_sets,
         "error_analysis": pooled_error_analysis(table, analysis.eval_set),
     }
-    record["recommendation"] = _recommendation(analysis, budgets, record)  # "yes (...)" or "no (reasons)"
+    record["recommendation"] = _recommendation(analysis, budgets, record, unbudgeted_worse)  # "yes (...)" or "no (reasons)"
     return record
 
 
-def recommended(analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any]) -> bool:
+def recommended(
+    analysis: Analysis, budgets: list[BudgetResult], selection: dict[str, Any], unbudgeted_worse: Sequence[str] = (),
+) -> bool:
     """A recipe to ship: a stable gain on enough seeds and held-out units to trust (a verdict on
     fewer than 5 seeds is a sign test weaker than p = 0.05), every budgeted eval set shown within
-    its budget, and not on the set the sweep selected it on (selection is not confirmation)."""
-    return (analysis.verdict == "stable gain" and not analysis.power.too_few
+    its budget, no eval set without a budget worse on most seeds (nothing says whether that is
+    acceptable: the warning below the headline would undercut a "yes"), and not on the set the
+    sweep selected it on (selection is not confirmation)."""
+    return (analysis.verdict == "stable gain" and not analysis.power.too_few and not unbudgeted_worse
             and all(b.decision == "within budget" for b in budgets) and selection.get("selection_bias") is not True)
 
 
@@ -322,17 +327,19 @@ def _selection_line(record: dict[str, Any]) -> str:
     return f"{tested}; the sweep selected on `{selected.get('name')}`, so this set is untouched by the selection"
 
 
-def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dict[str, Any]) -> str:
+def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dict[str, Any], unbudgeted_worse: Sequence[str]) -> str:
     """yes only for a stable gain on enough seeds with every budget shown within; the reasons otherwise."""
     if record["recommended"]:
         imprecise = " (its size is less certain than the minimum effect: see Underpowered)" if analysis.power.underpowered else ""
-        return f"yes (a stable gain{imprecise}, and every budget within)"
+        return f"yes (a stable gain{imprecise}, {'and every budget within' if budgets else 'no eval set has a budget'})"
     reasons = [] if analysis.verdict == "stable gain" else [f"the verdict is `{analysis.verdict}`"]
     if len(analysis.seeds) < MIN_SEEDS:
         reasons.append(f"{count(len(analysis.seeds), 'seed')}: a recommendation needs at least {MIN_SEEDS} (--trials {MIN_SEEDS})")
     if analysis.units < MIN_UNITS:
         reasons.append(f"{count(analysis.units, f'held-out {analysis.unit}')}: a recommendation needs at least {MIN_UNITS}")
     reasons += [f"`{b.eval_set}` is {b.decision}" for b in budgets if b.decision != "within budget"]
+    reasons += [f"`{name}` got worse on most seeds and has no budget to say whether that is acceptable "
+                f"(--max-wer-increase {name}=INCREASE)" for name in unbudgeted_worse]
     if record["selection_bias"]:
         reasons.append(f"`{analysis.eval_set}` is the set the sweep selected it on: confirm on an untouched set "
                        "(best.json's confirm_on, or --confirm-on NAME=PATH)")
@@ -356,19 +363,21 @@ def budget_explanation(budget: BudgetResult) -> str:
     return text + (f" {b.needed}" if b.needed else "")
 
 
-def _other_set_regressions(other: dict[str, Any], budgeted: set[str]) -> list[str]:
+def _unbudgeted_worse(other: dict[str, Any], budgeted: set[str]) -> list[str]:
     """Unbudgeted secondary sets (a source-domain canary) where most seeds got worse: a gain on
     the target domain that costs the source domain is what a user must hear before shipping the
     adapter. A budgeted set's decision already says how far it rose."""
+    return [name for name, wers in other.items()
+            if name not in budgeted and 2 * sum(c > 0 for c in _wer_changes(wers)) > len(_wer_changes(wers))]
+
+
+def _other_set_regressions(other: dict[str, Any], budgeted: set[str]) -> list[str]:
+    """The warning for each set ``_unbudgeted_worse`` names."""
     lines = []
-    for name, wers in other.items():
-        if name in budgeted:
-            continue
-        changes = _wer_changes(wers)
-        worse = sum(c > 0 for c in changes)
-        if worse * 2 > len(changes):
-            lines.append(f"`{name}` is worse with the adapter on {worse} of {count(len(changes), 'seed')} "
-                         f"(mean {points(sum(changes) / len(changes), True)} WER points; no budget set for it)")
+    for name in _unbudgeted_worse(other, budgeted):
+        changes = _wer_changes(other[name])
+        lines.append(f"`{name}` is worse with the adapter on {sum(c > 0 for c in changes)} of {count(len(changes), 'seed')} "
+                     f"(mean {points(sum(changes) / len(changes), True)} WER points; no budget set for it)")
     return lines
 
 
@@ -544,7 +553,8 @@ def _reading_guide(analysis: Analysis) -> str:
         "the CI excludes 0 while a seed goes the other way); else no significant change. A budget on another eval set is "
         "a one-sided non-inferiority test of its rise (tuned - baseline WER) with the same bootstrap: within budget when "
         "the upper 95% bound is at most the limit, over budget when the lower 95% bound exceeds it, else inconclusive. "
-        f"Recommended = a stable gain on at least {MIN_SEEDS} seeds and {MIN_UNITS} held-out units, every budget within, on a set the sweep did not select on: a gain measured on "
+        f"Recommended = a stable gain on at least {MIN_SEEDS} seeds and {MIN_UNITS} held-out units, every budget within, no eval set "
+        "without a budget worse on most seeds, on a set the sweep did not select on: a gain measured on "
         "the set the sweep selected on is biased upward (winner's curse); an untouched set confirms it. Same seed twice only shows determinism, reported separately. "
         "Per seed, errors removed / added sum each utterance's net change in word errors; the error analysis's words fixed "
         "and broken compare the two alignments word by word, so the two count differently. A speaker's or a budget's "

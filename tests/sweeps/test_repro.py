@@ -378,18 +378,27 @@ def test_seeds_over_the_limit_alone_are_folded_into_the_budget_explanation(tmp_p
     assert not any("canary" in warning for warning in verdict["warnings"])
 
 
-def test_an_unbudgeted_canary_that_gets_worse_is_still_a_warning(tmp_path, capsys):
+def test_an_unbudgeted_canary_that_gets_worse_is_a_warning_and_withholds_the_recommendation(tmp_path, capsys):
+    """"Recommended: yes" above "Warning: `canary` is worse ... on 5 of 5 seeds" would undercut
+    itself: with no budget to say whether that rise is acceptable, the recipe is not recommended."""
     scores = write_table(planted_tables(seeds=5), tmp_path / "scores.parquet")
-    assert repro.main(["--from-scores", str(scores), "--resamples", "300"]) == 0
+    assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--require", "recommended"]) == repro.EXIT_GATE_FAILED
     verdict = json.loads((tmp_path / "verdict.json").read_text())
-    assert verdict["budgets"] == {} and verdict["recommended"] is True
-    assert "Warning: `canary` is worse with the adapter on 5 of 5 seeds" in capsys.readouterr().out
+    assert verdict["verdict"] == "stable gain" and verdict["budgets"] == {} and verdict["recommended"] is False
+    reason = "`canary` got worse on most seeds and has no budget to say whether that is acceptable (--max-wer-increase canary=INCREASE)"
+    assert verdict["recommendation"] == f"no ({reason})"
+    out, err = capsys.readouterr()
+    assert f"Recommended: no ({reason})\nWarning: `canary` is worse with the adapter on 5 of 5 seeds" in out
+    assert f"--require recommended: no ({reason})" in err
+    flat = write_table(planted_tables(0.0, seeds=5), tmp_path / "flat" / "scores.parquet")  # the canary unchanged
+    assert repro.main(["--from-scores", str(flat), "--resamples", "300", "--require", "recommended"]) == 0
+    assert json.loads((tmp_path / "flat" / "verdict.json").read_text())["recommendation"] == "yes (a stable gain, no eval set has a budget)"
 
 
 def test_a_stable_gain_on_fewer_than_five_seeds_is_not_recommended(tmp_path, capsys):
     """Every seed improving is a sign test with p = 2^-S: 3 seeds (p = 0.125) cannot back a
     recommendation, though the verdict rules still call it a stable gain."""
-    scores = write_table(planted_tables(seeds=3), tmp_path / "scores.parquet")
+    scores = write_table(planted_tables(0.0, seeds=3), tmp_path / "scores.parquet")
     assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--require", "recommended"]) == 1
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["verdict"] == "stable gain" and verdict["recommended"] is False
@@ -422,8 +431,7 @@ def test_bad_budget_flags_exit_2_naming_the_problem(tmp_path, capsys, flag, mess
     ("within-budget", -0.3, 1, ["--require within-budget: canary is 'over budget'"]),
     ("within-budget,stable-gain", -0.1, 0, []),
     ("recommended", -0.1, 0, []),
-    ("recommended", -0.3, 1, ["--require recommended: not recommended (a stable gain, every budget within, on a set the "
-                              "sweep did not select on; report.md says which fails)"]),
+    ("recommended", -0.3, 1, ["--require recommended: no (`canary` is over budget)"]),
 ])
 def test_require_takes_a_comma_list_and_fails_on_any_unmet(tmp_path, capsys, require, canary_shift, expected, unmet):
     scores = write_table(planted_tables(canary_shift), tmp_path / "scores.parquet")
@@ -457,7 +465,7 @@ def write_run_json(directory: Path, selected: dict | None, eval_manifests: list)
     ("heldout", None, None),                                                # no sweep: not known
 ])
 def test_selection_bias_is_in_the_headline_and_verdict(tmp_path, capsys, tested, selected, bias):
-    scores = write_table(planted_tables(-0.05, seeds=5), tmp_path / "scores.parquet")
+    scores = write_table(planted_tables(0.0, seeds=5), tmp_path / "scores.parquet")  # the canary unchanged
     write_run_json(tmp_path, selected, [["heldout", "/d/heldout.jsonl"], ["canary", "/d/canary.jsonl"]])
     assert repro.main(["--from-scores", str(scores), "--resamples", "300", "--output-dir", str(tmp_path / "out")]) == 0
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
