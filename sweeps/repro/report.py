@@ -119,7 +119,7 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection:
         f"(baseline {baseline}%, tuned {tuned}%{f' ± {points(a.tuned_wer_sd)} sd' if n > 1 else ''}), "
         f"95% CI [{low}, {high}], POI {probability(a.poi, MIN_POI)}"
     )
-    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection)}: {numbers}; {verdict_reason(a)}."
+    sentence = f"{a.verdict.capitalize()} on {a.eval_set}{_where_confirmed(selection, a.verdict)}: {numbers}; {verdict_reason(a)}."
     if budgets:
         sentence += " Budgets: " + "; ".join(budget_clause(b) for b in budgets) + "."
     if a.power.underpowered:
@@ -161,12 +161,13 @@ def _cis_of(seeds: list[int]) -> str:
     return f"the CI{'s' if len(seeds) != 1 else ''} of {_seeds(seeds)}"
 
 
-def _where_confirmed(selection: dict[str, Any]) -> str:
+def _where_confirmed(selection: dict[str, Any], verdict: str) -> str:
     """Whether the tested set is the one the sweep chose the recipe on: if so the gain is the
     best of many noisy scores there, and the headline must say it is inflated."""
     selected = (selection.get("selected_on") or {}).get("name")
     if selection.get("selection_bias") is True:
-        return (", the set the sweep selected this recipe on, so the gain is biased upward (winner's curse; "
+        measured = "the delta" if verdict == "regression" else "the gain"  # a regression has no gain to inflate
+        return (f", the set the sweep selected this recipe on, so {measured} is biased upward (winner's curse; "
                 "confirm on an untouched set with --confirm-on NAME=PATH)")
     if selection.get("selection_bias") is False:
         return f", which the sweep did not select on (it selected on {selected})"

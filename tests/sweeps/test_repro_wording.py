@@ -204,3 +204,11 @@ def test_an_unbudgeted_set_whose_references_are_all_empty_is_reported_unscored(t
                                       "--max-wer-increase", "canary=0.02")
     assert code == repro.EXIT_BAD_INPUT
     assert f"error: {tmp_path / 'budget' / 'scores.parquet'}: eval set 'canary': every utterance has an empty normalised reference" in printed
+
+
+def test_a_regression_on_the_select_set_speaks_of_its_delta_not_a_gain(tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"name": "demo", "selected_on": {"name": "heldout", "path": "/d/dev.jsonl"},
+                                                   "eval_manifests": [["heldout", "/d/dev.jsonl"]]}))
+    _, _, verdict, _ = from_scores(shifted_table([-0.5] * 5), tmp_path, capsys)
+    assert verdict["verdict"] == "regression" and verdict["selection_bias"] is True
+    assert verdict["sentence"].startswith("Regression on heldout, the set the sweep selected this recipe on, so the delta is biased upward")
