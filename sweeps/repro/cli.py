@@ -39,6 +39,7 @@ from sweeps.repro.selection import (
     EvalSet, RecipeFile, SweepChoice, check_budgets, check_sweep_finished, confirmation_config, default_seeds, parse_budget_flags,
     parse_confirm_flag, read_recipe_file, read_sweep_choice, selection_bias,
 )
+from sweeps.wording import counted
 from trainable.config import TrialConfig
 from trainable.config_io import ConfigError, parse_override, read_json, recipe_fields
 from trainable.files import atomic_write_json, remove_abandoned_staging, removed_line
@@ -174,7 +175,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.seeds:
         count = len(parse_seeds(args.seeds))
         if args.trials is not None and args.trials != count:
-            raise ReproError(f"--trials {args.trials} and --seeds {args.seeds} ({count} seed{'s' if count != 1 else ''}) disagree: "
+            raise ReproError(f"--trials {args.trials} and --seeds {args.seeds} ({counted(count, 'seed')}) disagree: "
                              "--seeds sets the seeds; drop --trials")
     if args.from_scores and not Path(args.from_scores).is_file():
         aside = Path(args.from_scores).parent / EARLIER_RESULTS / SCORES_FILE

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sweeps.wording import counted
 from trainable.error_analysis import confusion_pairs, speaker_changes, speakers_to_show, words_fixed_and_broken
 from trainable.trn import FOLDER as TRN_FOLDER, sclite_command, write_trn
 
@@ -41,8 +42,8 @@ def pooled_error_analysis(table: Any, eval_set: str) -> dict[str, Any]:
 def render_error_analysis(analysis: dict[str, Any]) -> str:
     """report.md's error analysis: a speaker table, substitutions side by side, words fixed and broken."""
     n = analysis["seeds"]
-    over = f"summed over {n} seed{'s' if n != 1 else ''}"
-    lines = [f"## Error analysis ({analysis['eval_set']}, {n} seed{'s' if n != 1 else ''} pooled)", "",
+    over = f"summed over {counted(n, 'seed')}"
+    lines = [f"## Error analysis ({analysis['eval_set']}, {counted(n, 'seed')} pooled)", "",
              "On Whisper-normalised text, aligned as the WER is.", ""]
     lines += _speaker_table(analysis["speakers"])
     lines += ["", f"Commonest substitutions, reference -> hypothesis (counts {over}):", "",

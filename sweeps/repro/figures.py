@@ -45,11 +45,6 @@ def probability(value: float, threshold: float, decimals: int = 2) -> str:
     return beside([value], threshold, scale=1.0, decimals=decimals)[0][0]
 
 
-def count(number: int, noun: str, plural: str | None = None) -> str:
-    """``1 seed``, ``5 seeds``, ``1 hypothesis``."""
-    return f"{number} {noun if number == 1 else plural or noun + 's'}"
-
-
 def listing(items: Sequence[object]) -> str:
     """``4``, ``3 and 4``, ``0, 1, 3 and 4``."""
     words = [str(item) for item in items]

@@ -14,10 +14,11 @@ from typing import Any, Sequence
 
 from sweeps.budget import WER_SLACK
 from sweeps.repro.error_report import pooled_error_analysis, render_error_analysis, sclite_hint, write_trn_files
-from sweeps.repro.figures import beside, count, listing, percent, points, probability
+from sweeps.repro.figures import beside, listing, percent, points, probability
 from sweeps.repro.significance import (
     MIN_POI, MIN_SEEDS, MIN_UNITS, Analysis, BudgetResult, SeedResult, character_error_rates, eval_sets_in_order, orthographic_wers, plain_wers,
 )
+from sweeps.wording import counted
 from trainable.files import atomic_output, atomic_write_json, atomic_write_text
 
 SEED_PLOT = "seed_deltas.png"
@@ -335,9 +336,9 @@ def _recommendation(analysis: Analysis, budgets: list[BudgetResult], record: dic
         return f"yes (a stable gain{imprecise}, {'and every budget within' if budgets else 'no eval set has a budget'})"
     reasons = [] if analysis.verdict == "stable gain" else [f"the verdict is `{analysis.verdict}`"]
     if len(analysis.seeds) < MIN_SEEDS:
-        reasons.append(f"{count(len(analysis.seeds), 'seed')}: a recommendation needs at least {MIN_SEEDS} (--trials {MIN_SEEDS})")
+        reasons.append(f"{counted(len(analysis.seeds), 'seed')}: a recommendation needs at least {MIN_SEEDS} (--trials {MIN_SEEDS})")
     if analysis.units < MIN_UNITS:
-        reasons.append(f"{count(analysis.units, f'held-out {analysis.unit}')}: a recommendation needs at least {MIN_UNITS}")
+        reasons.append(f"{counted(analysis.units, f'held-out {analysis.unit}')}: a recommendation needs at least {MIN_UNITS}")
     reasons += [f"`{b.eval_set}` is {b.decision}" for b in budgets if b.decision != "within budget"]
     reasons += [f"`{name}` got worse on most seeds and has no budget to say whether that is acceptable "
                 f"(--max-wer-increase {name}=INCREASE)" for name in unbudgeted_worse]
@@ -353,13 +354,13 @@ def budget_explanation(budget: BudgetResult) -> str:
     b = budget
     (lower, upper), limit = budget_bounds(b)
     text = (f"Mean rise {points(b.rise_mean, True)} WER points, one-sided 95% bounds [{lower}, "
-            f"{upper}] against a limit of {limit}, over {count(len(b.seed_rises), 'seed')} and "
-            f"{count(b.units, b.unit)}.")
+            f"{upper}] against a limit of {limit}, over {counted(len(b.seed_rises), 'seed')} and "
+            f"{counted(b.units, b.unit)}.")
     if b.dropped_empty:
-        text += f" {b.dropped_empty} utterance{'s' if b.dropped_empty != 1 else ''} with an empty normalised reference {'are' if b.dropped_empty != 1 else 'is'} not scored."
+        text += f" {counted(b.dropped_empty, 'utterance')} with an empty normalised reference {'are' if b.dropped_empty != 1 else 'is'} not scored."
     if b.seeds_over:
         (worst,), _ = beside([max(b.seed_rises)], b.limit, sign=True, tolerance=WER_SLACK)
-        text += (f" {b.seeds_over} of {count(len(b.seed_rises), 'seed')} alone rose past the limit (worst {worst}); "
+        text += (f" {b.seeds_over} of {counted(len(b.seed_rises), 'seed')} alone rose past the limit (worst {worst}); "
                  "the decision weighs every seed and the utterance sampling.")
     return text + (f" {b.needed}" if b.needed else "")
 
@@ -377,7 +378,7 @@ def _other_set_regressions(other: dict[str, Any], budgeted: set[str]) -> list[st
     lines = []
     for name in _unbudgeted_worse(other, budgeted):
         changes = _wer_changes(other[name])
-        lines.append(f"`{name}` is worse with the adapter on {sum(c > 0 for c in changes)} of {count(len(changes), 'seed')} "
+        lines.append(f"`{name}` is worse with the adapter on {sum(c > 0 for c in changes)} of {counted(len(changes), 'seed')} "
                      f"(mean {points(sum(changes) / len(changes), True)} WER points; no budget set for it)")
     return lines
 
@@ -389,7 +390,7 @@ def _wer_changes(wers: dict[str, list[float]]) -> list[float]:
 
 def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, Any]) -> str:
     unit_note = (
-        f"{analysis.units} speakers resampled as blocks" if analysis.unit == "speaker" else f"{count(analysis.units, 'utterance')} resampled"
+        f"{analysis.units} speakers resampled as blocks" if analysis.unit == "speaker" else f"{counted(analysis.units, 'utterance')} resampled"
     )
     relative = f" ({100 * analysis.min_effect_relative:.0f}% of the baseline WER)" if analysis.min_effect_relative is not None else ""
     lines = ["## Run summary", ""]
@@ -399,7 +400,7 @@ def _summary_section(analysis: Analysis, record: dict[str, Any], run: dict[str, 
             lines.append(f"- {label}: {value}")
     lines += [
         f"- Seeds: {', '.join(str(s.seed) for s in analysis.seeds)}",
-        f"- Primary eval set: `{analysis.eval_set}`: {count(analysis.utterances, 'utterance')}, {count(analysis.ref_words, 'reference word')} "
+        f"- Primary eval set: `{analysis.eval_set}`: {counted(analysis.utterances, 'utterance')}, {counted(analysis.ref_words, 'reference word')} "
         f"({unit_note}); {analysis.dropped_empty} dropped for an empty normalised reference",
         f"- Bootstrap: {analysis.resamples} resamples, bootstrap seed {analysis.bootstrap_seed}; "
         f"minimum effect of interest {beside([analysis.min_effect], 0.0)[0][0]} WER points{relative}",
@@ -415,7 +416,7 @@ def _wall_time_line(run: dict[str, Any]) -> str:
     """The wall time counts the seed runs trained by this command; reused ones are named apart."""
     reused = reused_seed_runs(run)
     trained = len(run.get("seed_runs", [])) - len(reused)
-    line = f"- Wall time: {run['wall_seconds']:.1f} s for the {trained} seed run{'s' if trained != 1 else ''} trained now"
+    line = f"- Wall time: {run['wall_seconds']:.1f} s for the {counted(trained, 'seed run')} trained now"
     if reused:
         names = ", ".join(f"seed {r['seed']}{' rerun' if r['rerun'] else ''}" for r in reused)
         line += f"; reused from earlier runs of the same recipe, not counted: {names}"
@@ -499,13 +500,13 @@ def _other_sets_section(other: dict[str, Any]) -> str:
         changes = _wer_changes(wers)
         if not changes:
             lines.append(f"- `{name}`: not scored: every utterance's normalised reference is empty "
-                         f"({count(wers['dropped_empty_references'], 'utterance')} dropped)")
+                         f"({counted(wers['dropped_empty_references'], 'utterance')} dropped)")
             continue
         worse = sum(c > 0 for c in changes)
         dropped = wers.get("dropped_empty_references", 0)
-        lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {count(len(changes), 'seed')} "
+        lines.append(f"- `{name}`: tuned worse than baseline on {worse} of {counted(len(changes), 'seed')} "
                      f"(mean change {points(sum(changes) / len(changes), True)} WER points)"
-                     + (f"; {count(dropped, 'utterance')} with an empty normalised reference dropped" if dropped else ""))
+                     + (f"; {counted(dropped, 'utterance')} with an empty normalised reference dropped" if dropped else ""))
     lines += ["", "| eval set | seed | baseline WER | tuned WER |", "|---|---:|---:|---:|"]
     for name, wers in other.items():
         for seed, base, tuned in zip(wers["seeds"], wers["baseline_wer"], wers["tuned_wer"]):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sweeps.repro import ReproError
-from sweeps.repro.figures import count
+from sweeps.wording import counted
 from trainable.config import TrialConfig
 from trainable.files import atomic_output
 
@@ -103,7 +103,7 @@ def run_all_seeds(
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(task_fn)
         pending = {task.remote(config.to_dict()): (seed, rerun, config) for seed, rerun, config in runs}
         reruns = sum(r for _, r, _ in runs)
-        print(f"repro: {_count(len(runs), 'seed run')} to train ({_count(reruns, 'determinism rerun')}), "
+        print(f"repro: {counted(len(runs), 'seed run')} to train ({counted(reruns, 'determinism rerun')}), "
               f"{cpus:g} CPU / {gpus:g} GPU each", flush=True)
         finished, failed = [], []
         while pending:
@@ -122,10 +122,6 @@ def run_all_seeds(
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _last_line(error: BaseException) -> str:
@@ -196,14 +192,14 @@ def determinism_summary(baseline_check: dict[str, Any], reruns: list[dict[str, A
         if not baseline_check["identical"]:
             verdicts.append(False)
         parts.append("baseline hypotheses identical across seeds" if baseline_check["identical"]
-                     else f"baseline hypotheses differ across seeds on {count(baseline_check['count'], 'utterance')}")
+                     else f"baseline hypotheses differ across seeds on {counted(baseline_check['count'], 'utterance')}")
     elif baseline_check.get("why"):
         parts.append(f"baseline across seeds not checked ({baseline_check['why']})")
     for check in reruns:
         verdicts.append(check["identical"])
         where = _where_they_differ(check)
         parts.append(f"seed {check['seed']} rerun gives identical hypotheses{where}" if check["identical"]
-                     else f"seed {check['seed']} rerun differs on {count(check['differing'], 'hypothesis', 'hypotheses')}{where}")
+                     else f"seed {check['seed']} rerun differs on {counted(check['differing'], 'hypothesis', 'hypotheses')}{where}")
     deterministic = "no" if not all(verdicts) else ("yes" if reruns else "unknown")
     if not reruns:
         parts.append("no same-seed rerun")

@@ -24,7 +24,8 @@ from typing import Any, Collection, NamedTuple, Sequence
 import numpy as np
 
 from sweeps.budget import WER_SLACK, over_budget
-from sweeps.repro.figures import beside, count, points
+from sweeps.repro.figures import beside, points
+from sweeps.wording import counted
 
 SYSTEMS = ("baseline", "tuned")
 # The scores table, one row per (seed, system, eval_set, utterance); extra columns are allowed.
@@ -386,7 +387,7 @@ def assess_power(
     (shown_width,), shown_effect = beside([width], min_effect, tolerance=WER_SLACK)
     reasons = []
     if n_seeds < MIN_SEEDS:
-        reasons.append(f"{n_seeds} seed{'s' if n_seeds != 1 else ''} < {MIN_SEEDS}")
+        reasons.append(f"{counted(n_seeds, 'seed')} < {MIN_SEEDS}")
     if n_units < MIN_UNITS:
         reasons.append(f"{n_units} held-out {unit}{'s' if n_units != 1 else ''} < {MIN_UNITS}, too few to resample")
     if too_wide:
@@ -428,7 +429,7 @@ def _out_of_reach(n_seeds: int, seeds_needed: int, n_units: int, units_needed: i
 
 def _beyond(n_seeds: int, n_units: int, unit: str) -> str:
     return (f"more than {MAX_SCALE_UP} times the seeds or held-out {unit}s there are now "
-            f"({count(n_seeds, 'seed')}, {count(n_units, unit)})")
+            f"({counted(n_seeds, 'seed')}, {counted(n_units, unit)})")
 
 
 def _needed_sizes(n_seeds: int, se_now: float, se_target: float, sd_delta: float, n_units: int) -> tuple[int, int]:

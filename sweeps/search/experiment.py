@@ -15,6 +15,7 @@ from typing import Any
 
 from sweeps.search.config import SweepConfig
 from sweeps.search.racing import RACING_SUFFIX
+from sweeps.wording import counted
 from trainable.config import DEMO_MODEL, parse_target_modules, target_module_set_name
 from trainable.config_io import ConfigError, read_json
 from trainable.files import atomic_write_json, atomic_write_text
@@ -230,7 +231,7 @@ class TrialConcurrency:
             return "max_concurrent_trials; no node fit a trial when the sweep started"
         per_trial = " + ".join(f"{amount:g} {name}" for name, amount in self.resources_per_trial if amount)
         cluster = " + ".join(f"{amount:g} {name}" for name, amount in self.cluster_resources if amount or name == "CPU")
-        fit = (f"the cluster's {cluster} fit {self.trials_that_fit} trial{'s' if self.trials_that_fit != 1 else ''} "
+        fit = (f"the cluster's {cluster} fit {counted(self.trials_that_fit, 'trial')} "
                f"of resources_per_trial {per_trial}")
         if self.trials_that_fit < self.max_concurrent_trials:
             return f"{fit}, fewer than max_concurrent_trials {self.max_concurrent_trials}"
@@ -322,7 +323,8 @@ def run_racing(sweep: SweepConfig, paths: SweepPaths, search_trials) -> None:
             print("Racing: no fully trained trial keeps the budgets, so there is nothing to race")
             return
         recipes = race_recipes(finalists, sweep)
-        print(f"Racing {len(finalists)} finalists with {sweep.racing.seeds} new seeds each ({len(recipes)} trials)")
+        print(f"Racing {counted(len(finalists), 'finalist')} with {counted(sweep.racing.seeds, 'new seed')} each "
+              f"({counted(len(recipes), 'race trial')})")
         tuner = build_racing_tuner(sweep, paths, recipes)
     tuner.fit()
 

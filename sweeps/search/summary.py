@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.budget import within_budget
+from sweeps.wording import counted
 from sweeps.search import analysis
 from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.experiment import STUDY_DB, TrialConcurrency
@@ -44,7 +45,7 @@ def unended_trials(trials: Any) -> int:
 
 def race_unfinished_note(sweep: SweepConfig, runs: int) -> str:
     seeds = sweep.racing.seeds + 1
-    return (f"The race of finalists is unfinished ({runs} race run{'s' if runs != 1 else ''} not finished): no winner is "
+    return (f"The race of finalists is unfinished ({counted(runs, 'race run')} not finished): no winner is "
             f"chosen until every finalist has its {seeds} seeds. Continue it with: {resume_command(sweep)}")
 
 
@@ -58,7 +59,7 @@ def not_raced_note(race: list[dict] | None) -> str | None:
     return (f"Finalist{'s' if len(unraced) != 1 else ''} {', '.join(unraced)} under these budgets "
             f"{'were' if len(unraced) != 1 else 'was'} not raced (the race ran the finalists of the sweep's own budgets), "
             f"so {'they have' if len(unraced) != 1 else 'it has'} the search's single seed only and cannot win: the winner is "
-            f"chosen among the {raced} raced finalist{'s' if raced != 1 else ''}. Racing {'them' if len(unraced) != 1 else 'it'} "
+            f"chosen among the {counted(raced, 'raced finalist')}. Racing {'them' if len(unraced) != 1 else 'it'} "
             "needs a new sweep with these budgets (--resume keeps the sweep's own)")
 
 
@@ -67,8 +68,9 @@ def unfinished_note(trials: Any, sweep: SweepConfig, race: list[dict] | None) ->
     search = unfinished_trials(trials, sweep)
     if search:
         then = ", then races the finalists" if sweep.racing.enabled else ""
-        return (f"The sweep is unfinished: {search} of its {max(len(trials), sweep.num_samples)} search trials have not "
-                f"finished, so any best trial below is only the best so far. Continue it with: {resume_command(sweep)} "
+        return (f"The sweep is unfinished: {search} of its {max(len(trials), sweep.num_samples)} search trials "
+                f"{'has' if search == 1 else 'have'} not finished, so any best trial below is only the best so far. "
+                f"Continue it with: {resume_command(sweep)} "
                 f"(it keeps the finished trials{then})")
     runs = unfinished_race_runs(race, sweep) if race else 0
     return race_unfinished_note(sweep, runs) if runs else None
@@ -128,15 +130,15 @@ def describe_best(results: Any, sweep: SweepConfig) -> str:
              else f"{title} trial {best['trial_id']}: {searched}"]
     if best.get("chosen_by") == "racing":
         raced = sum(f.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for f in best["race"]["finalists"])
-        lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {raced} "
-                      f"raced finalist{'s' if raced != 1 else ''}" + (f" with {budget_text(sweep)})" if sweep.max_wer_increase else ")"))
+        lines[-1] += (f" (the best mean over {len(best['selection_seeds'])} seeds among {counted(raced, 'raced finalist')}"
+                      + (f" with {budget_text(sweep)})" if sweep.max_wer_increase else ")"))
         lines += _race_lines(best)
         unraced = not_raced_note(race)
         if unraced:
             lines.append(unraced + ".")
     elif sweep.max_wer_increase:
         within = _count_within_budget(trials, sweep)
-        lines[-1] += f" (best of {within} completed trial{'' if within == 1 else 's'} with {budget_text(sweep)})"
+        lines[-1] += f" (best of {counted(within, 'completed trial')} with {budget_text(sweep)})"
     for name, scores in best["eval_sets"].items():
         lines.append(f"  {name:>10} WER: tuned {_pct(scores.get('tuned_wer'))} vs baseline {_pct(scores.get('baseline_wer'))}"
                      + (" (the search trial's seed)" if best.get("chosen_by") == "racing" else ""))
@@ -172,7 +174,7 @@ def no_best_reason(trials: Any, sweep: SweepConfig, race: list[dict] | None = No
     if race and any(entry.get("race_status") == RACE_UNFINISHED for entry in race):
         return race_unfinished_note(sweep, unfinished_race_runs(race, sweep))
     if race and not any(entry.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for entry in race):
-        return (f"No finalist completed its race runs ({len(race)} finalists; see the race table), so there is no best config"
+        return (f"No finalist completed its race runs ({counted(len(race), 'finalist')}; see the race table), so there is no best config"
                 + (f". {not_raced_note(race)}" if not_raced_note(race) else ""))
     if race:
         return (f"No raced finalist kept {budget_text(sweep)} on the mean over its seeds ({len(race)} finalists, each within "
@@ -234,8 +236,8 @@ def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, con
     if wall_seconds:
         ideal = trial_seconds / concurrency.trials
         out.write(f"; sweep wall time {wall_seconds:.0f} s" + (" (search and race)" if race_trials is not None else ""))
-        out.write(f"; overhead ratio {wall_seconds / ideal:.2f}, wall time over trial time / {concurrency.trials} "
-                  f"trial{'s' if concurrency.trials != 1 else ''} at once ({concurrency.describe()})" if ideal else "")
+        out.write(f"; overhead ratio {wall_seconds / ideal:.2f}, wall time over trial time / {counted(concurrency.trials, 'trial')} "
+                  f"at once ({concurrency.describe()})" if ideal else "")
     out.write(".\n\n")
 
 
@@ -272,9 +274,10 @@ def _write_race(out: io.StringIO, race: list[dict] | None, best: dict | None, sw
         return
     budgets = [name for name, _ in sweep.max_wer_increase]
     seeds = sweep.racing.seeds + 1
-    out.write(f"## Finalists raced across seeds\n\nThe {len(race)} best fully trained recipes within the budgets, "
-              f"each to be retrained with {sweep.racing.seeds} new seed{'s' if sweep.racing.seeds != 1 else ''}; "
-              f"mean ± sd over the seeds each has. Only a finalist with all {seeds} seeds ({RACE_COMPLETE}) can win.\n\n")
+    each = "each " if len(race) != 1 else ""
+    out.write(f"## Finalists raced across seeds\n\nThe {counted(len(race), 'best fully trained recipe')} within the budgets, "
+              f"{each}to be retrained with {counted(sweep.racing.seeds, 'new seed')}; mean ± sd over the seeds "
+              f"{each or 'it '}has. Only a finalist with {seeds} seeds ({RACE_COMPLETE}) can win.\n\n")
     columns = ["trial", *[results_column(n) for n in sweep.searched_names], "seeds", "race",
                f"{sweep.select_on} WER (mean ± sd)", *[f"{name} WER increase, points (mean ± sd)" for name in budgets], "keeps budgets", "chosen"]
     out.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")

@@ -210,12 +210,34 @@ def test_an_interrupted_search_shows_its_best_so_far_not_a_winner_to_confirm():
     assert record["complete"] is False and record["unfinished"] == 1 and record["config"] == best["config"]
     printed = describe_best(SweepResults(trials=table, best=record, summary_markdown=""), plain)
     lines = printed.splitlines()
-    assert lines[1].startswith("The sweep is unfinished: 1 of its 5 search trials have not finished")
+    assert lines[1].startswith("The sweep is unfinished: 1 of its 5 search trials has not finished")
     assert "python -m sweeps.run --resume --name race" in lines[1]
     assert "Best so far: trial t1" in printed and "Confirm it on" not in printed
     summary = summary_markdown(table, record, plain, "/x", None)
     assert "## Best so far: trial `t1`" in summary and "1 unfinished" in summary
     assert best_file_record(best, plain, 0)["complete"] is True
+
+
+def test_one_finalist_raced_with_one_new_seed_is_written_in_the_singular():
+    """racing: {finalists: 1, seeds: 1}: the race's sentences count in the singular
+    ("1 best fully trained recipe", "1 new seed", "1 finalist"), never "1 recipes"."""
+    from sweeps.search.results import SweepResults
+
+    one = SweepConfig.from_dict({**SWEEP.to_dict(), "racing": {"finalists": 1, "seeds": 1}})
+    finalists = choose_finalists(search_table(), one, COMPLETED)
+    raced = pd.DataFrame([result_row("r1", 1e-3, 0.20, 0.01, seed=1042)])
+    entries = race_table(finalists, raced, one, COMPLETED)
+    best = best_trial(search_table(), one, entries)
+    summary = summary_markdown(search_table(), best, one, "/x", None, entries)
+    assert ("The 1 best fully trained recipe within the budgets, to be retrained with 1 new seed; mean ± sd over the "
+            "seeds it has. Only a finalist with 2 seeds (complete) can win.") in summary
+    printed = describe_best(SweepResults(trials=search_table(), best=best, summary_markdown=summary, race=entries), one)
+    assert "(the best mean over 2 seeds among 1 raced finalist with canary within +2 points of its baseline)" in printed
+
+    raced.loc[0, "status"] = "ERROR"
+    failed = race_table(finalists, raced, one, COMPLETED)
+    assert "No finalist completed its race runs (1 finalist; see the race table)" in summary_markdown(
+        search_table(), None, one, "/x", None, failed)
 
 
 def test_the_overhead_ratio_counts_the_race_trials_time_too():
