@@ -43,6 +43,15 @@ def unended_trials(trials: Any) -> int:
     return len(trials) - sum(_count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR))
 
 
+def trial_counts(trials: Any, sweep: SweepConfig) -> str:
+    """The search's trials by how they ended, as the console and summary.md both say it. The
+    unfinished ones include those of ``num_samples`` not started, so the parts add up."""
+    ended = ", ".join(f"{_count(trials, status)} {STATUS_WORDS[status]}" for status in (COMPLETED, STOPPED_EARLY, ERROR))
+    unfinished = unfinished_trials(trials, sweep)
+    total = sum(_count(trials, status) for status in STATUS_WORDS) + unfinished
+    return f"{counted(total, 'trial')}: {ended}" + (f", {unfinished} unfinished" if unfinished else "")
+
+
 def race_unfinished_note(sweep: SweepConfig, runs: int) -> str:
     seeds = sweep.racing.seeds + 1
     return (f"The race of finalists is unfinished ({counted(runs, 'race run')} not finished): no winner is "
@@ -86,11 +95,7 @@ def summary_markdown(
     study are (without it those sections are left out); ``concurrency``: how many trials
     could run at once (without it: ``max_concurrent_trials``, said to be unchecked)."""
     out = io.StringIO()
-    counts = {status: _count(trials, status) for status in (COMPLETED, STOPPED_EARLY, ERROR)}
-    out.write(f"# Sweep `{sweep.name}`\n\n")
-    out.write(f"{len(trials)} trials: {counts[COMPLETED]} completed, {counts[STOPPED_EARLY]} stopped early, {counts[ERROR]} errored")
-    other = unfinished_trials(trials, sweep)
-    out.write(f", {other} unfinished.\n\n" if other else ".\n\n")
+    out.write(f"# Sweep `{sweep.name}`\n\n{trial_counts(trials, sweep)}.\n\n")
     unfinished = unfinished_note(trials, sweep, race)
     if unfinished:
         out.write(f"**{unfinished}.** `best.json` says `\"complete\": false`, and repro refuses it until the sweep is finished.\n\n")
@@ -111,10 +116,7 @@ def summary_markdown(
 def describe_best(results: Any, sweep: SweepConfig) -> str:
     """What the command line prints at the end: the winner, how it was chosen, its WERs."""
     trials, best = results.trials, results.best
-    head = (
-        f"Sweep {sweep.name}: {len(trials)} trials, {results.count(COMPLETED)} completed, "
-        f"{results.count(STOPPED_EARLY)} stopped early, {results.count(ERROR)} errored."
-    )
+    head = f"Sweep {sweep.name}, {trial_counts(trials, sweep)}."
     race = getattr(results, "race", None)
     unfinished = unfinished_note(trials, sweep, race)
     if unfinished:

@@ -150,3 +150,23 @@ def test_trials_fit_node_by_node_on_the_scarcest_resource():
     assert fit(1, 1, {"CPU": 8.0}) == 0 and fit(1, 0, {"CPU": 4.0}, alive=False) == 0
     recorded = trial_concurrency(SWEEP, [{"Alive": True, "Resources": {"CPU": 1.0}}])
     assert TrialConcurrency.from_dict(recorded.to_dict()) == recorded and recorded.trials == 1
+
+
+def test_the_console_and_summary_count_the_trials_alike_and_the_counts_add_up():
+    """An interrupted search of 5 trials: 4 started (one still RUNNING), 1 never started.
+    Both say 5 trials, 2 of them unfinished, as the unfinished note does; the console
+    once said '4 trials, 2 completed, 1 stopped early, 0 errored' (3 of 4)."""
+    five = SweepConfig.from_dict({**SWEEP.to_dict(), "num_samples": 5})
+    table = pd.DataFrame([row(1, "TERMINATED", 0.40, 1e-3), row(2, "STOPPED_EARLY", 0.5, 2e-3),
+                          row(3, "TERMINATED", 0.30, 3e-3), row(4, "RUNNING", 0.45, 4e-3)])
+    counts = "5 trials: 2 completed, 1 stopped early, 0 errored, 2 unfinished"
+    summary = summary_markdown(table, None, five, "/x", None)
+    assert f"\n{counts}.\n" in summary and "2 of its 5 search trials have not finished" in summary
+    printed = describe_best(SweepResults(trials=table, best=None, summary_markdown=summary), five).splitlines()
+    assert printed[0] == f"Sweep pick, {counts}." and printed[1].startswith("The sweep is unfinished: 2 of its 5 search trials")
+
+    finished = table.iloc[:3]
+    three = SweepConfig.from_dict({**SWEEP.to_dict(), "num_samples": 3})
+    assert "\n3 trials: 2 completed, 1 stopped early, 0 errored.\n" in summary_markdown(finished, None, three, "/x", None)
+    assert describe_best(SweepResults(trials=finished, best=None, summary_markdown=""), three).startswith(
+        "Sweep pick, 3 trials: 2 completed, 1 stopped early, 0 errored.\n")
