@@ -101,7 +101,8 @@ def summary_markdown(
         out.write(f"**{unfinished}.** `best.json` says `\"complete\": false`, and repro refuses it until the sweep is finished.\n\n")
     out.write(f"Metric: `{sweep.metric}` ({sweep.mode}), tuned WER on `{sweep.trial.primary_eval}`. Experiment: `{experiment_path}`\n\n")
     _write_roles(out, sweep)
-    _write_timing(out, trials, wall_seconds, concurrency or TrialConcurrency(sweep.max_concurrent_trials), race_trials)
+    _write_timing(out, trials, wall_seconds, concurrency or TrialConcurrency(sweep.max_concurrent_trials), race_trials,
+                  finished=unfinished is None)
     _write_best(out, best, trials, sweep, race)
     _write_race(out, race, best, sweep)
     if results_dir is not None:
@@ -224,11 +225,16 @@ def _write_roles(out: io.StringIO, sweep: SweepConfig) -> None:
                   "set the winner was chosen on, and its gain there is biased upward.\n\n")
 
 
-def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: TrialConcurrency, race_trials: Any = None) -> None:
+def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, concurrency: TrialConcurrency, race_trials: Any = None,
+                  finished: bool = True) -> None:
     """Trial time summed over the search's trials and the race's (``race_trials``): the sweep's
     wall time spans both, so the overhead ratio must count both. The ideal wall time divides
-    it by the trials that could run at once, which the line names."""
-    if not len(trials):
+    it by the trials that could run at once, which the line names. No trial time when no
+    trial reported one (it is unknown, not 0 s), and no overhead ratio for an unfinished
+    sweep: its unfinished trials' time since their last report is in the wall time only."""
+    if not len(trials) or trials["wall_seconds"].isna().all():
+        if wall_seconds:
+            out.write(f"Sweep wall time {wall_seconds:.0f} s; no trial reported its own time.\n\n")
         return
     search_seconds = float(trials["wall_seconds"].fillna(0).sum())
     race_seconds = float(race_trials["wall_seconds"].fillna(0).sum()) if race_trials is not None and len(race_trials) else 0.0
@@ -236,7 +242,7 @@ def _write_timing(out: io.StringIO, trials: Any, wall_seconds: float | None, con
     out.write(f"Trial time: {trial_seconds:.0f} s summed over trials"
               + (f" ({search_seconds:.0f} s search, {race_seconds:.0f} s race)" if race_trials is not None else ""))
     if wall_seconds:
-        ideal = trial_seconds / concurrency.trials
+        ideal = trial_seconds / concurrency.trials if finished else 0
         out.write(f"; sweep wall time {wall_seconds:.0f} s" + (" (search and race)" if race_trials is not None else ""))
         out.write(f"; overhead ratio {wall_seconds / ideal:.2f}, wall time over trial time / {counted(concurrency.trials, 'trial')} "
                   f"at once ({concurrency.describe()})" if ideal else "")

@@ -170,3 +170,21 @@ def test_the_console_and_summary_count_the_trials_alike_and_the_counts_add_up():
     assert "\n3 trials: 2 completed, 1 stopped early, 0 errored.\n" in summary_markdown(finished, None, three, "/x", None)
     assert describe_best(SweepResults(trials=finished, best=None, summary_markdown=""), three).startswith(
         "Sweep pick, 3 trials: 2 completed, 1 stopped early, 0 errored.\n")
+
+
+def test_the_overhead_ratio_is_given_only_for_a_finished_sweep_whose_trials_reported_their_time():
+    """An interrupted sweep's unfinished trials ran on after their last report, so its trial
+    time falls short of what the wall time holds: no ratio (it read 4.00 for a 2-trial
+    concurrency that ran at 1.00). Trials that all errored before reporting have no time:
+    'Trial time: 0 s' would be false."""
+    five = SweepConfig.from_dict({**SWEEP.to_dict(), "num_samples": 5})
+    table = pd.DataFrame([row(1, "TERMINATED", 0.40, 1e-3), row(2, "RUNNING", 0.45, 2e-3)])
+    summary = summary_markdown(table, None, five, "/x", 100.0)
+    assert "Trial time: 200 s summed over trials; sweep wall time 100 s.\n" in summary and "overhead ratio" not in summary
+    two = SweepConfig.from_dict({**SWEEP.to_dict(), "num_samples": 2})
+    assert "overhead ratio 1.00" in summary_markdown(table.assign(status="TERMINATED"), None, two, "/x", 100.0)
+
+    errored = pd.DataFrame([row(n, "ERROR", math.nan, 1e-3, error="boom") for n in (1, 2)]).assign(wall_seconds=math.nan)
+    summary = summary_markdown(errored, None, two, "/x", 30.0)
+    assert "Sweep wall time 30 s; no trial reported its own time.\n" in summary and "Trial time" not in summary
+    assert "Trial time" not in summary_markdown(errored, None, two, "/x", None)
