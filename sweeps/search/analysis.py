@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from sweeps.budget import within_budget
+from sweeps.budget import over_budget, within_budget
 from sweeps.search.config import SweepConfig, results_column
 from trainable.metrics import metric_name
 
@@ -53,8 +53,9 @@ def tradeoff_points(trials: Any, sweep: SweepConfig, completed: str) -> Any:
     for name in tradeoff_sets(sweep):
         increase = done.get(metric_name(name, "tuned")) - done.get(metric_name(name, "baseline"))
         points[f"{name}_increase"] = increase
-        if name in limits:
-            points["violation"] += (increase - limits[name]).clip(lower=0)
+        if name in limits:  # by the budget's own rule: an increase at the limit violates nothing
+            over = over_budget(increase, limits[name]) | increase.isna()
+            points["violation"] += (increase - limits[name]).where(over, 0.0)
     points["feasible"] = within_budget(done, sweep.max_wer_increase)
     columns = [sweep.metric, *(f"{name}_increase" for name in tradeoff_sets(sweep))]
     points["pareto"] = pareto_front(points[columns].to_numpy(dtype=float), minimise=sweep.mode == "min")

@@ -9,7 +9,8 @@ when a trial ends:
 - a trial stopped before its final report is PRUNED, with its last WER as an intermediate
   value at its last report (TPE ranks pruned trials after complete ones, by how far they got);
 - every budgeted eval set (``max_wer_increase``) becomes a constraint, WER increase minus
-  budget (> 0: infeasible), so TPE moves toward recipes that keep the budgets;
+  budget (> 0: infeasible, by the rule the winner is chosen by), so TPE moves toward
+  recipes that keep the budgets;
 - with ``objectives``, the study is multi-objective: the select set's WER and each other
   objective set's WER increase.
 
@@ -28,6 +29,7 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from sweeps.budget import budget_constraint
 from sweeps.search.trial import COMPLETED_KEY
 from trainable.metrics import PRIMARY_TUNED, wer_increase_name
 
@@ -51,7 +53,7 @@ class SweepSearch(OptunaSearch):
         for name, limit in self._budgets:
             increase = result.get(wer_increase_name(name))
             if _finite(increase):
-                ot_trial.set_constraint(name, increase - limit)
+                ot_trial.set_constraint(name, budget_constraint(increase, limit))
         if not isinstance(self.metric, list):  # a multi-objective study takes no reports
             self._report_last(ot_trial, result)
         if result.get(COMPLETED_KEY):

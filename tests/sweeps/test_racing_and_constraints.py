@@ -403,6 +403,27 @@ def test_a_trial_over_the_budget_is_infeasible_to_optuna():
     assert over.constraints == {"canary": pytest.approx(0.03)} and within.constraints == {"canary": pytest.approx(-0.01)}
 
 
+def test_a_trial_at_the_budget_is_feasible_to_optuna_as_to_the_winners_choice(tmp_path):
+    """Canary WER 30% -> 32% under a 2-point budget: 0.32 - 0.30 - 0.02 is 1.7e-17 in floats.
+    The winner's choice counts it within (budget.over_budget's slack); Optuna must too (a
+    constraint > 0 is infeasible to TPE), and the trade-off table must show no violation."""
+    from sweeps.search.analysis import tradeoff_points
+
+    rise = 0.32 - 0.30
+    search = searcher()
+    search.suggest("at")
+    search.on_trial_complete("at", result=report(0.1, rise, 2, True))
+    assert search._ot_study.trials[0].constraints["canary"] <= 0
+
+    table = search_table()
+    table.loc[0, ["canary_baseline_wer", "canary_tuned_wer"]] = [0.30, 0.32]
+    plain = SweepConfig.from_dict({**SWEEP.to_dict(), "racing": "none"})
+    assert best_trial(table, plain)["trial_id"] == "t1"
+    points = tradeoff_points(table, plain, COMPLETED).set_index("trial_id")
+    assert bool(points.loc["t1", "feasible"]) and points.loc["t1", "violation"] == 0
+    assert points.loc["t3", "violation"] == pytest.approx(0.03)
+
+
 def test_objectives_make_a_multi_objective_study():
     import optuna
 
