@@ -176,12 +176,14 @@ def no_best_reason(trials: Any, sweep: SweepConfig, race: list[dict] | None = No
     completed = _count(trials, COMPLETED)
     if race and any(entry.get("race_status") == RACE_UNFINISHED for entry in race):
         return race_unfinished_note(sweep, unfinished_race_runs(race, sweep))
-    if race and not any(entry.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for entry in race):
-        return (f"No finalist completed its race runs ({counted(len(race), 'finalist')}; see the race table), so there is no best config"
-                + (f". {not_raced_note(race)}" if not_raced_note(race) else ""))
     if race:
-        return (f"No raced finalist kept {budget_text(sweep)} on the mean over its seeds ({len(race)} finalists, each within "
-                "on the search's own seed), so there is no best config")
+        unraced = f". {not_raced_note(race)}" if not_raced_note(race) else ""
+        complete = sum(entry.get("race_status", RACE_COMPLETE) == RACE_COMPLETE for entry in race)
+        if not complete:
+            return (f"No finalist completed its race runs ({counted(len(race), 'finalist')}; see the race table), "
+                    f"so there is no best config{unraced}")
+        return (f"No finalist that completed its race runs ({complete} of {len(race)}; see the race table) kept {budget_text(sweep)} "
+                f"on the mean over its seeds, though every finalist kept it on the search trial's own seed, so there is no best config{unraced}")
     if completed and sweep.max_wer_increase:
         return f"No completed trial kept {budget_text(sweep)} ({completed} completed), so there is no best config"
     return "No trial completed, so there is no best config"

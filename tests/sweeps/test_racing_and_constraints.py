@@ -85,6 +85,8 @@ def test_racing_picks_the_better_mean_not_the_luckier_seed():
 
 
 def test_a_finalist_whose_mean_breaks_the_budget_cannot_win():
+    from sweeps.search.results import SweepResults
+
     finalists = choose_finalists(search_table(), SWEEP, COMPLETED)
     # t2 is better on dev, but its canary rise on the new seeds takes its mean over +2 points.
     race = pd.DataFrame(race_rows(1e-3, [0.22, 0.22], [0.01, 0.01]) + race_rows(2e-3, [0.20, 0.20], [0.03, 0.04]))
@@ -96,7 +98,16 @@ def test_a_finalist_whose_mean_breaks_the_budget_cannot_win():
     entries = race_table(finalists, everyone_over, SWEEP, COMPLETED)
     assert best_trial(search_table(), SWEEP, entries) is None
     summary = summary_markdown(search_table(), None, SWEEP, "/x", None, entries)
-    assert "No raced finalist kept canary within +2 points of its baseline on the mean over its seeds" in summary
+    assert ("No finalist that completed its race runs (2 of 2; see the race table) kept canary within +2 points of its "
+            "baseline on the mean over its seeds, though every finalist kept it on the search trial's own seed") in summary
+
+    # One finalist over the budget on its mean, the other with a failed race run: the reason names both.
+    failed = pd.DataFrame(race_rows(1e-3, [0.2, 0.2], [0.05, 0.05]) + race_rows(2e-3, [0.2, 0.2], [0.01, 0.01]))
+    failed.loc[3, "status"] = "ERROR"
+    entries = race_table(finalists, failed, SWEEP, COMPLETED)
+    assert best_trial(search_table(), SWEEP, entries) is None
+    printed = describe_best(SweepResults(trials=search_table(), best=None, summary_markdown="", race=entries), SWEEP)
+    assert "No finalist that completed its race runs (1 of 2; see the race table) kept canary within +2 points" in printed
 
 
 def test_the_summary_and_console_say_how_the_winner_was_chosen():
