@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_intermixed_args(argv)  # key=value may sit between options
+    args.command = rerun_command(argv)
     try:
         if args.analyze:
             return analyze(args.analyze, args.overrides)
@@ -80,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def rerun_command(argv: list[str]) -> str:
+    """This invocation as the user types it again, for run.json: sys.argv[0] is run.py's
+    path, which ``python -m`` does not take."""
+    return " ".join(["python -m sweeps.run", *map(shlex.quote, argv)])
 
 
 def check_before_ray(sweep: SweepConfig, args: argparse.Namespace) -> None:
@@ -137,7 +146,7 @@ def run_sweep(sweep: SweepConfig, paths: SweepPaths, args: argparse.Namespace, r
             check_local_resources(sweep, ray.cluster_resources())
         check_storage(paths.storage_path, ray.nodes(), shared=args.shared_storage, expect_more_nodes=bool(args.address))
         concurrency = trial_concurrency(sweep, ray.nodes())
-        save_sweep(sweep, paths, resumed=resume, concurrency=concurrency, continued=args.resume)
+        save_sweep(sweep, paths, resumed=resume, concurrency=concurrency, continued=args.resume, command=args.command)
         started = time.monotonic()
         tuner = restore_tuner(sweep, paths) if resume else build_tuner(sweep, paths)
         with tune_console():

@@ -7,7 +7,6 @@ Optuna proposes (``sweeps.search.space``), ASHA stops poor trials, every trial i
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,10 +418,10 @@ def saved_storage(name: str, resume: bool) -> str | None:
 
 
 def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool, concurrency: TrialConcurrency | None = None,
-               continued: bool | None = None) -> None:
+               continued: bool | None = None, *, command: str) -> None:
     """The sweep as run (re-readable with --config), where Ray keeps it (for --analyze), and
     every invocation that ran it (the one that started it, then each --resume) with how
-    many trials could run at once in it. ``resumed``: Ray's saved state was restored;
+    many trials could run at once in it. ``command``: this invocation as the user reruns it. ``resumed``: Ray's saved state was restored;
     ``continued`` (default: ``resumed``): the earlier invocations are kept, also for a
     --resume that starts over a sweep stopped before Ray's first save."""
     import yaml
@@ -432,7 +431,7 @@ def save_sweep(sweep: SweepConfig, paths: SweepPaths, resumed: bool, concurrency
     run_file = paths.results_dir / "run.json"
     keep = resumed if continued is None else continued
     earlier = invocations(read_json(run_file)) if keep and run_file.is_file() else []
-    invocation = {"command": sys.argv, "time": time.time(), "resumed": resumed}
+    invocation = {"command": command, "time": time.time(), "resumed": resumed}
     if concurrency is not None:
         invocation["concurrency"] = concurrency.to_dict()
     run = {"storage_path": paths.storage_path, "experiment_path": paths.experiment_path, "invocations": [*earlier, invocation]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from argparse import Namespace
@@ -188,36 +189,50 @@ def test_analyze_under_another_budget_passes_the_sweep_as_run(tmp_path, monkeypa
     assert dict(seen["sweep"].max_wer_increase) == {"canary": 0.001} and dict(seen["as_run"].max_wer_increase) == {"canary": 0.02}
 
 
-def test_run_json_keeps_how_the_sweep_was_started_and_every_resume(tmp_path, monkeypatch):
+def test_run_json_keeps_how_the_sweep_was_started_and_every_resume(tmp_path):
     """run.json lists every invocation, the one that started the sweep first; one written
     before invocations were kept becomes the first of them."""
     from sweeps.search.experiment import SweepPaths, record_wall_time, save_sweep
 
     sweep, paths = SweepConfig.from_dict(sweep_dict()), SweepPaths.for_sweep("cli", None, results_root=tmp_path)
-    monkeypatch.setattr(sys, "argv", ["sweeps/run.py", "--config", "cli.yaml", "num_samples=4"])
-    save_sweep(sweep, paths, resumed=False)
+    commands = ["python -m sweeps.run --config cli.yaml num_samples=4", "python -m sweeps.run --resume --name cli",
+                "python -m sweeps.run --resume --name cli --num-cpus 1"]
+    save_sweep(sweep, paths, resumed=False, command=commands[0])
     record_wall_time(paths.results_dir, 12.0)
-    for argv in (["sweeps/run.py", "--resume", "--name", "cli"], ["sweeps/run.py", "--resume", "--name", "cli", "--num-cpus", "1"]):
-        monkeypatch.setattr(sys, "argv", argv)
-        save_sweep(sweep, paths, resumed=True)
+    for command in commands[1:]:
+        save_sweep(sweep, paths, resumed=True, command=command)
     run = json.loads((paths.results_dir / "run.json").read_text())
     assert (run["storage_path"], run["experiment_path"]) == (paths.storage_path, paths.experiment_path)
-    assert [entry["command"][1:] for entry in run["invocations"]] == [
-        ["--config", "cli.yaml", "num_samples=4"], ["--resume", "--name", "cli"], ["--resume", "--name", "cli", "--num-cpus", "1"]]
+    assert [entry["command"] for entry in run["invocations"]] == commands
     assert [entry["resumed"] for entry in run["invocations"]] == [False, True, True]
     assert run["invocations"][0]["wall_seconds"] == 12.0 and "wall_seconds" not in run["invocations"][1]
     assert run["invocations"][0]["time"] <= run["invocations"][1]["time"] <= run["invocations"][2]["time"]
 
     older = {"storage_path": "s", "experiment_path": "e", "command": ["sweeps/run.py"], "resumed": False, "time": 1.0, "wall_seconds": 9.0}
     (paths.results_dir / "run.json").write_text(json.dumps(older))
-    save_sweep(sweep, paths, resumed=True)
+    save_sweep(sweep, paths, resumed=True, command=commands[1])
     first, resumed = json.loads((paths.results_dir / "run.json").read_text())["invocations"]
     assert first == {"command": ["sweeps/run.py"], "time": 1.0, "resumed": False, "wall_seconds": 9.0} and resumed["resumed"]
 
     # A --resume that starts over a sweep stopped before Ray's first save keeps how it was started.
-    save_sweep(sweep, paths, resumed=False, continued=True)
+    save_sweep(sweep, paths, resumed=False, continued=True, command=commands[1])
     invoked = json.loads((paths.results_dir / "run.json").read_text())["invocations"]
     assert [entry["resumed"] for entry in invoked] == [False, True, False] and invoked[0]["wall_seconds"] == 9.0
+
+
+def test_run_json_records_the_command_the_user_reruns_not_run_pys_path():
+    """sys.argv[0] is the path of sweeps/run.py ('/work/.../sweeps/run.py --name h9 ...'),
+    which `python -m` does not take: the command is the module and the arguments, quoted so
+    the shell splits them back as given."""
+    from sweeps.run import build_parser, rerun_command
+
+    argv = ["--name", "my sweep", "num_samples=3", "trial.eval_manifests.dev=data/dev set.jsonl", "--num-cpus", "1"]
+    command = rerun_command(argv)
+    assert command == "python -m sweeps.run --name 'my sweep' num_samples=3 'trial.eval_manifests.dev=data/dev set.jsonl' --num-cpus 1"
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "sweeps.run"]
+    assert build_parser().parse_intermixed_args(words[3:]) == build_parser().parse_intermixed_args(argv)
+    assert rerun_command([]) == "python -m sweeps.run"
 
 
 ONE_CPU = {"max_concurrent_trials": 2, "trials_that_fit": 1, "cluster_resources": {"CPU": 1.0, "GPU": 0.0},

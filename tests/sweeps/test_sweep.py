@@ -9,6 +9,7 @@ starting Ray, so it runs here. About two minutes on 2 cores.
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import time
@@ -306,7 +307,8 @@ def test_a_trial_killed_after_its_checkpoints_continues_from_them_not_from_step_
     assert trial.last_result["step"] == 12 and trial.last_result["training_iteration"] == 6  # 5 checkpoints, then the end
     run = json.loads((results / "run.json").read_text())
     assert [entry["resumed"] for entry in run["invocations"]] == [False, True]
-    assert "--resume" not in run["invocations"][0]["command"] and "--resume" in run["invocations"][1]["command"]
+    assert [entry["command"] for entry in run["invocations"]] == [f"python -m sweeps.run {shlex.join(common)}",
+                                                                 f"python -m sweeps.run {shlex.join(common)} --resume"]
 
 
 def finished_race_dirs(results: Path, name: str) -> list[Path]:
