@@ -10,14 +10,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from functools import partial
+from typing import Any, Callable, Mapping
 
 from sweeps.search.config import SweepConfig
-from sweeps.search.racing import RACING_SUFFIX
+from sweeps.search.racing import RACING_SUFFIX, keeps_budgets
 from sweeps.wording import counted
 from trainable.config import DEMO_MODEL, parse_target_modules, target_module_set_name
 from trainable.config_io import ConfigError, read_json
 from trainable.files import atomic_write_json, atomic_write_text
+from trainable.metrics import metric_value, wer_increase_name
 from trainable.preflight import check_inputs, input_exists, looks_like_local_path, module_tree_to_check
 
 RESULTS_ROOT = Path("results")
@@ -274,7 +276,7 @@ def build_tuner(sweep: SweepConfig, paths: SweepPaths):
         max_concurrent_trials=sweep.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
     )
-    run_config = build_run_config(sweep, paths, sweep.name, sweep.searched_names)
+    run_config = build_run_config(sweep, paths, sweep.name, sweep.searched_names, best_among=partial(could_win, sweep=sweep))
     return tune.Tuner(trial_trainable(sweep, sweep.name, sweep.searched_names), tune_config=tune_config, run_config=run_config)
 
 
@@ -342,7 +344,7 @@ def build_racing_tuner(sweep: SweepConfig, paths: SweepPaths, recipes: list[dict
         trial_dirname_creator=trial_dirname,
     )
     name, parameters = racing_name(sweep), racing_parameters(sweep)
-    run_config = build_run_config(sweep, paths, name, parameters, best_line=False)
+    run_config = build_run_config(sweep, paths, name, parameters)
     return tune.Tuner(trial_trainable(sweep, name, parameters), tune_config=tune_config, run_config=run_config)
 
 
@@ -368,10 +370,11 @@ def build_scheduler(sweep: SweepConfig):
     )
 
 
-def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameters: tuple[str, ...], best_line: bool = True):
+def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameters: tuple[str, ...],
+                     best_among: Callable[[Mapping[str, Any]], bool] | None = None):
     """The experiment ``name`` in the sweep's storage; ``parameters`` (the fields that tell
-    its trials apart) are the console table's parameter columns; ``best_line``: whether the
-    console names Tune's best single trial (not in the race, whose winner is a mean)."""
+    its trials apart) are the console table's parameter columns; ``best_among``: which trials
+    the console's best-trial line may name (none in the race, whose winner is a mean)."""
     from ray import tune
 
     from sweeps.search.monitoring import progress_reporter
@@ -382,7 +385,7 @@ def build_run_config(sweep: SweepConfig, paths: SweepPaths, name: str, parameter
         storage_path=paths.storage_path,
         # Experiment-level output only (1): the table, not every result of every trial.
         verbose=1,
-        progress_reporter=progress_reporter(sweep, parameters, best_line),
+        progress_reporter=progress_reporter(sweep, parameters, best_among),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.checkpoints_to_keep),
         # On remote storage the trial's adapter and reports live in its working dir: sync them.
@@ -402,6 +405,15 @@ def trial_trainable(sweep: SweepConfig, name: str, parameters: tuple[str, ...]):
     trainable.__mixins__ = (labelled_actor(parameters),)  # Tune's hook for extending a function trainable's class
     resources = {"cpu": sweep.resources_per_trial.cpu, "gpu": sweep.resources_per_trial.gpu}
     return tune.with_resources(trainable, resources)
+
+
+def could_win(report: Mapping[str, Any], sweep: SweepConfig) -> bool:
+    """Whether a trial's latest report lets it win the search, by ``results.best_trial``'s
+    rule: its final report (a trial ASHA stopped has none), every budget kept."""
+    from sweeps.search.trial import COMPLETED_KEY
+
+    increases = {name: metric_value(report.get(wer_increase_name(name))) for name, _ in sweep.max_wer_increase}
+    return bool(report.get(COMPLETED_KEY)) and keeps_budgets(increases, sweep)
 
 
 def trial_dirname(trial) -> str:

@@ -2,7 +2,7 @@
 
 - The console: Tune's ``CLIReporter`` with the searched parameters and each eval set's
   latest tuned WER as columns, and a best-trial line that names the trial, its searched
-  parameters and its select-set WER (not the whole recipe).
+  parameters and its select-set WER (not the whole recipe), among the trials that could win.
 - Ray metrics (``ray.util.metrics``): each trial's step, training loss and WER per eval set
   as gauges tagged with the sweep, the trial and its searched parameters, exported by each
   node's metrics agent for Prometheus, and so charted by Grafana in the dashboard.
@@ -16,7 +16,7 @@ import numbers
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from sweeps.search.config import SweepConfig
 from trainable.config import target_module_set_name
@@ -41,16 +41,15 @@ REFRESH_S = 1.0
 # --------------------------------------------------------------------------- the console
 
 
-def progress_reporter(sweep: SweepConfig, parameters: tuple[str, ...], best_line: bool = True):
+def progress_reporter(sweep: SweepConfig, parameters: tuple[str, ...], best_among: Callable[[Mapping[str, Any]], bool] | None = None):
     """Tune's CLIReporter: one row per trial with ``parameters`` (the searched fields) and
     its latest step and tuned WER per eval set; finished trials sorted by the sweep's metric.
-    The metric and mode come from the TuneConfig, as Tune requires. ``best_line=False`` (the
-    race) drops Tune's "Current best trial" line: the race's winner is the best mean over
-    seeds, decided when every run is in, and the best single run would name a lucky seed."""
-    from ray import tune
-
-    reporter = tune.CLIReporter if best_line else race_reporter_class()
-    return reporter(
+    The metric and mode come from the TuneConfig, as Tune requires. ``best_among``: which
+    trials, by their latest report, Tune's "Current best trial" line may name (the search:
+    those that could win, so the line never names one the closing printout cannot). None
+    (the race) drops the line: the race's winner is the best mean over seeds, decided when
+    every run is in, and the best single run would name a lucky seed."""
+    return reporter_class(best_among)(
         parameter_columns=list(parameters),
         metric_columns=console_metrics(sweep),
         sort_by_metric=True,
@@ -59,15 +58,17 @@ def progress_reporter(sweep: SweepConfig, parameters: tuple[str, ...], best_line
     )
 
 
-def race_reporter_class() -> type:
-    """A CLIReporter without the best-single-trial line."""
+def reporter_class(best_among: Callable[[Mapping[str, Any]], bool] | None) -> type:
+    """A CLIReporter whose best-trial line chooses among the trials ``best_among`` passes; none without it."""
     from ray import tune
 
-    class RaceReporter(tune.CLIReporter):
+    class SweepReporter(tune.CLIReporter):
         def _current_best_trial(self, trials):
-            return None, None
+            if best_among is None:
+                return None, None
+            return super()._current_best_trial([trial for trial in trials if best_among(trial.last_result or {})])
 
-    return RaceReporter
+    return SweepReporter
 
 
 def console_metrics(sweep: SweepConfig) -> dict[str, str]:

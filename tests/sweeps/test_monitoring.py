@@ -49,15 +49,33 @@ def test_console_columns_are_the_searched_parameters_and_every_eval_sets_wer():
     assert reporter._parameter_columns == ["learning_rate", "lora_r"]
 
 
-def test_the_race_console_names_no_best_single_run_but_the_search_console_does():
-    from types import SimpleNamespace
+def test_the_search_console_names_as_best_only_a_trial_that_could_win_and_the_race_console_none():
+    """Tune's own line names the lowest WER of any trial: one ASHA stopped early or one over
+    the canary budget would be 'Current best trial' just above a closing printout that names
+    another. The search's line follows the winner's rule; the race's names none (a mean wins)."""
+    from functools import partial
 
-    runs = [SimpleNamespace(last_result={"eval_wer": wer}) for wer in (0.30, 0.20, 0.25)]
-    search, race = progress_reporter(SWEEP, SWEEP.searched_names), progress_reporter(SWEEP, SWEEP.searched_names, best_line=False)
+    from ray.tune.experiment import Trial
+
+    from sweeps.search.experiment import could_win
+
+    budgeted = SweepConfig.from_dict({**SWEEP.to_dict(), "max_wer_increase": {"dev": 0.02}})
+    reports = [{"eval_wer": 0.30, "dev_wer_increase": 0.01, "completed": True},
+               {"eval_wer": 0.10, "dev_wer_increase": 0.01, "completed": False},  # stopped early by ASHA
+               {"eval_wer": 0.15, "dev_wer_increase": 0.05, "completed": True},   # over the budget
+               {"eval_wer": 0.25, "dev_wer_increase": 0.02, "completed": True},   # at the budget: within
+               {"eval_wer": 0.05}]                                                  # running, no budget known yet
+    trials = []
+    for number, report in enumerate(reports):
+        trial = Trial("train_trial", config={}, stub=True, trial_id=f"t{number}")
+        trial.run_metadata.last_result = report
+        trials.append(trial)
+    search = progress_reporter(budgeted, budgeted.searched_names, best_among=partial(could_win, sweep=budgeted))
+    race = progress_reporter(budgeted, budgeted.searched_names)
     for reporter in (search, race):
         reporter.setup(metric="eval_wer", mode="min")
-    assert search._current_best_trial(runs) == (runs[1], "eval_wer")
-    assert race._current_best_trial(runs) == (None, None)
+    assert search._current_best_trial(trials) == (trials[3], "eval_wer")
+    assert race._current_best_trial(trials) == (None, None)
     assert race._parameter_columns == ["learning_rate", "lora_r"]
 
 
