@@ -176,6 +176,8 @@ def test_a_sweep_whose_every_trial_errors_ends_with_its_errors_not_a_traceback(t
     assert not (results_dir / "best.json").exists()
     summary = (results_dir / "summary.md").read_text()
     assert "No trial completed" in summary and "truncated" in summary
+    assert "Sweep doomed, 2 trials: 0 completed, 0 stopped early, 2 errored." in printed and "\n2 trials: 0 completed" in summary
+    assert "; no trial reported its own time." in summary and "Trial time" not in summary  # unknown, not 0 s
 
 
 def truncated_manifest(directory: Path, train_manifest: Path) -> Path:
