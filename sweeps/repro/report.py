@@ -116,7 +116,7 @@ def verdict_sentence(analysis: Analysis, budgets: list[BudgetResult], selection:
     (mean, low, high), _ = beside([a.mean_delta, *a.ci], 0.0, sign=True)
     (tuned,), baseline = beside([a.tuned_wer_mean], a.baseline_wer)
     numbers = (
-        f"mean delta {mean} WER points over {n} seed{'s' if n != 1 else ''} "
+        f"mean delta {mean} WER points over {counted(n, 'seed')} "
         f"(baseline {baseline}%, tuned {tuned}%{f' ± {points(a.tuned_wer_sd)} sd' if n > 1 else ''}), "
         f"95% CI [{low}, {high}], POI {probability(a.poi, MIN_POI)}"
     )

@@ -389,7 +389,7 @@ def assess_power(
     if n_seeds < MIN_SEEDS:
         reasons.append(f"{counted(n_seeds, 'seed')} < {MIN_SEEDS}")
     if n_units < MIN_UNITS:
-        reasons.append(f"{n_units} held-out {unit}{'s' if n_units != 1 else ''} < {MIN_UNITS}, too few to resample")
+        reasons.append(f"{counted(n_units, 'held-out ' + unit)} < {MIN_UNITS}, too few to resample")
     if too_wide:
         reasons.append(f"the pooled 95% CI is {shown_width} points wide, wider than the minimum effect of {shown_effect} points")
     seeds_needed, units_needed = max(MIN_SEEDS, n_seeds), max(MIN_UNITS, n_units)
