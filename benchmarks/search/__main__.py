@@ -21,7 +21,7 @@ from trainable.files import atomic_write_json
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
 DEFAULT_SEARCHERS = (
     "grid", "random", "random+asha", "tpe", "tpe+canary",
-    "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary", "oracle+asha",
+    "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary", "tpe+asha+pruned+canary+dedup", "oracle+asha",
 )
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-seed", type=int, default=0, help="first sampler seed; replays use the next ones")
     parser.add_argument("--num-samples", type=int, nargs="+", help="trials per sweep; several values give a report each (default: the table's sweep, 16 on the demo table)")
     parser.add_argument("--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), help="random (over the sweep's space), grid (the table in a random order), tpe, or oracle (TPE's random startup, then a good recipe: "
-                             "a bound on TPE, not a searcher), then +asha, +pruned, +canary (default: all ten)")
+                             "a bound on TPE, not a searcher), then +asha, +pruned, +canary, +dedup (default: 11 searchers, grid to oracle+asha)")
     parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's rule, a third of the budget, 2-10)")
     parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the table's sweep)")
     parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the table's sweep)")

@@ -111,14 +111,17 @@ class SearcherSpec:
     """A searcher by name: ``random`` (random search over the sweep's space), ``grid`` (the
     table's recipes in a random order), ``tpe``, or ``oracle`` (TPE's random startup, then the
     good recipes: a bound on TPE, not a searcher), then any of ``+asha`` (the sweep's
-    scheduler), ``+pruned`` (ASHA-stopped trials told to TPE as PRUNED, not COMPLETE) and
-    ``+canary`` (TPE with the canary budget as a constraint). ``tpe+asha`` is today's sweep."""
+    scheduler), ``+pruned`` (ASHA-stopped trials told to TPE as PRUNED, not COMPLETE),
+    ``+canary`` (TPE with the canary budget as a constraint) and ``+dedup`` (random search or
+    TPE never trains a recipe twice: a repeated proposal is told the earlier outcome and asked
+    again). ``tpe+asha`` is today's sweep."""
 
     name: str
     sampler: str
     asha: bool
     pruned: bool
     canary: bool
+    dedup: bool = False
 
     @property
     def is_bound(self) -> bool:
@@ -128,14 +131,16 @@ class SearcherSpec:
     @classmethod
     def parse(cls, name: str) -> "SearcherSpec":
         sampler, *options = name.split("+")
-        unknown = set(options) - {"asha", "pruned", "canary"}
+        unknown = set(options) - {"asha", "pruned", "canary", "dedup"}
         if sampler not in SAMPLERS or unknown or len(set(options)) != len(options):
-            raise ValueError(f"searcher {name!r}: {', '.join(SAMPLERS)}, then +asha, +pruned, +canary")
+            raise ValueError(f"searcher {name!r}: {', '.join(SAMPLERS)}, then +asha, +pruned, +canary, +dedup")
         if "pruned" in options and "asha" not in options:
             raise ValueError(f"searcher {name!r}: +pruned needs +asha (only ASHA stops trials)")
         if sampler != "tpe" and {"pruned", "canary"} & set(options):
             raise ValueError(f"searcher {name!r}: {sampler} learns nothing, so +pruned/+canary change nothing")
-        return cls(name, sampler, "asha" in options, "pruned" in options, "canary" in options)
+        if sampler in ("grid", "oracle") and "dedup" in options:
+            raise ValueError(f"searcher {name!r}: +dedup is for random and tpe ({sampler} proposes each recipe once already, or is a bound)")
+        return cls(name, sampler, "asha" in options, "pruned" in options, "canary" in options, "dedup" in options)
 
 
 @dataclass(frozen=True)
@@ -165,16 +170,17 @@ class Outcome:
 
 def replay(table: SearchTable, truth: GroundTruth, spec: SearcherSpec, seed: int, settings: Settings) -> Outcome:
     rungs = AshaRungs(settings.max_t, settings.grace_period, settings.reduction_factor) if spec.asha else None
+    recipe_of = table.recipe_for if spec.dedup else None
     if spec.sampler == "grid":
         searcher: Searcher = ShuffledGrid(table, seed, list(settings.points))
     elif spec.sampler == "random":
-        searcher = RandomSearch(table.search, list(settings.points), seed)
+        searcher = RandomSearch(table.search, list(settings.points), seed, recipe_of=recipe_of)
     elif spec.sampler == "oracle":
         searcher = oracle(table, truth, seed, settings, rungs)
     else:
         searcher = TpeSearch(table.search, list(settings.points), seed, settings.startup_trials,
                              stopped="pruned" if spec.pruned else "complete",
-                             canary_budget=table.canary_budget if spec.canary else None)
+                             canary_budget=table.canary_budget if spec.canary else None, recipe_of=recipe_of)
     trials = replay_search(table, searcher, settings.num_samples, rungs)
     return Outcome(
         reach_steps=steps_to_reach(trials, truth.good),

@@ -23,6 +23,11 @@ class Searcher(Protocol):
     def observe(self, trial: Any) -> None: ...
 
 
+# Asks of a sampler for one trial, with ``recipe_of``: a repeat is told and asked again this
+# many times before it is trained (on the demo table no replay of 16 trials comes near it).
+MAX_ASKS = 100
+
+
 class ShuffledGrid:
     """The sweep's points first, then the rest of the table's grid in a random order: uniform
     sampling of the table without replacement (a fresh order if the budget outlasts the grid).
@@ -58,25 +63,50 @@ class StudySearch:
     well it did there). ``canary_budget``: when given, a fully trained trial carries the
     constraint ``canary rise - budget`` (``Trial.set_constraint``, optuna 5's replacement for
     the deprecated ``constraints_func``), so TPE models infeasible trials apart; a stopped
-    trial has no canary score and so no constraint.
+    trial has no canary score and so no constraint. ``recipe_of``: when given (it names the
+    recipe a proposal trains, ``SearchTable.recipe_for``), a recipe is never trained twice: a
+    proposal of one already trained is told that trial's outcome again at no cost, and the
+    sampler is asked anew (a sweep trains every trial with the same seed, so a repeat would
+    cost a whole trial and show nothing new).
     """
 
     def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], sampler: Any,
-                 stopped: str = "complete", canary_budget: float | None = None):
+                 stopped: str = "complete", canary_budget: float | None = None,
+                 recipe_of: Callable[[dict[str, Any]], str] | None = None):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if stopped not in ("complete", "pruned"):
             raise ValueError(f"stopped: 'complete' or 'pruned', got {stopped!r}")
-        self.search, self.stopped, self.canary_budget = search, stopped, canary_budget
+        self.search, self.stopped, self.canary_budget, self.recipe_of = search, stopped, canary_budget, recipe_of
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         for point in points:
             self.study.enqueue_trial(dict(point))
         self.trial = None
+        self.trained: dict[str, Any] = {}  # recipe -> the study's trial that trained it
 
     def propose(self) -> dict[str, Any]:
-        self.trial = self.study.ask()
-        return {name: suggest(self.trial, name, spec) for name, spec in self.search.items()}
+        for _ in range(MAX_ASKS):
+            self.trial = self.study.ask()
+            params = {name: suggest(self.trial, name, spec) for name, spec in self.search.items()}
+            earlier = self.trained.get(self.recipe_of(params)) if self.recipe_of else None
+            if earlier is None:
+                return params
+            self._tell_again(self.trial, earlier)
+        return params  # a space this sampler keeps repeating: the repeat is trained
+
+    def _tell_again(self, asked: Any, earlier: Any) -> None:
+        """Tell a repeated proposal the outcome of the trial that trained its recipe."""
+        from optuna.trial import TrialState
+
+        for report, wer in earlier.intermediate_values.items():
+            asked.report(wer, report)
+        for name, value in earlier.constraints.items():
+            asked.set_constraint(name, value)
+        if earlier.state == TrialState.COMPLETE:
+            self.study.tell(asked, earlier.value)
+        else:
+            self.study.tell(asked, state=earlier.state)
 
     def observe(self, trial: Any) -> None:
         from optuna.trial import TrialState
@@ -92,17 +122,19 @@ class StudySearch:
             if trial.status == "completed" and self.canary_budget is not None:
                 asked.set_constraint("canary", trial.canary_rise - self.canary_budget)
             self.study.tell(asked, trial.dev_wer)
+        self.trained[trial.recipe] = self.study.trials[asked.number]
 
 
 class TpeSearch(StudySearch):
     """``optuna.samplers.TPESampler(seed, n_startup_trials)``, as the sweep builds it."""
 
     def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int,
-                 startup: int, stopped: str = "complete", canary_budget: float | None = None):
+                 startup: int, stopped: str = "complete", canary_budget: float | None = None,
+                 recipe_of: Callable[[dict[str, Any]], str] | None = None):
         import optuna
 
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-        super().__init__(search, points, sampler, stopped, canary_budget)
+        super().__init__(search, points, sampler, stopped, canary_budget, recipe_of)
 
 
 class RandomSearch(StudySearch):
@@ -112,10 +144,11 @@ class RandomSearch(StudySearch):
     with a RandomSampler of its own seed), so with the same seed the two propose the same
     recipes until TPE's model takes over, and a replay compares what the model buys."""
 
-    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int):
+    def __init__(self, search: dict[str, dict[str, Any]], points: list[dict[str, Any]], seed: int,
+                 recipe_of: Callable[[dict[str, Any]], str] | None = None):
         import optuna
 
-        super().__init__(search, points, optuna.samplers.RandomSampler(seed=seed))
+        super().__init__(search, points, optuna.samplers.RandomSampler(seed=seed), recipe_of=recipe_of)
 
 
 class OracleAfterStartup:

@@ -26,7 +26,7 @@ except ImportError:  # tests/benchmarks imported as a package
     from tests.benchmarks.search_tables import curve_to, grid, make_table, run_row, synthetic_table
 
 ALL_SEARCHERS = ("grid", "random", "random+asha", "tpe", "tpe+canary", "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary",
-                 "oracle+asha")
+                 "tpe+asha+pruned+canary+dedup", "oracle+asha")
 
 
 class InOrder:
@@ -337,6 +337,36 @@ def test_tpe_is_told_stopped_trials_as_complete_or_pruned_and_the_canary_as_a_co
     assert told["complete"][0] == told["pruned"][0]
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_dedup_never_trains_a_recipe_twice_and_tells_a_repeat_the_earlier_outcome(sampler):
+    """9 recipes, 8 trials: without +dedup both samplers train some recipe twice; with it each
+    trial trains a new recipe, and every repeated proposal is in the study with the outcome
+    (state, value, reports, canary constraint) of the trial that trained its recipe."""
+    table = one_good_among(9, canary_rise=0.01)
+    point = table.params(table.recipes[4])
+
+    def searcher(seed, recipe_of=None):
+        if sampler == "random":
+            return RandomSearch(table.search, [point], seed, recipe_of=recipe_of)
+        return TpeSearch(table.search, [point], seed, startup=2, stopped="pruned", canary_budget=0.02, recipe_of=recipe_of)
+
+    repeated = told_again = 0
+    for seed in range(5):
+        plain = [t.recipe for t in replay_search(table, searcher(seed), num_samples=8, rungs=AshaRungs(4, 2, 2))]
+        repeated += len(set(plain)) < len(plain)
+        search = searcher(seed, table.recipe_for)
+        trials = replay_search(table, search, num_samples=8, rungs=AshaRungs(4, 2, 2))
+        assert len({t.recipe for t in trials}) == 8 and trials[0].recipe == table.recipes[4]
+        trained = {}
+        for frozen in search.study.trials:
+            recipe = table.recipe_for(frozen.params)
+            outcome = (frozen.state, frozen.value, frozen.intermediate_values, frozen.constraints)
+            assert trained.setdefault(recipe, outcome) == outcome
+        assert len(trained) == 8
+        told_again += len(search.study.trials) - 8
+    assert repeated >= 3 and told_again >= 3
+
+
 def test_a_range_snaps_to_the_nearest_grid_value_in_log_space():
     table = make_table([run_row(params, curve_to(0.3)) for params in grid(learning_rates=(1e-4, 1e-3))])
     assert table.recipe_for({"learning_rate": 4e-4, "target_modules": "qv"}) == recipe_id({"learning_rate": 1e-3, "target_modules": "qv"})
@@ -441,6 +471,8 @@ def test_searcher_names_parse():
     assert SearcherSpec.parse("tpe+asha+pruned+canary") == SearcherSpec("tpe+asha+pruned+canary", "tpe", True, True, True)
     assert SearcherSpec.parse("grid+asha") == SearcherSpec("grid+asha", "grid", True, False, False)
     assert SearcherSpec.parse("oracle+asha").is_bound and not SearcherSpec.parse("tpe+asha").is_bound
-    for bad in ("bohb", "tpe+pruned", "random+canary", "grid+asha+pruned", "tpe+asha+asha", "oracle+asha+canary", "oracle+pruned"):
+    assert SearcherSpec.parse("tpe+asha+dedup").dedup and SearcherSpec.parse("random+dedup").dedup and not SearcherSpec.parse("tpe").dedup
+    for bad in ("bohb", "tpe+pruned", "random+canary", "grid+asha+pruned", "tpe+asha+asha", "oracle+asha+canary", "oracle+pruned",
+                "grid+dedup", "oracle+asha+dedup", "tpe+dedup+dedup"):
         with pytest.raises(ValueError):
             SearcherSpec.parse(bad)
