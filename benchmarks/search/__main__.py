@@ -1,6 +1,6 @@
 """``python -m benchmarks.search``: replay searchers on the search table, print how they did.
 
-    python -m benchmarks.search                                  # the demo table, 200 replays each (about 25 s)
+    python -m benchmarks.search                                  # the demo table, 200 replays each (about 30 s)
     python -m benchmarks.search --num-samples 8 16 --json out.json
     python -m benchmarks.search --searchers random tpe+asha --finalists 2 --race-seeds 1
 
