@@ -122,7 +122,8 @@ class StudySearch:
             if trial.status == "completed" and self.canary_budget is not None:
                 asked.set_constraint("canary", trial.canary_rise - self.canary_budget)
             self.study.tell(asked, trial.dev_wer)
-        self.trained[trial.recipe] = self.study.trials[asked.number]
+        if self.recipe_of:
+            self.trained[trial.recipe] = self.study.trials[asked.number]
 
 
 class TpeSearch(StudySearch):
