@@ -7,6 +7,7 @@ before torch or Ray load. Every error names the key that is wrong.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,12 @@ CHOICE_TYPES = (str, int, float, bool, type(None))
 
 @dataclass(frozen=True)
 class SearchParam:
-    """One searched TrialConfig field: a float/int range (optionally log) or a list of choices."""
+    """One searched TrialConfig field: a float/int range (optionally log) or a list of choices.
+
+    ``grid``: a float range whose trials train one of ``grid`` values spread evenly from low to
+    high (evenly in log space for a log range): Optuna samples and models the range, and the
+    trial trains the grid value nearest the sample (``trained``). Recipes then repeat, and the
+    sweep trains each only once (``sweeps.search.searcher``)."""
 
     name: str
     kind: Literal["float", "int", "choice"]
@@ -37,19 +43,47 @@ class SearchParam:
     log: bool = False
     step: float | int | None = None
     choices: tuple[Any, ...] = ()
+    grid: int | None = None
 
     def suggest(self, trial: Any) -> Any:
-        """Ask an Optuna trial (define-by-run) for this parameter's value."""
+        """Ask an Optuna trial (define-by-run) for this parameter's value; the value trained."""
         if self.kind == "choice":
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.kind == "int":
             return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        return self.trained(trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log))
+
+    def grid_values(self) -> tuple[float, ...]:
+        """The values a grid range trains, low first; 6 significant digits (1e-3, not 0.0010000000000000002)."""
+        if not self.grid:
+            return ()
+        if self.log:
+            ratio = math.log(self.high / self.low)
+            return tuple(float(f"{self.low * math.exp(ratio * i / (self.grid - 1)):.6g}") for i in range(self.grid))
+        return tuple(float(f"{self.low + (self.high - self.low) * i / (self.grid - 1):.6g}") for i in range(self.grid))
+
+    def trained(self, value: Any) -> Any:
+        """The value a trial trains for a sampled ``value``: the nearest grid value (in log
+        space for a log range), or ``value`` itself without a grid."""
+        if not self.grid:
+            return value
+        distance = (lambda v: abs(math.log(v / value))) if self.log else (lambda v: abs(v - value))
+        return min(self.grid_values(), key=distance)
 
     def contains(self, value: Any) -> bool:
         if self.kind == "choice":
             return value in self.choices
+        if self.grid:
+            return any(math.isclose(value, v, rel_tol=1e-6) for v in self.grid_values())
         return self.low <= value <= self.high
+
+    def domain(self) -> str:
+        """Where a value ``contains`` refuses is not, as an error says it."""
+        if self.kind == "choice":
+            return f"outside the searched {list(self.choices)}"
+        if self.grid:
+            return f"not one of the {self.grid} values search.{self.name}.grid trains: {list(self.grid_values())}"
+        return f"outside the searched [{self.low}, {self.high}]"
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "choice":
@@ -57,6 +91,8 @@ class SearchParam:
         data: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
         if self.step is not None:
             data["step"] = self.step
+        if self.grid is not None:
+            data["grid"] = self.grid
         return data
 
 
@@ -116,6 +152,9 @@ class SweepConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     max_failures: int = 0
     seed: int = 0
+    # TPE's random trials before it models the results (points_to_evaluate count among them);
+    # None: a third of num_samples, 2-10 (sweeps.search.space.startup_trials).
+    startup_trials: int | None = None
     metric: str = "eval_wer"
     mode: Literal["min", "max"] = "min"
     checkpoints_to_keep: int = 2
@@ -162,6 +201,7 @@ class SweepConfig:
             "scheduler": self.scheduler.to_dict(),
             "max_failures": self.max_failures,
             "seed": self.seed,
+            "startup_trials": self.startup_trials,
             "metric": self.metric,
             "mode": self.mode,
             "checkpoints_to_keep": self.checkpoints_to_keep,
@@ -192,6 +232,7 @@ class SweepConfig:
             scheduler=_scheduler(raw.get("scheduler", "asha")),
             max_failures=_integer(raw, "max_failures", 0, minimum=-1),
             seed=_integer(raw, "seed", 0, minimum=0),
+            startup_trials=None if raw.get("startup_trials") is None else _integer(raw, "startup_trials", 0, minimum=1),
             metric=_choice(raw, "metric", "eval_wer", REPORTED_METRICS),
             mode=_choice(raw, "mode", "min", ("min", "max")),
             checkpoints_to_keep=_integer(raw, "checkpoints_to_keep", 2, minimum=1),
@@ -264,7 +305,7 @@ def _search_param(name: str, spec: Any, trial: TrialConfig) -> SearchParam:
         spec = {"choices": spec}
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: give {{low: .., high: .., log: true}} or {{choices: [..]}}, got {spec!r}")
-    reject_unknown(spec, ("low", "high", "log", "step", "choices"), where)
+    reject_unknown(spec, ("low", "high", "log", "step", "grid", "choices"), where)
     param = _choices_param(name, spec, where) if "choices" in spec else _range_param(name, spec, where, trial)
     for value in (param.choices if param.kind == "choice" else (param.low, param.high)):
         _check_value_in_recipe(trial, name, value, where)
@@ -273,7 +314,7 @@ def _search_param(name: str, spec: Any, trial: TrialConfig) -> SearchParam:
 
 def _choices_param(name: str, spec: dict[str, Any], where: str) -> SearchParam:
     if set(spec) != {"choices"}:
-        raise ConfigError(f"{where}: choices cannot be combined with low/high/log/step")
+        raise ConfigError(f"{where}: choices cannot be combined with low/high/log/step/grid")
     choices = spec["choices"]
     if not isinstance(choices, list) or not choices:
         raise ConfigError(f"{where}.choices: must be a non-empty list")
@@ -306,7 +347,21 @@ def _range_param(name: str, spec: dict[str, Any], where: str, trial: TrialConfig
         raise ConfigError(f"{where}.low: a log range needs low > 0, got {low}")
     if log and step is not None and kind == "float":
         raise ConfigError(f"{where}: Optuna cannot combine log with step for floats")
-    return SearchParam(name=name, kind=kind, low=low, high=high, log=log, step=step)
+    return SearchParam(name=name, kind=kind, low=low, high=high, log=log, step=step, grid=_grid(spec, kind, step, where))
+
+
+def _grid(spec: dict[str, Any], kind: str, step: Any, where: str) -> int | None:
+    """``grid: N``: a float range whose trials train N values from low to high."""
+    if spec.get("grid") is None:
+        return None
+    if kind != "float":
+        raise ConfigError(f"{where}.grid: only a float range takes a grid (an int range has step)")
+    if step is not None:
+        raise ConfigError(f"{where}: give step or grid, not both")
+    grid = coerce_number(spec["grid"], int, f"{where}.grid")
+    if grid < 2:
+        raise ConfigError(f"{where}.grid: at least 2 values (low and high), got {grid}")
+    return grid
 
 
 _INT_FIELDS = {f.name for f in fields(TrialConfig) if "int" in str(f.type) and "float" not in str(f.type)}
@@ -347,8 +402,7 @@ def _point_value(param: SearchParam, point: dict[str, Any], trial: TrialConfig, 
     if param.kind != "choice":
         value = coerce_number(value, int if param.kind == "int" else float, where)
     if not param.contains(value):
-        domain = param.choices if param.kind == "choice" else f"[{param.low}, {param.high}]"
-        raise ConfigError(f"{where}: {value!r} is outside the searched {domain}")
+        raise ConfigError(f"{where}: {value!r} is {param.domain()}")
     return value
 
 

@@ -29,9 +29,15 @@ class SearchSpace:
     fixed: tuple[tuple[str, Any], ...]
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        for param in self.params:
-            param.suggest(trial)
-        return dict(self.fixed)
+        """The fixed fields, and each grid range's trained value in place of Optuna's sample
+        (Ray's OptunaSearch lets what this returns override the suggested values)."""
+        trained = {param.name: param.suggest(trial) for param in self.params}
+        return {**dict(self.fixed), **{param.name: trained[param.name] for param in self.params if param.grid}}
+
+    def recipe(self, params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The searched values a trial with Optuna's ``params`` trains: the key that tells two
+        trials' recipes apart (the fixed fields are the same for every trial)."""
+        return tuple((param.name, param.trained(params[param.name])) for param in self.params if param.name in params)
 
 
 def build_search_space(sweep: SweepConfig, resolved_trial: Any | None = None) -> SearchSpace:
@@ -65,7 +71,7 @@ def build_searcher(sweep: SweepConfig, space: SearchSpace, study_db: str | Path 
     from sweeps.search.searcher import SweepSearch, objective_metrics
 
     # TPE samples at random until n_startup_trials trials have finished, points_to_evaluate included.
-    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=startup_trials(sweep.num_samples))
+    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=sweep.startup_trials or startup_trials(sweep.num_samples))
     metric = objective_metrics(sweep.select_on, sweep.objectives) if sweep.objectives else sweep.metric
     return SweepSearch(
         space=space,
@@ -87,6 +93,7 @@ def study_storage(path: str | Path):
 
 
 def startup_trials(num_samples: int) -> int:
-    """Random trials before TPE models the results: a third of the budget of ``num_samples``
-    trials, at least 2 and at most 10. The search benchmark's replays use it too."""
+    """Random trials before TPE models the results, unless the sweep sets ``startup_trials``: a
+    third of the budget of ``num_samples`` trials, at least 2 and at most 10. The search
+    benchmark's replays use it too."""
     return max(2, min(10, num_samples // 3))

@@ -105,10 +105,19 @@ def test_scheduler_override_turns_a_name_into_a_mapping(tmp_path):
         ("max_wer_increase.kanary=0.02", "max_wer_increase.kanary"),
         ("max_wer_increase.canary=2", "max_wer_increase.canary"),  # points, not a WER fraction
         ("max_wer_increase.canary=lots", "max_wer_increase.canary"),
+        ("search.learning_rate.grid=1", "search.learning_rate.grid"),
+        ("search.lora_dropout.step=0.1", "search.lora_dropout"),  # with the grid below: one or the other
+        ("search.lora_r={low: 4, high: 16, grid: 3}", "search.lora_r.grid"),  # an int range has step
+        ("search.learning_rate.grid=4", "points_to_evaluate[0].learning_rate"),  # 1e-3 is not on 1e-4 .. 1e-2 in 4
+        ("startup_trials=0", "startup_trials"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(tmp_path, override, named):
-    path = write_yaml(tmp_path, sweep_dict())
+    raw = sweep_dict()
+    if override.startswith("search.lora_dropout.step"):
+        raw["search"]["lora_dropout"]["grid"] = 3  # 0, 0.1, 0.2: the point {} takes the trial's 0.1
+        raw["trial"]["lora_dropout"] = 0.1
+    path = write_yaml(tmp_path, raw)
     with pytest.raises(ConfigError) as caught:
         load_sweep_config(path, [override])
     assert named in str(caught.value)
@@ -222,3 +231,29 @@ def test_relative_path_choices_become_absolute_for_trials(tmp_path, monkeypatch)
     sweep = with_absolute_paths(SweepConfig.from_dict(raw))
     assert sweep.search[0].choices == (str(tmp_path / "a" / "train.jsonl"), str(tmp_path / "b.jsonl"))
     assert sweep.points_to_evaluate == ({"train_manifest": str(tmp_path / "a" / "train.jsonl")},)
+
+
+def test_a_grid_range_trains_evenly_spread_values_and_optuna_models_the_range():
+    """``grid: 4`` on 5e-4 .. 4e-3 (log) trains 5e-4, 1e-3, 2e-3, 4e-3, whatever Optuna samples
+    between them; the study keeps the sample, the trial's config the grid value."""
+    sweep = SweepConfig.from_dict(sweep_dict(
+        search={"learning_rate": {"low": 5e-4, "high": 4e-3, "log": True, "grid": 4}, "lora_dropout": {"low": 0.0, "high": 0.2, "grid": 3}},
+        points_to_evaluate=[{"learning_rate": 1e-3, "lora_dropout": 0.1}]))
+    lr, dropout = sweep.search
+    assert lr.grid_values() == (5e-4, 1e-3, 2e-3, 4e-3) and dropout.grid_values() == (0.0, 0.1, 0.2)
+    assert lr.trained(1.4e-3) == 1e-3 and lr.trained(1.42e-3) == 2e-3  # nearest in log space: the midpoint is 1.414e-3
+    assert dropout.trained(0.149) == 0.1 and dropout.trained(0.151) == 0.2
+    assert SweepConfig.from_dict(sweep.to_dict()) == sweep
+    configs = suggestions(sweep, seed=3, count=12)
+    assert {c["learning_rate"] for c in configs} <= set(lr.grid_values()) and len({c["learning_rate"] for c in configs}) > 1
+    assert {c["lora_dropout"] for c in configs} <= {0.0, 0.1, 0.2}
+
+
+def test_startup_trials_set_tpes_random_trials_else_the_rule():
+    from sweeps.search.space import build_searcher
+
+    sweep = SweepConfig.from_dict(sweep_dict(num_samples=16))
+    assert build_searcher(sweep, build_search_space(sweep))._sampler._n_startup_trials == 5
+    sweep = SweepConfig.from_dict(sweep_dict(num_samples=16, startup_trials=2))
+    assert build_searcher(sweep, build_search_space(sweep))._sampler._n_startup_trials == 2
+    assert SweepConfig.from_dict(sweep.to_dict()).startup_trials == 2
