@@ -136,7 +136,10 @@ def parameter_importances(study: Any, sweep: SweepConfig, target: str = "wer") -
     if study is None:
         return {}
     states = (optuna.trial.TrialState.COMPLETE,) if target == "wer" else (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    usable = [t for t in study.get_trials(deepcopy=False, states=states) if target == "wer" or t.constraints]
+    # A proposal of a recipe already trained is told that trial's result again (``repeat_of``):
+    # counted once, each recipe weighs the same.
+    usable = [t for t in study.get_trials(deepcopy=False, states=states)
+              if "repeat_of" not in t.user_attrs and (target == "wer" or t.constraints)]
     if len(usable) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     if target == "wer":
@@ -147,11 +150,20 @@ def parameter_importances(study: Any, sweep: SweepConfig, target: str = "wer") -
         with warnings.catch_warnings():  # PED-ANOVA warns that it ranks for low targets: ours are WER and violation
             warnings.simplefilter("ignore")
             return optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=list(sweep.searched_names),
+                _without_repeats(study), evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=list(sweep.searched_names),
                 target=measure, normalize=True,
             )
     except (RuntimeError, ValueError):  # e.g. a parameter that took one value only
         return {}
+
+
+def _without_repeats(study: Any) -> Any:
+    """An in-memory copy of the study's finished trials less the told repeats (``repeat_of``)."""
+    import optuna
+
+    view = optuna.create_study(directions=study.directions)
+    view.add_trials([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and "repeat_of" not in t.user_attrs])
+    return view
 
 
 def move_hint(points: Any, parameter: str) -> str:

@@ -14,6 +14,12 @@ when a trial ends:
 - with ``objectives``, the study is multi-objective: the select set's WER and each other
   objective set's WER increase.
 
+A recipe is trained once: every trial trains with the same seed (``trial.seed``), so a
+proposal of a recipe a finished trial already trained (a ``grid`` range makes recipes repeat)
+would cost a whole trial and show nothing new. The study is told the earlier trial's outcome
+for it (state, WER, reports, constraints; user attribute ``repeat_of``) and asked again;
+Tune's trial then trains the next new recipe. A recipe still training may be proposed again.
+
 On ``--resume`` (Ray restores the searcher from its last saved state) a study trial left
 RUNNING that the restored searcher does not know is marked FAIL: it was asked before the
 driver died but after that state was saved, so no Tune trial will ever end it. If it was
@@ -31,15 +37,66 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.budget import budget_constraint
 from sweeps.search.trial import COMPLETED_KEY
+from sweeps.wording import counted
 from trainable.metrics import PRIMARY_TUNED, wer_increase_name
 
 ITERATION_KEY = "training_iteration"
+# Asks of the sampler for one trial: proposals of recipes already trained are told their
+# outcome and asked again up to this many times, then the repeat is trained (a space with
+# fewer recipes than num_samples runs out of new ones; on the demo's 72 recipes a sweep of 16
+# trials needs a few asks at most).
+MAX_ASKS = 20
 
 
 class SweepSearch(OptunaSearch):
     def __init__(self, *, budgets: tuple[tuple[str, float], ...] = (), **kwargs: Any):
         super().__init__(**kwargs)
         self._budgets = tuple(budgets)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        repeated = []  # numbers of the study trials whose recipes were proposed again
+        for ask in range(1, MAX_ASKS + 1):
+            config = super().suggest(trial_id)
+            earlier = self._trained_before(self._ot_trials[trial_id]) if isinstance(config, dict) else None
+            if earlier is None or ask == MAX_ASKS:
+                break
+            self._tell_repeat(self._ot_trials.pop(trial_id), earlier)
+            repeated.append(earlier.number)
+        if repeated:
+            trained = ", ".join(str(number) for number in sorted(set(repeated)))
+            again = (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains study trial {earlier.number}'s again"
+                     if earlier is not None else "")
+            print(f"search: Optuna proposed {counted(len(repeated), 'recipe')} already trained (study trial numbers {trained}), "
+                  f"each told that trial's result, and asked again{again}", flush=True)
+        return config
+
+    def _trained_before(self, ot_trial: Any) -> Any:
+        """The study's finished trial (complete or stopped) that trained ``ot_trial``'s recipe, if any."""
+        from optuna.trial import TrialState
+
+        recipe = getattr(self._space, "recipe", None)
+        if recipe is None:
+            return None
+        wanted = recipe(ot_trial.params)
+        for trial in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if trial.number != ot_trial.number and recipe(trial.params) == wanted:
+                return trial
+        return None
+
+    def _tell_repeat(self, asked: Any, earlier: Any) -> None:
+        """Tell a proposal of a recipe already trained what the trial that trained it got."""
+        from optuna.trial import TrialState
+
+        if not isinstance(self.metric, list):  # a multi-objective study takes no reports
+            for step, value in earlier.intermediate_values.items():
+                asked.report(value, step)
+        for name, value in earlier.constraints.items():
+            asked.set_constraint(name, value)
+        asked.set_user_attr("repeat_of", earlier.number)
+        if earlier.state == TrialState.COMPLETE:
+            self._ot_study.tell(asked, earlier.values)
+        else:
+            self._ot_study.tell(asked, state=earlier.state)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna

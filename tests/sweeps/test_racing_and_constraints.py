@@ -497,3 +497,39 @@ def test_importances_come_from_the_stored_study_and_name_what_decides_the_violat
     summary = summary_markdown(over, None, SWEEP, "/x", None, None, tmp_path)
     assert "most decides the budget violation is `learning_rate`" in summary and "lower learning_rate" in summary
     assert "## Parameter importance for a low `dev` WER" in summary
+
+
+def test_a_recipe_is_trained_once_and_a_proposal_of_it_again_is_told_its_result(capsys):
+    """Every trial trains with one seed, so a repeat would cost a trial and show nothing new:
+    on a grid of 4 recipes, 4 Tune trials train 4 different ones; each repeat Optuna proposes
+    is told the earlier trial's WER, reports and constraint (``repeat_of``); with every recipe
+    trained, the next trial trains a repeat and says so."""
+    pytest.importorskip("ray")
+    import optuna
+
+    from sweeps.search.space import build_search_space, build_searcher
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep = SweepConfig.from_dict({**SWEEP.to_dict(), "points_to_evaluate": [], "search": {
+        "learning_rate": {"low": 1e-3, "high": 2e-3, "log": True, "grid": 2}, "target_modules": ["qv", "fc"]}})
+    search = build_searcher(sweep, build_search_space(sweep))
+    trained = []
+    for number in range(4):
+        config = search.suggest(f"t{number}")
+        trained.append((config["learning_rate"], config["target_modules"]))
+        search.on_trial_result(f"t{number}", report(0.5 - number / 100, 0.0, 1, False))
+        search.on_trial_complete(f"t{number}", result=report(0.4 - number / 100, 0.01 * number, 2, True))
+    assert sorted(trained) == [(1e-3, "fc"), (1e-3, "qv"), (2e-3, "fc"), (2e-3, "qv")]
+    study = search._ot_study.trials
+    repeats = [t for t in study if "repeat_of" in t.user_attrs]
+    assert repeats and len(study) == 4 + len(repeats)  # this seed's TPE proposes trained recipes
+    for repeat in repeats:
+        earlier = study[repeat.user_attrs["repeat_of"]]
+        assert "repeat_of" not in earlier.user_attrs and search._space.recipe(repeat.params) == search._space.recipe(earlier.params)
+        assert (repeat.value, repeat.intermediate_values, repeat.constraints) == (earlier.value, earlier.intermediate_values, earlier.constraints)
+    assert "already trained" in capsys.readouterr().out
+
+    config = search.suggest("t4")  # every recipe trained: the trial trains a repeat
+    assert (config["learning_rate"], config["target_modules"]) in trained
+    assert "no new recipe in 20 proposals, so this trial trains study trial" in capsys.readouterr().out
+    assert search._ot_study.trials[-1].state == optuna.trial.TrialState.RUNNING
