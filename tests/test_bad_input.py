@@ -96,7 +96,7 @@ CASES = {
     "sweep: --config bad YAML": Case("sweep", "--config {bad_yaml}", ("bad.yaml:2: not valid YAML (expected ',' or ']'",)),
     "sweep: unknown key": Case("sweep", "nums_samples=3", ("unknown key(s) nums_samples",)),
     "sweep: override without =": Case("sweep", "num_samples", ("override 'num_samples' is not KEY=VALUE",)),
-    "sweep: ASHA's grace period beyond a trial's reports": Case("sweep", "trial.max_steps=50",
+    "sweep: ASHA's grace period beyond a trial's reports": Case("sweep", "trial.max_steps=50 scheduler.grace_period=2",
                                                                 ("scheduler.grace_period: 2 reports, but the longest trial makes 1",)),
     "sweep: confirm_on manifest missing": Case("sweep", "'confirm_on={{test: {tmp}/nope.jsonl}}'", ("confirm_on.test:", "nope.jsonl does not exist")),
     "sweep: confirm_on without a path": Case("sweep", "'confirm_on={{test:data/test.jsonl}}'",
