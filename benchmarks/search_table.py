@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override keys of the base sweep, as sweeps.run takes them")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="the sweep whose space is tabulated (default: sweeps/configs/demo.yaml)")
     parser.add_argument("--grid", help="YAML {searched field: [values]}; default: every choice, and --range-points values across each range")
-    parser.add_argument("--range-points", type=int, default=4, help="grid values across a searched range, log-spaced for a log range (default 4)")
+    parser.add_argument("--range-points", type=int, default=4, help="grid values across a searched range without a grid of its own, log-spaced for a log range (default 4)")
     parser.add_argument("--extra-seeds", type=int, default=4, help="more seeds for the best recipes: the sweep's seed + 1, + 2, ... (default 4: racing retrains with 2, the other 2 are held out to grade it)")
     parser.add_argument("--extra-seed-recipes", type=int, default=16, help="how many of the best recipes (single-seed final dev WER) get them; 0: none (default 16)")
     parser.add_argument("--canary-set", help="the eval set whose WER rise is budgeted (default: the one in the sweep's max_wer_increase)")
@@ -137,14 +137,15 @@ def eval_roles(base: Any, canary_set: str | None) -> tuple[str, str, float]:
 
 
 def default_grid(base: Any, range_points: int) -> dict[str, list[Any]]:
-    """Every choice as it is; each range as ``range_points`` values from low to high
-    (log-spaced for a log range, three significant digits, whole numbers for an int range)."""
+    """Every choice as it is; a range with a ``grid`` as the values its trials train; any
+    other range as ``range_points`` values from low to high (log-spaced for a log range,
+    three significant digits, whole numbers for an int range)."""
     import numpy as np
 
     grid = {}
     for param in base.search:
-        if param.kind == "choice":
-            grid[param.name] = list(param.choices)
+        if param.kind == "choice" or param.grid:
+            grid[param.name] = list(param.choices or param.grid_values())
             continue
         spaced = (np.geomspace if param.log else np.linspace)(param.low, param.high, range_points)
         values = [int(round(v)) for v in spaced] if param.kind == "int" else [float(f"{v:.3g}") for v in spaced]

@@ -19,6 +19,7 @@ from trainable.config import REPO_ROOT
 from trainable.files import atomic_write_json
 
 DEFAULT_TABLE = REPO_ROOT / "benchmarks" / "data" / "demo_search_table.parquet"
+DEFAULT_SWEEP = REPO_ROOT / "sweeps" / "configs" / "demo.yaml"
 DEFAULT_SEARCHERS = (
     "grid", "random", "random+asha", "tpe", "tpe+canary",
     "tpe+asha", "tpe+asha+pruned", "tpe+asha+canary", "tpe+asha+pruned+canary", "tpe+asha+pruned+canary+dedup", "oracle+asha",
@@ -34,11 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-samples", type=int, nargs="+", help="trials per sweep; several values give a report each (default: the table's sweep, 16 on the demo table)")
     parser.add_argument("--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), help="random (over the sweep's space), grid (the table in a random order), tpe, or oracle (TPE's random startup, then a good recipe: "
                              "a bound on TPE, not a searcher), then +asha, +pruned, +canary, +dedup (default: 11 searchers, grid to oracle+asha)")
-    parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's rule, a third of the budget, 2-10)")
-    parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the table's sweep)")
-    parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the table's sweep)")
-    parser.add_argument("--finalists", type=int, help="racing: how many top trials are retrained (default: the table's sweep, 2 on the demo table; 3 if the table does not say)")
-    parser.add_argument("--race-seeds", type=int, help="racing: new seeds per finalist, from the table (default: the table's sweep, 2 on the demo table)")
+    parser.add_argument("--sweep", metavar="CONFIG", help="the sweep whose ASHA, TPE startup trials and racing are replayed (default: "
+                             f"{DEFAULT_SWEEP.relative_to(REPO_ROOT)} on the demo table, the sweep that built any other table); "
+                             "the table gives the space, the points and the trial length")
+    parser.add_argument("--startup-trials", type=int, help="TPE's random startup trials (default: the sweep's startup_trials, else its rule, a third of the budget, 2-10)")
+    parser.add_argument("--grace-period", type=int, help="ASHA grace period in reports (default: the sweep's)")
+    parser.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (default: the sweep's)")
+    parser.add_argument("--finalists", type=int, help="racing: how many top trials are retrained (default: the sweep's, 2 on the demo; 3 if a table does not say)")
+    parser.add_argument("--race-seeds", type=int, help="racing: new seeds per finalist, from the table (default: the sweep's, 2 on the demo)")
     parser.add_argument("--canary-budget", type=float, help="most the canary WER may rise (default: the table's, 0.02 on the demo)")
     parser.add_argument("--truth", choices=("all-seeds", "held-out"), default="all-seeds",
                         help="what a recipe's true WER is: the mean over all its seeds (default), or over the seeds no replay observes: "
@@ -88,12 +92,15 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
     table = read_search_table(args.table)
     if args.canary_budget is not None:
         table = SearchTable(table.rows, {**table.meta, "canary_budget": args.canary_budget})
-    racing = racing_for(table.meta, args)
+    sweep = replayed_sweep(table.meta, args)
+    racing = racing_for(sweep, args)
     truth = ground_truth(table, args.within, race_seeds=racing["seeds"] if args.truth == "held-out" else None)
     seeds = range(args.first_seed, args.first_seed + args.replays)
-    budgets, texts, facts = [], [], None
+    budgets, facts = [], None
+    where = sweep.get("config") or "the sweep that built the table"
+    texts = [f"Replaying the ASHA, TPE startup trials and racing of {where} (flags override them) on {args.table}."]
     for num_samples in args.num_samples or [int(table.meta["num_samples"])]:
-        settings = settings_for(table.meta, args, num_samples, racing)
+        settings = settings_for(table.meta, sweep, args, num_samples, racing)
         rows = []
         for spec in specs:
             outcomes = [replay(table, truth, spec, seed, settings) for seed in seeds]
@@ -109,26 +116,41 @@ def run(args: argparse.Namespace, specs: list[SearcherSpec]) -> dict:
             "first_seed": args.first_seed, "truth": args.truth, "budgets": budgets, "seconds": seconds, "text": "\n\n".join(texts)}
 
 
-def racing_for(meta: dict, args: argparse.Namespace) -> dict[str, int]:
-    """Racing as the table's sweep races (tables built before it was recorded: the sweep
+def replayed_sweep(meta: dict, args: argparse.Namespace) -> dict:
+    """The scheduler, TPE startup trials and racing of the sweep being replayed: ``--sweep``'s,
+    the demo sweep's for the demo table, else those the table's build recorded."""
+    from pathlib import Path
+
+    from sweeps.search.config import load_sweep_config
+
+    path = args.sweep or (DEFAULT_SWEEP if Path(args.table).resolve() == DEFAULT_TABLE.resolve() else None)
+    if path is None:
+        return {key: meta.get(key) for key in ("scheduler", "racing", "startup_trials")}
+    sweep = load_sweep_config(path)
+    return {"scheduler": sweep.scheduler.to_dict(), "racing": sweep.racing.to_dict(), "startup_trials": sweep.startup_trials, "config": str(path)}
+
+
+def racing_for(sweep: dict, args: argparse.Namespace) -> dict[str, int]:
+    """Racing as the replayed sweep races (tables built before it was recorded: the sweep
     config's defaults), as the command line overrides it."""
     from sweeps.search.config import RacingConfig
 
-    racing = {**RacingConfig().to_dict(), **meta.get("racing", {})}
+    racing = {**RacingConfig().to_dict(), **(sweep.get("racing") or {})}
     return {"finalists": racing["finalists"] if args.finalists is None else args.finalists,
             "seeds": racing["seeds"] if args.race_seeds is None else args.race_seeds}
 
 
-def settings_for(meta: dict, args: argparse.Namespace, num_samples: int, racing: dict[str, int]):
-    """The replay's settings: the table's sweep, as the command line overrides it; TPE's startup
-    trials by the sweep's own rule (``sweeps.search.space.startup_trials``) unless given."""
+def settings_for(meta: dict, sweep: dict, args: argparse.Namespace, num_samples: int, racing: dict[str, int]):
+    """The replay's settings: the replayed sweep's (``replayed_sweep``) as the command line
+    overrides them; TPE's startup trials by the sweep's own rule
+    (``sweeps.search.space.startup_trials``) unless the sweep or the command line sets them."""
     from benchmarks.search.replay import Settings
     from sweeps.search.space import startup_trials
 
-    scheduler = meta["scheduler"] if meta["scheduler"].get("type") == "asha" else {}
+    scheduler = sweep["scheduler"] if (sweep.get("scheduler") or {}).get("type") == "asha" else {}
     return Settings(
         num_samples=num_samples,
-        startup_trials=args.startup_trials or startup_trials(num_samples),
+        startup_trials=args.startup_trials or sweep.get("startup_trials") or startup_trials(num_samples),
         points=tuple(meta["points_to_evaluate"]),
         max_t=int(meta["max_reports"]),
         grace_period=args.grace_period or int(scheduler.get("grace_period", 1)),
