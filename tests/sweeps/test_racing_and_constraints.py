@@ -533,3 +533,20 @@ def test_a_recipe_is_trained_once_and_a_proposal_of_it_again_is_told_its_result(
     assert (config["learning_rate"], config["target_modules"]) in trained
     assert "no new recipe in 20 proposals, so this trial trains study trial" in capsys.readouterr().out
     assert search._ot_study.trials[-1].state == optuna.trial.TrialState.RUNNING
+
+
+def test_importances_count_each_recipe_once_not_its_told_repeats(tmp_path):
+    """A repeat told a trained recipe's result (``repeat_of``) is no new evidence: 30 copies of
+    one trial must not change what the importances say."""
+    import optuna
+
+    from sweeps.search import analysis
+
+    study = planted_study(tmp_path / "optuna.db", SWEEP)
+    before = {target: analysis.parameter_importances(study, SWEEP, target=target) for target in ("wer", "violation")}
+    earlier = study.trials[0]
+    for _ in range(30):
+        study.add_trial(optuna.trial.create_trial(params=earlier.params, distributions=earlier.distributions, value=earlier.value,
+                                                  user_attrs={"repeat_of": earlier.number}, system_attrs=earlier.system_attrs))
+    for target, importances in before.items():
+        assert analysis.parameter_importances(study, SWEEP, target=target) == pytest.approx(importances), target
