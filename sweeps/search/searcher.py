@@ -37,7 +37,6 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.budget import budget_constraint
 from sweeps.search.trial import COMPLETED_KEY
-from sweeps.wording import counted
 from trainable.metrics import PRIMARY_TUNED, wer_increase_name
 
 ITERATION_KEY = "training_iteration"
@@ -63,11 +62,8 @@ class SweepSearch(OptunaSearch):
             self._tell_repeat(self._ot_trials.pop(trial_id), earlier)
             repeated.append(earlier.number)
         if repeated:
-            trained = ", ".join(str(number) for number in sorted(set(repeated)))
-            again = (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains study trial {earlier.number}'s again"
-                     if earlier is not None else "")
-            print(f"search: Optuna proposed {counted(len(repeated), 'recipe')} already trained (study trial numbers {trained}), "
-                  f"each told that trial's result, and asked again{again}", flush=True)
+            print(f"search: {repeats_line(repeated)}" + (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains "
+                                                         f"study trial {earlier.number}'s again" if earlier is not None else ""), flush=True)
         return config
 
     def _trained_before(self, ot_trial: Any) -> Any:
@@ -192,6 +188,16 @@ class SweepSearch(OptunaSearch):
 
         ended = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
         return any(trial.number == ot_trial.number for trial in ended)
+
+
+def repeats_line(repeated: list[int]) -> str:
+    """What the console says of proposals of recipes already trained, by the study trials that trained them."""
+    trained = sorted(set(repeated))
+    by = f"study trial {trained[0]}" if len(trained) == 1 else f"study trials {', '.join(map(str, trained))}"
+    if len(repeated) == 1:
+        return f"Optuna proposed a recipe already trained (by {by}): the study is told that result again, and Optuna asked for another"
+    return (f"Optuna proposed {len(repeated)} recipes already trained (by {by}): the study is told each result again, "
+            "and Optuna asked for others")
 
 
 def objective_metrics(select_on: str, objectives: tuple[str, ...]) -> list[str]:

@@ -527,7 +527,7 @@ def test_a_recipe_is_trained_once_and_a_proposal_of_it_again_is_told_its_result(
         earlier = study[repeat.user_attrs["repeat_of"]]
         assert "repeat_of" not in earlier.user_attrs and search._space.recipe(repeat.params) == search._space.recipe(earlier.params)
         assert (repeat.value, repeat.intermediate_values, repeat.constraints) == (earlier.value, earlier.intermediate_values, earlier.constraints)
-    assert "already trained" in capsys.readouterr().out
+    assert "search: Optuna proposed" in capsys.readouterr().out
 
     config = search.suggest("t4")  # every recipe trained: the trial trains a repeat
     assert (config["learning_rate"], config["target_modules"]) in trained
