@@ -161,7 +161,12 @@ def _without_repeats(study: Any) -> Any:
     """An in-memory copy of the study's finished trials less the told repeats (``repeat_of``)."""
     import optuna
 
-    view = optuna.create_study(directions=study.directions)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line in the sweep's output
+    try:
+        view = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     view.add_trials([t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and "repeat_of" not in t.user_attrs])
     return view
 
