@@ -60,11 +60,17 @@ class SweepSearch(OptunaSearch):
             if earlier is None or ask == MAX_ASKS:
                 break
             self._tell_repeat(self._ot_trials.pop(trial_id), earlier)
-            repeated.append(earlier.number)
+            repeated.append(self._trial_name(earlier.number))
         if repeated:
             print(f"search: {repeats_line(repeated)}" + (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains "
-                                                         f"study trial {earlier.number}'s again" if earlier is not None else ""), flush=True)
+                                                         f"{self._trial_name(earlier.number)}'s again" if earlier is not None else ""), flush=True)
         return config
+
+    def _trial_name(self, number: int) -> str:
+        """``trial <Tune id>`` for a study trial, as the results name it ("study trial N" for
+        one this searcher did not ask: the study's numbers count told repeats too)."""
+        tune_id = next((trial_id for trial_id, ot_trial in self._ot_trials.items() if ot_trial.number == number), None)
+        return f"trial {tune_id}" if tune_id else f"study trial {number}"
 
     def _trained_before(self, ot_trial: Any) -> Any:
         """The study's finished trial (complete or stopped) that trained ``ot_trial``'s recipe, if any."""
@@ -190,14 +196,13 @@ class SweepSearch(OptunaSearch):
         return any(trial.number == ot_trial.number for trial in ended)
 
 
-def repeats_line(repeated: list[int]) -> str:
-    """What the console says of proposals of recipes already trained, by the study trials that trained them."""
+def repeats_line(repeated: list[str]) -> str:
+    """What the console says of proposals of recipes already trained, by the trials that trained them."""
     trained = sorted(set(repeated))
-    by = f"study trial {trained[0]}" if len(trained) == 1 else f"study trials {', '.join(map(str, trained))}"
     if len(repeated) == 1:
-        return f"Optuna proposed a recipe already trained (by {by}): the study is told that result again, and Optuna asked for another"
-    return (f"Optuna proposed {len(repeated)} recipes already trained (by {by}): the study is told each result again, "
-            "and Optuna asked for others")
+        return f"Optuna proposed a recipe already trained (by {trained[0]}): the study is told that result again, and Optuna asked for another"
+    return (f"Optuna proposed {len(repeated)} recipes already trained (by {', '.join(trained)}): the study is told each result "
+            "again, and Optuna asked for others")
 
 
 def objective_metrics(select_on: str, objectives: tuple[str, ...]) -> list[str]:
