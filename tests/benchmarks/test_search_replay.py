@@ -461,6 +461,25 @@ def test_racing_follows_the_tables_sweep_unless_the_command_line_says_otherwise(
     assert racing_for({}, parse(["--race-seeds", "3"])) == {"finalists": 3, "seeds": 3}  # a table from before racing was recorded
 
 
+def test_the_demo_table_replays_the_demo_sweeps_asha_and_startup_and_another_table_its_own(tmp_path):
+    """The default replay is the sweep a user runs (demo.yaml), not the one that built the
+    table; --sweep names another, flags override either."""
+    from benchmarks.search.__main__ import DEFAULT_SWEEP, DEFAULT_TABLE, build_parser, replayed_sweep, settings_for
+    from sweeps.search.config import load_sweep_config
+
+    demo = load_sweep_config(DEFAULT_SWEEP)
+    meta = {"scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 3}, "racing": {"finalists": 4, "seeds": 1},
+            "points_to_evaluate": [], "max_reports": 8}
+    parse = build_parser().parse_args
+    sweep = replayed_sweep(meta, parse(["--table", str(DEFAULT_TABLE)]))
+    settings = settings_for(meta, sweep, parse([]), 16, {"finalists": 2, "seeds": 2})
+    assert (settings.grace_period, settings.reduction_factor) == (demo.scheduler.grace_period, demo.scheduler.reduction_factor)
+    assert settings.startup_trials == demo.startup_trials and sweep["racing"] == demo.racing.to_dict()
+    other = replayed_sweep(meta, parse(["--table", str(tmp_path / "other.parquet")]))
+    settings = settings_for(meta, other, parse(["--startup-trials", "4"]), 16, {"finalists": 4, "seeds": 1})
+    assert (settings.grace_period, settings.reduction_factor, settings.startup_trials) == (3, 3.0, 4)
+
+
 def test_help_imports_neither_optuna_nor_torch_nor_ray():
     code = ("import sys\nfrom benchmarks.search.__main__ import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert not {'optuna', 'torch', 'ray'} & set(sys.modules), sorted({'optuna', 'torch', 'ray'} & set(sys.modules))")
