@@ -53,7 +53,7 @@ class SweepSearch(OptunaSearch):
         self._budgets = tuple(budgets)
 
     def suggest(self, trial_id: str) -> dict | None:
-        repeated = []  # numbers of the study trials whose recipes were proposed again
+        repeated = []  # the trials whose recipes Optuna proposed again
         for ask in range(1, MAX_ASKS + 1):
             config = super().suggest(trial_id)
             earlier = self._trained_before(self._ot_trials[trial_id]) if isinstance(config, dict) else None
@@ -62,8 +62,9 @@ class SweepSearch(OptunaSearch):
             self._tell_repeat(self._ot_trials.pop(trial_id), earlier)
             repeated.append(self._trial_name(earlier.number))
         if repeated:
-            print(f"search: {repeats_line(repeated)}" + (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains "
-                                                         f"{self._trial_name(earlier.number)}'s again" if earlier is not None else ""), flush=True)
+            kept = (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains {self._trial_name(earlier.number)}'s again"
+                    if earlier is not None else "")
+            print(f"search: {repeats_line(repeated)}{kept}", flush=True)
         return config
 
     def _trial_name(self, number: int) -> str:
