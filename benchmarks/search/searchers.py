@@ -15,17 +15,13 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from benchmarks.search.table import SearchTable
+from sweeps.search.repeats import MAX_ASKS, tell_repeat
 
 
 class Searcher(Protocol):
     def propose(self) -> dict[str, Any]: ...
 
     def observe(self, trial: Any) -> None: ...
-
-
-# Asks of a sampler for one trial, with ``recipe_of``: a repeat is told and asked again this
-# many times before it is trained (on the demo table no replay of 16 trials comes near it).
-MAX_ASKS = 100
 
 
 class ShuffledGrid:
@@ -86,27 +82,13 @@ class StudySearch:
         self.trained: dict[str, Any] = {}  # recipe -> the study's trial that trained it
 
     def propose(self) -> dict[str, Any]:
-        for _ in range(MAX_ASKS):
+        for ask in range(1, MAX_ASKS + 1):
             self.trial = self.study.ask()
             params = {name: suggest(self.trial, name, spec) for name, spec in self.search.items()}
             earlier = self.trained.get(self.recipe_of(params)) if self.recipe_of else None
-            if earlier is None:
+            if earlier is None or ask == MAX_ASKS:  # the last ask of a space it keeps repeating is trained
                 return params
-            self._tell_again(self.trial, earlier)
-        return params  # a space this sampler keeps repeating: the repeat is trained
-
-    def _tell_again(self, asked: Any, earlier: Any) -> None:
-        """Tell a repeated proposal the outcome of the trial that trained its recipe."""
-        from optuna.trial import TrialState
-
-        for report, wer in earlier.intermediate_values.items():
-            asked.report(wer, report)
-        for name, value in earlier.constraints.items():
-            asked.set_constraint(name, value)
-        if earlier.state == TrialState.COMPLETE:
-            self.study.tell(asked, earlier.value)
-        else:
-            self.study.tell(asked, state=earlier.state)
+            tell_repeat(self.study, self.trial, earlier)
 
     def observe(self, trial: Any) -> None:
         from optuna.trial import TrialState

@@ -36,15 +36,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.budget import budget_constraint
+from sweeps.search.repeats import MAX_ASKS, tell_repeat
 from sweeps.search.trial import COMPLETED_KEY
 from trainable.metrics import PRIMARY_TUNED, wer_increase_name
 
 ITERATION_KEY = "training_iteration"
-# Asks of the sampler for one trial: proposals of recipes already trained are told their
-# outcome and asked again up to this many times, then the repeat is trained (a space with
-# fewer recipes than num_samples runs out of new ones; on the demo's 72 recipes a sweep of 16
-# trials needs a few asks at most).
-MAX_ASKS = 20
 
 
 class SweepSearch(OptunaSearch):
@@ -59,7 +55,7 @@ class SweepSearch(OptunaSearch):
             earlier = self._trained_before(self._ot_trials[trial_id]) if isinstance(config, dict) else None
             if earlier is None or ask == MAX_ASKS:
                 break
-            self._tell_repeat(self._ot_trials.pop(trial_id), earlier)
+            tell_repeat(self._ot_study, self._ot_trials.pop(trial_id), earlier)
             repeated.append(self._trial_name(earlier.number))
         if repeated:
             kept = (f"; no new recipe in {MAX_ASKS} proposals, so this trial trains {self._trial_name(earlier.number)}'s again"
@@ -85,21 +81,6 @@ class SweepSearch(OptunaSearch):
             if trial.number != ot_trial.number and recipe(trial.params) == wanted:
                 return trial
         return None
-
-    def _tell_repeat(self, asked: Any, earlier: Any) -> None:
-        """Tell a proposal of a recipe already trained what the trial that trained it got."""
-        from optuna.trial import TrialState
-
-        if not isinstance(self.metric, list):  # a multi-objective study takes no reports
-            for step, value in earlier.intermediate_values.items():
-                asked.report(value, step)
-        for name, value in earlier.constraints.items():
-            asked.set_constraint(name, value)
-        asked.set_user_attr("repeat_of", earlier.number)
-        if earlier.state == TrialState.COMPLETE:
-            self._ot_study.tell(asked, earlier.values)
-        else:
-            self._ot_study.tell(asked, state=earlier.state)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         import optuna
