@@ -135,11 +135,9 @@ def parameter_importances(study: Any, sweep: SweepConfig, target: str = "wer") -
 
     if study is None:
         return {}
+    study = _without_repeats(study)  # each recipe counted once, however often Optuna proposed it
     states = (optuna.trial.TrialState.COMPLETE,) if target == "wer" else (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    # A proposal of a recipe already trained is told that trial's result again (``repeat_of``):
-    # counted once, each recipe weighs the same.
-    usable = [t for t in study.get_trials(deepcopy=False, states=states)
-              if "repeat_of" not in t.user_attrs and (target == "wer" or t.constraints)]
+    usable = [t for t in study.get_trials(deepcopy=False, states=states) if target == "wer" or t.constraints]
     if len(usable) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     if target == "wer":
@@ -150,7 +148,7 @@ def parameter_importances(study: Any, sweep: SweepConfig, target: str = "wer") -
         with warnings.catch_warnings():  # PED-ANOVA warns that it ranks for low targets: ours are WER and violation
             warnings.simplefilter("ignore")
             return optuna.importance.get_param_importances(
-                _without_repeats(study), evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=list(sweep.searched_names),
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), params=list(sweep.searched_names),
                 target=measure, normalize=True,
             )
     except (RuntimeError, ValueError):  # e.g. a parameter that took one value only
@@ -158,7 +156,8 @@ def parameter_importances(study: Any, sweep: SweepConfig, target: str = "wer") -
 
 
 def _without_repeats(study: Any) -> Any:
-    """An in-memory copy of the study's finished trials less the told repeats (``repeat_of``)."""
+    """An in-memory copy of the study's finished trials less the told repeats (``repeat_of``,
+    ``sweeps.search.repeats``)."""
     import optuna
 
     verbosity = optuna.logging.get_verbosity()
