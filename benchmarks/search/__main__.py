@@ -150,7 +150,7 @@ def settings_for(meta: dict, sweep: dict, args: argparse.Namespace, num_samples:
     scheduler = sweep["scheduler"] if (sweep.get("scheduler") or {}).get("type") == "asha" else {}
     return Settings(
         num_samples=num_samples,
-        startup_trials=args.startup_trials or sweep.get("startup_trials") or startup_trials(num_samples),
+        startup_trials=args.startup_trials or startup_trials(num_samples, sweep.get("startup_trials")),
         points=tuple(meta["points_to_evaluate"]),
         max_t=int(meta["max_reports"]),
         grace_period=args.grace_period or int(scheduler.get("grace_period", 1)),

@@ -71,7 +71,7 @@ def build_searcher(sweep: SweepConfig, space: SearchSpace, study_db: str | Path 
     from sweeps.search.searcher import SweepSearch, objective_metrics
 
     # TPE samples at random until n_startup_trials trials have finished, points_to_evaluate included.
-    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=sweep.startup_trials or startup_trials(sweep.num_samples))
+    sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=startup_trials(sweep.num_samples, sweep.startup_trials))
     metric = objective_metrics(sweep.select_on, sweep.objectives) if sweep.objectives else sweep.metric
     return SweepSearch(
         space=space,
@@ -92,8 +92,8 @@ def study_storage(path: str | Path):
     return optuna.storages.RDBStorage(f"sqlite:///{Path(path).absolute()}")
 
 
-def startup_trials(num_samples: int) -> int:
-    """Random trials before TPE models the results, unless the sweep sets ``startup_trials``: a
-    third of the budget of ``num_samples`` trials, at least 2 and at most 10. The search
-    benchmark's replays use it too."""
-    return max(2, min(10, num_samples // 3))
+def startup_trials(num_samples: int, configured: int | None = None) -> int:
+    """Random trials before TPE models the results: the sweep's ``startup_trials`` when it sets
+    them (``configured``), else a third of the budget of ``num_samples`` trials, at least 2 and
+    at most 10. The search benchmark's replays use it too."""
+    return configured or max(2, min(10, num_samples // 3))
