@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sweeps.search.config import SweepConfig

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.budget import within_budget
-from sweeps.wording import counted
 from sweeps.search import analysis
 from sweeps.search.config import SweepConfig, results_column
 from sweeps.search.experiment import STUDY_DB, TrialConcurrency
 from sweeps.search.racing import NOT_RACED, RACE_COMPLETE, RACE_UNFINISHED, unfinished_race_runs
 from sweeps.search.trial import COMPLETED, ERROR, STOPPED_EARLY
+from sweeps.wording import counted
 from trainable.config import target_module_set_name
 from trainable.metrics import PRIMARY_BASELINE, eval_set_names, metric_name, metric_value
 
